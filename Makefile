@@ -1,0 +1,81 @@
+# Two commands matter: `make up` (the whole platform, foreground) and `make test`.
+# Everything else is a step those two take, or a tool for engineers.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+INSTALLED := $(VENV)/.installed
+PROTOS := $(shell find proto/elearn -name '*.proto' | sort)
+PROTOSET := envoy/elearn.protoset
+TOOLS := .tools/bin
+GHZ_VERSION ?= v0.120.0
+
+.DEFAULT_GOAL := help
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml package.json
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# the checkout and gen/ go on the venv's path: services, tests, alembic and bench import alike
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/elearn.pth"
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+install: $(INSTALLED)  ## create .venv and node_modules from the pinned versions
+
+gen: $(INSTALLED)  ## protos -> gen/ (messages, stubs, .pyi) and the Envoy/ghz/grpcurl protoset
+	$(PY) -m devstack.protogen
+
+check-gen: gen  ## fail when gen/ or the protoset differ from what the protos produce
+	@git diff --exit-code --stat -- gen $(PROTOSET) || { echo "generated code is stale: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- gen $(PROTOSET))" || { git status --short -- gen; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
+
+lint: $(INSTALLED)  ## buf lint + format check, ruff, mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(INSTALLED)  ## format protos and Python in place
+	$(BUF) format -w
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+breaking: $(INSTALLED)  ## buf breaking against main (skipped when main has no protos yet)
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  $(BUF) breaking --against '.git#branch=main'; \
+	else echo "no protos on main yet: nothing to compare"; fi
+
+up: $(INSTALLED)  ## start the whole platform in the foreground; Ctrl-C stops it all
+	$(PY) -m devstack up $(ARGS)
+
+start: $(INSTALLED)  ## start the platform detached; returns once everything is SERVING
+	$(PY) -m devstack start $(ARGS)
+
+stop: $(INSTALLED)  ## stop what `make start` started, leaving no process behind
+	$(PY) -m devstack stop
+
+status: $(INSTALLED)  ## show what the detached stack runs
+	$(PY) -m devstack status
+
+test: $(INSTALLED)  ## lint, check generated code, then unit + integration + edge tests on real servers
+	$(MAKE) --no-print-directory check-gen lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED)  ## only the tests that need no server
+	$(PY) -m pytest -m 'not e2e' tests/unit $(PYTEST_ARGS)
+
+bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
+	$(PY) -m bench $(ARGS)
+
+tools:  ## install ghz into .tools/bin (needs the Go module proxy)
+	GOBIN=$(CURDIR)/$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+clean:  ## remove the local stack's data and logs
+	rm -rf .stack
