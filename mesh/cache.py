@@ -1,0 +1,104 @@
+"""Valkey/Redis pool and cache-aside helpers (findings S2, M1).
+
+A blocking pool bounded by config, so an exhausted pool fails in bounded time. Cache-aside
+stores protobuf bytes with a TTL per kind of data; concurrent misses for one key in a process
+share one load (a stampede guard), and hits and misses are exported per kind. The server runs
+with maxmemory and allkeys-lru, so the cache can never fill Valkey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from mesh import metrics
+from mesh.config import MeshSettings
+
+
+@asynccontextmanager
+async def open_redis(settings: MeshSettings) -> AsyncIterator[redis.Redis]:
+    settings.require("redis_url")
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_seconds,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+    client = redis.Redis(connection_pool=pool)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+@dataclass(frozen=True)
+class CacheKind:
+    """One kind of cached data: its key prefix and how long an entry may live."""
+
+    name: str
+    ttl_seconds: int
+
+    def key(self, ident: str) -> str:
+        return f"{self.name}:{ident}"
+
+
+class Cache:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._loading: dict[str, asyncio.Future[bytes | None]] = {}
+        self._series: dict[tuple[str, str], metrics.Counter] = {}
+
+    async def get_or_load(
+        self, kind: CacheKind, ident: str, load: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        """The cached bytes, or `load()`'s, cached for the kind's TTL. A cache outage falls
+        back to the loader: the cache speeds reads up, it never decides whether they work."""
+        key = kind.key(ident)
+        try:
+            cached = await self._client.get(key)
+        except (RedisConnectionError, RedisError, TimeoutError):
+            cached = None
+        if cached is not None:
+            self._count(kind, "hit")
+            return cached if isinstance(cached, bytes) else cached.encode()
+        self._count(kind, "miss")
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+            if value is not None:
+                with contextlib.suppress(RedisError, TimeoutError):
+                    await self._client.set(key, value, ex=kind.ttl_seconds)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[key]
+
+    async def invalidate(self, kind: CacheKind, *idents: str) -> None:
+        if idents:
+            await self._client.delete(*(kind.key(i) for i in idents))
+
+    def _count(self, kind: CacheKind, outcome: str) -> None:
+        series = self._series.get((kind.name, outcome))
+        if series is None:
+            series = metrics.CACHE_REQUESTS.labels(kind.name, outcome)
+            self._series[(kind.name, outcome)] = series
+        series.inc()

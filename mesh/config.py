@@ -1,0 +1,87 @@
+"""Typed settings from the environment, one class per service with its own prefix.
+
+Shared infrastructure URLs keep their conventional unprefixed names (DATABASE_URL, REDIS_URL,
+NATS_URL) so one environment can serve every service; anything per service is prefixed
+(USER_GRPC_PORT, LIVE_DB_POOL_SIZE, ...). A missing required value fails at start-up with the
+variable's name, not at the first request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _shared(name: str) -> Any:
+    return Field(validation_alias=AliasChoices(name))
+
+
+class MeshSettings(BaseSettings):
+    """What every service reads. Subclasses set `service` and the env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    service: ClassVar[str] = "mesh"
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_port: int = 0
+    # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = 10.0
+    # grpc.aio spends ~150 µs per call; beyond this many concurrent RPCs a process only adds
+    # queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
+    max_concurrent_rpcs: int = 2000
+    max_message_bytes: int = 4 * 1024 * 1024
+
+    database_url: str = Field(default="", validation_alias=AliasChoices("DATABASE_URL"))
+    redis_url: str = Field(default="", validation_alias=AliasChoices("REDIS_URL"))
+    nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL"))
+    jwt_public_key_file: str = Field(
+        default="", validation_alias=AliasChoices("ELEARN_JWT_PUBLIC_KEY_FILE")
+    )
+    instance: str = Field(default="", validation_alias=AliasChoices("ELEARN_INSTANCE"))
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("ELEARN_LOG_LEVEL"))
+    # "all" logs every call; "errors" logs failed and slow calls only. Each JSON line costs
+    # tens of µs of this process's CPU, as much as a cheap RPC, while metrics count every call.
+    access_log: str = Field(default="errors", validation_alias=AliasChoices("ELEARN_ACCESS_LOG"))
+    slow_call_ms: float = Field(default=500.0, validation_alias=AliasChoices("ELEARN_SLOW_CALL_MS"))
+
+    # Pools (S2): sized to the process's concurrency, with bounded waits.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout_seconds: float = 2.0
+    db_statement_timeout_ms: int = 5000
+    redis_max_connections: int = 64
+    redis_pool_timeout_seconds: float = 1.0
+    redis_socket_timeout_seconds: float = 1.0
+
+    @classmethod
+    def load(cls) -> Self:
+        """Read the environment; exit with every missing or malformed variable named."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            prefix = cls.model_config.get("env_prefix", "")
+            problems = "; ".join(
+                f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise SystemExit(f"{cls.service}: bad configuration: {problems}") from None
+
+    def require(self, *fields: str) -> None:
+        """Fail fast when a setting the service cannot run without is empty."""
+        missing = [f for f in fields if not getattr(self, f)]
+        if missing:
+            names = [self._env_name(f) for f in missing]
+            raise SystemExit(f"{self.service}: missing required setting(s): {', '.join(names)}")
+
+    def _env_name(self, field: str) -> str:
+        alias = type(self).model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return f"{self.model_config.get('env_prefix', '')}{field}".upper()
+
+    @property
+    def instance_name(self) -> str:
+        return self.instance or f"{self.service}-0"

@@ -1,0 +1,16 @@
+"""svc_analytics settings: ANALYTICS_* variables plus the shared ones (see mesh.config)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from mesh.config import MeshSettings
+
+
+class AnalyticsSettings(MeshSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ANALYTICS_", extra="ignore", populate_by_name=True
+    )
+    service: ClassVar[str] = "analytics"

@@ -1,0 +1,14 @@
+"""svc_live settings, read from LIVE_* variables plus the shared ones (see mesh.config)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from mesh.config import MeshSettings
+
+
+class LiveSettings(MeshSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVE_", extra="ignore", populate_by_name=True)
+    service: ClassVar[str] = "live"

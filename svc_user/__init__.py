@@ -1,0 +1,1 @@
+"""svc_user: accounts, roles, login, and JWT access + rotating refresh tokens (finding I1)."""

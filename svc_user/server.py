@@ -1,0 +1,99 @@
+"""svc_user wiring: settings, pools, domain, servicer; start and drain."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import grpc
+
+# The other services' descriptors are loaded only so that reflection can describe them.
+from elearn.analytics.v1 import analytics_service_pb2 as _analytics  # noqa: F401
+from elearn.course.v1 import course_service_pb2 as _course  # noqa: F401
+from elearn.live.v1 import live_service_pb2 as _live  # noqa: F401
+from elearn.quiz.v1 import quiz_service_pb2 as _quiz  # noqa: F401
+from elearn.user.v1 import user_service_pb2, user_service_pb2_grpc
+from mesh import server
+from mesh.bus import connect_bus
+from mesh.cache import Cache, open_redis
+from mesh.db import Database
+from mesh.logs import configure_logging
+from mesh.outbox import Outbox
+from svc_user.accounts import Accounts
+from svc_user.login_throttle import LoginThrottle
+from svc_user.models import SCHEMA, outbox
+from svc_user.passwords import PasswordHashing
+from svc_user.policy import POLICY
+from svc_user.servicer import UserServicer
+from svc_user.sessions import Sessions
+from svc_user.settings import UserSettings
+from svc_user.tokens import AccessTokens, load_private_key
+
+SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+# The edge sends reflection here, so this service lists the whole platform for grpcurl users.
+PLATFORM = (
+    "elearn.user.v1.UserService",
+    "elearn.course.v1.CourseService",
+    "elearn.quiz.v1.QuizService",
+    "elearn.live.v1.LiveService",
+    "elearn.analytics.v1.AnalyticsService",
+)
+
+
+async def serve() -> None:
+    settings = UserSettings.load()
+    settings.require(
+        "database_url", "redis_url", "nats_url", "jwt_public_key_file", "jwt_private_key_file"
+    )
+    listener = configure_logging("user", settings.instance_name, settings.log_level)
+    try:
+        async with AsyncExitStack() as stack:
+            db = await stack.enter_async_context(Database.open(settings, SCHEMA))
+            valkey = await stack.enter_async_context(open_redis(settings))
+            bus = await stack.enter_async_context(connect_bus(settings))
+            hashing = PasswordHashing(
+                time_cost=settings.argon2_time_cost,
+                memory_kib=settings.argon2_memory_kib,
+                parallelism=settings.argon2_parallelism,
+                threads=settings.hash_threads,
+                queue=settings.hash_queue,
+            )
+            stack.callback(hashing.close)
+            events = Outbox(outbox)
+            accounts = Accounts(
+                db, Cache(valkey), events, hashing, settings.profile_cache_ttl_seconds
+            )
+            sessions = Sessions(
+                db,
+                hashing,
+                LoginThrottle(
+                    valkey,
+                    max_failures=settings.login_max_failures,
+                    window_seconds=settings.login_failure_window_seconds,
+                ),
+                AccessTokens(
+                    load_private_key(settings.jwt_private_key_file),
+                    settings.access_token_ttl_seconds,
+                ),
+                settings.refresh_token_ttl_days,
+            )
+            if settings.admin_email and settings.admin_password:
+                await accounts.ensure_admin(settings.admin_email.lower(), settings.admin_password)
+            servicer = UserServicer(accounts, sessions)
+
+            def register(srv: grpc.aio.Server) -> None:
+                user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, srv)
+
+            async def relay() -> None:
+                await events.relay(db, bus)
+
+            spec = server.ServiceSpec(
+                name="user",
+                services=[SERVICE],
+                register=register,
+                policy=POLICY,
+                reflection_extra=PLATFORM,
+                background=[relay],
+            )
+            await server.run(settings, spec)
+    finally:
+        listener.stop()

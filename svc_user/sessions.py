@@ -1,0 +1,101 @@
+"""Sign-in sessions: login, refresh with rotation and reuse detection, logout.
+
+Each login starts a token family. A refresh spends its token and issues the next one in the
+family; presenting a spent token again means it leaked (or a client raced itself), so the
+whole family is revoked and both holders must sign in again (OAuth 2.0 Security BCP, 4.14).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from elearn.user.v1 import user_service_pb2 as pb
+from mesh.db import Database
+from mesh.errors import Unauthenticated
+from svc_user import repository as repo
+from svc_user.accounts import to_proto
+from svc_user.login_throttle import LoginThrottle
+from svc_user.passwords import PasswordHashing
+from svc_user.tokens import AccessTokens, hash_refresh_token, new_refresh_token
+
+
+class Sessions:
+    def __init__(
+        self,
+        db: Database,
+        hashing: PasswordHashing,
+        throttle: LoginThrottle,
+        access: AccessTokens,
+        refresh_ttl_days: int,
+    ) -> None:
+        self._db = db
+        self._hashing = hashing
+        self._throttle = throttle
+        self._access = access
+        self._refresh_ttl = timedelta(days=refresh_ttl_days)
+
+    async def login(self, email: str, password: str) -> tuple[pb.TokenPair, pb.User]:
+        await self._throttle.check(email)
+        async with self._db.read() as conn:
+            row = await repo.credentials_by_email(conn, email)
+        ok = await self._hashing.verify(row.password_hash if row else None, password)
+        if not ok or row is None:
+            await self._throttle.failed(email)
+            raise Unauthenticated("wrong e-mail or password")
+        await self._throttle.succeeded(email)
+        async with self._db.transaction() as conn:
+            pair = await self._issue(conn, row.id, uuid.uuid4(), list(row.roles))
+        return pair, to_proto(row)
+
+    async def refresh(self, token: str) -> pb.TokenPair:
+        token_hash = hash_refresh_token(token)
+        reused = False
+        async with self._db.transaction() as conn:
+            row = await repo.refresh_token_for_update(conn, token_hash)
+            if row is None or row.revoked_at is not None:
+                raise Unauthenticated("refresh token is not valid; sign in again")
+            if row.used_at is not None:
+                await repo.revoke_family(conn, row.family_id)
+                reused = True
+            elif row.expires_at <= datetime.now(UTC):
+                raise Unauthenticated("refresh token expired; sign in again")
+            else:
+                await repo.mark_refresh_token_used(conn, row.id)
+                return await self._issue(conn, row.account_id, row.family_id, list(row.roles))
+        # Raised after the commit so the revocation sticks.
+        assert reused
+        raise Unauthenticated(
+            "refresh token was already used; every session of that sign-in is now revoked"
+        )
+
+    async def logout(self, token: str) -> None:
+        async with self._db.transaction() as conn:
+            row = await repo.refresh_token_for_update(conn, hash_refresh_token(token))
+            if row is None:
+                raise Unauthenticated("refresh token is not valid")
+            await repo.revoke_family(conn, row.family_id)
+
+    async def _issue(
+        self, conn, account_id: uuid.UUID, family_id: uuid.UUID, roles: list[str]
+    ) -> pb.TokenPair:  # type: ignore[no-untyped-def]
+        refresh, refresh_hash = new_refresh_token()
+        expires = datetime.now(UTC) + self._refresh_ttl
+        await repo.insert_refresh_token(
+            conn,
+            family_id=family_id,
+            account_id=account_id,
+            token_hash=refresh_hash,
+            expires_at=expires,
+        )
+        expire_time = Timestamp()
+        expire_time.FromDatetime(expires)
+        return pb.TokenPair(
+            access_token=self._access.mint(str(account_id), roles),
+            token_type="Bearer",
+            expires_in=self._access.ttl_seconds,
+            refresh_token=refresh,
+            refresh_token_expire_time=expire_time,
+        )

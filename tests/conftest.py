@@ -1,0 +1,93 @@
+"""Real servers, started once per test run: Postgres, Valkey, NATS, the five services and
+Envoy, through the same launcher `make up` uses, on free ports in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+
+from devstack.stack import Endpoints, Stack, StackConfig
+from elearn.user.v1 import user_service_pb2 as pb
+from elearn.user.v1 import user_service_pb2_grpc
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    config = StackConfig.for_tests(tmp_path_factory.mktemp("stack"))
+    running = Stack(config)
+    try:
+        yield running.start(timeout=float(os.environ.get("ELEARN_TEST_STACK_TIMEOUT", "180")))
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def sql(stack: Endpoints) -> Iterator[psycopg.Connection]:
+    """A plain autocommit connection for asserting what is (and is not) in the database."""
+    url = stack.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def user_channel(stack: Endpoints) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(stack.services["user"][0]) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def users(user_channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
+    return user_service_pb2_grpc.UserServiceStub(user_channel)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@dataclass
+class Account:
+    user: pb.User
+    password: str
+    tokens: pb.TokenPair
+
+    @property
+    def auth(self) -> tuple[tuple[str, str]]:
+        return bearer(self.tokens.access_token)
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:12]}@test.local"
+
+
+async def make_account(
+    stub: user_service_pb2_grpc.UserServiceStub, tag: str = "user", password: str = "correct horse"
+) -> Account:
+    email = unique_email(tag)
+    registered = await stub.Register(
+        pb.RegisterRequest(
+            email=email, password=password, display_name=tag.title(),
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )  # fmt: skip
+    login = await stub.Login(pb.LoginRequest(email=email, password=password))
+    return Account(registered.user, password, login.tokens)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def account(users: user_service_pb2_grpc.UserServiceStub) -> Account:
+    return await make_account(users)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def admin(stack: Endpoints, users: user_service_pb2_grpc.UserServiceStub) -> Account:
+    login = await users.Login(
+        pb.LoginRequest(email=stack.admin_email, password=stack.admin_password)
+    )
+    return Account(login.user, stack.admin_password, login.tokens)
