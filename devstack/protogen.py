@@ -35,12 +35,21 @@ def main() -> int:
         f"--grpc_python_out={GEN}",
         f"--mypy_out={GEN}",
         f"--mypy_grpc_out={GEN}",
+        *sources,
+    ]
+    # The protoset also carries the standard health service, so ghz and grpcurl users can
+    # measure the health-check ceiling with --protoset alone.
+    protoset_args = [
+        "protoc",
+        f"-I{PROTO}",
+        f"-I{include}",
         f"--descriptor_set_out={PROTOSET}",
         "--include_imports",
         "--include_source_info",
         *sources,
+        "grpc/health/v1/health.proto",
     ]
-    if protoc.main(args) != 0:
+    if protoc.main(args) != 0 or protoc.main(protoset_args) != 0:
         print("protoc failed", file=sys.stderr)
         return 1
     # Regular packages (not namespace ones) so mypy and pytest resolve gen/ unambiguously.

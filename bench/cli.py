@@ -1,0 +1,347 @@
+"""`python -m bench`: run load scenarios against the running stack and judge them by their SLA.
+
+    python -m bench [--scenario health,login,refresh,whoami] [--target edge|direct]
+                    [--duration 15 | --count N] [--warmup 3] [--processes 2]
+                    [--concurrency 32] [--channels 4] [--rate N [--arrival poisson|fixed]]
+                    [--json PATH] [--endpoints PATH | --address HOST:PORT] [--list]
+
+Exit status: 0 when every scenario ran and met its SLA, 1 otherwise, 2 when no stack is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import ghz_prepare, report
+from bench.driver import WorkerFailed, run_workers
+from bench.endpoints import (
+    DEFAULT_PATH,
+    Endpoints,
+    EndpointsMissing,
+    NoSuchTarget,
+    load_endpoints,
+)
+from bench.scenarios import CEILING, SCENARIOS, Scenario, SetupContext
+from bench.scenarios.accounts import AccountPool
+from bench.sla import DEFAULT_PATH as SLA_PATH
+from bench.sla import Target, load_sla
+from bench.worker import READY_TIMEOUT_S, WorkerPlan
+
+DEFAULT_CONCURRENCY = 32
+SETUP_TIMEOUT_S = 300.0
+
+
+def _bounded(kind: type, low: float, high: float) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", help="comma-separated names (default: all); see --list")
+    p.add_argument("--list", action="store_true", help="list scenarios and their SLA, then exit")
+    p.add_argument(
+        "--ghz-prepare",
+        action="store_true",
+        help="register --users accounts and write the files bench/ghz/*.json read, then exit",
+    )
+    p.add_argument(
+        "--target",
+        choices=("edge", "direct"),
+        default="edge",
+        help="edge: through Envoy; direct: the service's replicas",
+    )
+    p.add_argument(
+        "--service",
+        help="service whose replicas --target direct hits (default: the scenario's own)",
+    )
+    p.add_argument("--address", help="HOST:PORT[,HOST:PORT…] to hit instead of endpoints.json")
+    p.add_argument("--endpoints", type=Path, default=DEFAULT_PATH)
+    p.add_argument("--sla", type=Path, default=SLA_PATH)
+    p.add_argument(
+        "--duration",
+        type=_bounded(float, 0.1, 3600),
+        default=15.0,
+        help="measured seconds per scenario (with --count: the time cap)",
+    )
+    p.add_argument(
+        "--count",
+        type=_bounded(int, 1, 100_000_000),
+        help="stop after this many measured calls per scenario",
+    )
+    p.add_argument("--warmup", type=_bounded(float, 0, 600), default=3.0)
+    p.add_argument("--processes", type=_bounded(int, 1, 64), default=2)
+    p.add_argument(
+        "--concurrency",
+        type=_bounded(int, 1, 10_000),
+        help=f"callers per process (default: the SLA's load, else {DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--channels",
+        type=_bounded(int, 1, 256),
+        default=4,
+        help="gRPC channels (HTTP/2 connections) per process",
+    )
+    p.add_argument(
+        "--rate",
+        type=_bounded(float, 0, 1_000_000),
+        help="open loop: calls/s over all processes (0: closed loop; "
+        "default: the SLA's load, else closed)",
+    )
+    p.add_argument("--arrival", choices=("poisson", "fixed"), default="poisson")
+    p.add_argument(
+        "--timeout",
+        type=_bounded(float, 0.01, 600),
+        default=10.0,
+        help="per-call deadline, seconds",
+    )
+    p.add_argument(
+        "--users",
+        type=_bounded(int, 1, 10_000),
+        default=64,
+        help="bench accounts to register (sessions are spread over them)",
+    )
+    p.add_argument(
+        "--setup-concurrency",
+        type=_bounded(int, 1, 256),
+        default=8,
+        help="concurrent Register/Login calls while setting up",
+    )
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="do not add the health ceiling when a ratio target needs it",
+    )
+    p.add_argument("--seed", type=int, default=0, help="open-loop arrival seed")
+    p.add_argument("--json", type=Path, help="report path (default bench/results/<time>.json)")
+    return p.parse_args(argv)
+
+
+def select(names: str | None, slas: dict[str, Target], no_ceiling: bool) -> list[str]:
+    """The scenarios to run, the ceiling first: a ratio target needs it measured in this run."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list(SCENARIOS)
+    unknown = [n for n in chosen if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    needs = any(slas[n].min_ratio_of_ceiling for n in chosen if n in slas)
+    if CEILING not in chosen and needs and not no_ceiling:
+        chosen.insert(0, CEILING)
+    if CEILING in chosen:
+        chosen.remove(CEILING)
+        chosen.insert(0, CEILING)
+    return list(dict.fromkeys(chosen))
+
+
+def list_scenarios(slas: dict[str, Target]) -> str:
+    lines = []
+    for name, cls in SCENARIOS.items():
+        target = slas.get(name)
+        lines.append(f"{name:10} {cls.summary}")
+        if target:
+            lines.append(f"{'':10} SLA {target.describe()} — {target.source}")
+        else:
+            lines.append(f"{'':10} no SLA entry")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    slas = load_sla(args.sla)
+    if args.list:
+        print(list_scenarios(slas))
+        return 0
+    names = select(args.scenario, slas, args.no_ceiling)
+    endpoints = None
+    if not args.address:
+        try:
+            endpoints = load_endpoints(args.endpoints)
+        except EndpointsMissing as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if args.ghz_prepare:
+        return _ghz_prepare(args, endpoints)
+    result = asyncio.run(run(args, names, slas, endpoints))
+    print(report.table(result["scenarios"]))
+    path = report.write_json(result, args.json)
+    print(f"\n{'PASS' if result['passed'] else 'FAIL'} — report: {path}")
+    return 0 if result["passed"] else 1
+
+
+async def run(
+    args: argparse.Namespace,
+    names: list[str],
+    slas: dict[str, Target],
+    endpoints: Endpoints | None,
+) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    run_id = started.strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+    pool = AccountPool(
+        run_id,
+        max_users=args.users,
+        concurrency=args.setup_concurrency,
+        timeout_s=max(args.timeout, 30.0),
+    )
+    entries: list[dict[str, Any]] = []
+    ceiling: float | None = None
+    load_before = os.getloadavg()
+    for name in names:
+        entry = await _run_one(args, name, slas.get(name), endpoints, pool, run_id, ceiling)
+        if name == CEILING and entry["status"] == "ok":
+            ceiling = entry["throughput"] or None
+        entries.append(entry)
+    return {
+        "schema": report.SCHEMA,
+        "run_id": run_id,
+        "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "target": {"kind": "address" if args.address else args.target},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("list", "json")
+        },
+        "host": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+        },
+        "ceiling": {"scenario": CEILING, "throughput": ceiling} if ceiling else None,
+        "passed": report.passed(entries),
+        "scenarios": entries,
+    }
+
+
+async def _run_one(
+    args: argparse.Namespace,
+    name: str,
+    target: Target | None,
+    endpoints: Endpoints | None,
+    pool: AccountPool,
+    run_id: str,
+    ceiling: float | None,
+) -> dict[str, Any]:
+    cls = SCENARIOS[name]
+    service = args.service or cls.service
+    concurrency = args.concurrency or (target and target.concurrency) or DEFAULT_CONCURRENCY
+    rate = args.rate if args.rate is not None else (target.rate if target else None)
+    load: dict[str, Any] = {
+        "mode": "open" if rate else "closed",
+        "processes": args.processes,
+        "concurrency": concurrency,
+        "channels": args.channels,
+        "rate": rate or None,
+        "arrival": args.arrival if rate else None,
+    }
+    try:
+        if args.address:
+            addresses = [a.strip() for a in args.address.split(",") if a.strip()]
+        else:
+            assert endpoints is not None
+            addresses = endpoints.addresses(args.target, service)
+        # Every replica gets at least one channel from each process.
+        load["channels"] = max(args.channels, len(addresses))
+        load["addresses"] = addresses
+        _progress(f"{name}: setup against {addresses[0]}")
+        callers = args.processes * concurrency
+        data = await asyncio.wait_for(
+            _setup(cls(timeout_s=args.timeout), addresses[0], pool, run_id, callers, endpoints),
+            SETUP_TIMEOUT_S,
+        )
+        plan = WorkerPlan(
+            scenario=name,
+            index=0,
+            addresses=tuple(addresses),
+            channels=load["channels"],
+            concurrency=concurrency,
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            count=args.count,
+            rate=rate or None,
+            poisson=args.arrival == "poisson",
+            timeout_s=args.timeout,
+            seed=args.seed,
+            data=data,
+            uvloop=args.loop == "uvloop",
+        )
+        _progress(f"{name}: {args.warmup:g} s warm-up, then {_span(args)} ({load['mode']} loop)")
+        merged = await asyncio.to_thread(run_workers, plan, args.processes)
+    except grpc.aio.AioRpcError as exc:
+        return report.failed_entry(
+            name, service, load, f"setup: {exc.code().name}: {exc.details()}"
+        )
+    except NoSuchTarget as exc:
+        return report.failed_entry(name, service, load, str(exc))
+    except (WorkerFailed, ConnectionError, TimeoutError) as exc:
+        return report.failed_entry(name, service, load, f"{type(exc).__name__}: {exc}")
+    if name == CEILING:
+        ceiling = merged.throughput or None
+    return report.scenario_entry(name, service, load, merged, target, ceiling)
+
+
+async def _setup(
+    scenario: Scenario,
+    address: str,
+    pool: AccountPool,
+    run_id: str,
+    callers: int,
+    endpoints: Endpoints | None,
+) -> Any:
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise ConnectionError(
+                f"no connection to {address} within {READY_TIMEOUT_S:.0f} s"
+            ) from None
+        ctx = SetupContext(channel, pool, run_id, callers, endpoints)
+        return await scenario.setup(ctx)
+
+
+def _ghz_prepare(args: argparse.Namespace, endpoints: Endpoints | None) -> int:
+    run_id = "ghz" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    try:
+        if args.address:
+            address = args.address.split(",")[0].strip()
+        else:
+            assert endpoints is not None
+            address = endpoints.addresses(args.target, args.service or "user")[0]
+        written = ghz_prepare.prepare(address, run_id, args.users)
+    except grpc.aio.AioRpcError as exc:
+        print(f"ghz-prepare: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except NoSuchTarget as exc:
+        print(f"ghz-prepare: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"ghz-prepare: no connection within {READY_TIMEOUT_S:.0f} s", file=sys.stderr)
+        return 1
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
+def _span(args: argparse.Namespace) -> str:
+    if args.count:
+        return f"{args.count} calls (at most {args.duration:g} s)"
+    return f"{args.duration:g} s"
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

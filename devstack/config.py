@@ -1,0 +1,150 @@
+"""What a stack runs and where: StackConfig and the helpers that build one for `make up`
+(fixed ports, .stack/) and for tests (free ports, a temp dir)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack import detached_pgdata
+from devstack.envoy import EnvoyRenderer
+from devstack.ports import MAX_REPLICAS, SERVICE_ORDER, PortPlan
+from devstack.processes import StackError
+from devstack.services import DEFAULT_ADMIN_EMAIL, default_command
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = ROOT / ".stack"
+PROTOSET = ROOT / "envoy" / "elearn.protoset"
+DEFAULT_EDGE_PORT = 8080
+MIGRATE_COMMAND: tuple[str, ...] = (sys.executable, "-m", "mesh.migrate")
+
+ServiceCommand = Callable[[str], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each phase of a start may take; `Stack.start(timeout)` caps the sum."""
+
+    infra: float = 30.0  # each of Postgres (initdb included), Valkey, NATS
+    migrate: float = 120.0
+    services: float = 60.0  # every replica SERVING
+    envoy: float = 30.0
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    data_dir: Path
+    ports: PortPlan
+    # Service name -> replica count; a service not listed (or at 0) is not started.
+    replicas: Mapping[str, int]
+    # argv of one replica of a service (tests substitute a stand-in server).
+    service_command: ServiceCommand = default_command
+    # None skips migrations (tests whose stand-in services need no schema).
+    migrate_command: Sequence[str] | None = MIGRATE_COMMAND
+    with_envoy: bool = True
+    # None renders the real edge config with devstack.envoy_config.
+    render_envoy: EnvoyRenderer | None = None
+    protoset: Path = PROTOSET
+    # None: <data_dir>/postgres.
+    postgres_dir: Path | None = None
+    # An external server's URL here means: use it, do not start ours.
+    database_url: str | None = None
+    redis_url: str | None = None
+    nats_url: str | None = None
+    admin_email: str = DEFAULT_ADMIN_EMAIL
+    # None: generated once and kept in <data_dir>/admin-password.
+    admin_password: str | None = None
+    log_level: str = "INFO"
+    # Services drain in-flight calls for up to 10 s after SIGTERM (mesh's default
+    # shutdown_grace_seconds); past this, they are killed.
+    service_grace: float = 15.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        for name, count in self.replicas.items():
+            if name not in SERVICE_ORDER:
+                raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_ORDER)}")
+            if len(self.ports.services.get(name, ())) < count:
+                raise StackError(f"the port plan has fewer ports than {count} {name} replicas")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @classmethod
+    def for_local(
+        cls,
+        *,
+        data_dir: Path | None = None,
+        replicas: Mapping[str, int] | None = None,
+        edge_port: int | None = None,
+        free_ports: bool = False,
+        environ: Mapping[str, str] = os.environ,
+        **overrides: Any,
+    ) -> StackConfig:
+        """`make up`: fixed ports (or free ones for a second stack beside the first), data in
+        .stack/, and external servers wherever DATABASE_URL, REDIS_URL or NATS_URL say so."""
+        counts = resolve_replicas(replicas)
+        env_edge = environ.get("ELEARN_EDGE_PORT")
+        edge = edge_port or (int(env_edge) if env_edge else None)
+        if free_ports:
+            ports = PortPlan.free(counts)
+            if edge is not None:
+                ports = dataclasses.replace(ports, edge=edge)
+        else:
+            ports = PortPlan.defaults(counts, edge_port=edge or DEFAULT_EDGE_PORT)
+        config = cls(
+            data_dir=(data_dir or DEFAULT_DATA_DIR).resolve(),
+            ports=ports,
+            replicas=counts,
+            database_url=environ.get("DATABASE_URL") or None,
+            redis_url=environ.get("REDIS_URL") or None,
+            nats_url=environ.get("NATS_URL") or None,
+        )
+        return dataclasses.replace(config, **overrides)
+
+    @classmethod
+    def for_tests(
+        cls, tmp_path: Path, *, replicas: Mapping[str, int] | None = None, **overrides: Any
+    ) -> StackConfig:
+        """A stack of its own for a test run: data under tmp_path, free ports, one replica per
+        service unless `replicas` says otherwise. The environment's DATABASE_URL etc. are
+        ignored so a developer's exported URLs never leak into tests. As root, Postgres data
+        lives outside tmp_path (see devstack.detached_pgdata for why)."""
+        counts = resolve_replicas(replicas)
+        data_dir = (tmp_path / "stack").resolve()
+        config = cls(
+            data_dir=data_dir,
+            ports=PortPlan.free(counts),
+            replicas=counts,
+            postgres_dir=detached_pgdata.path_for(data_dir) if os.geteuid() == 0 else None,
+        )
+        return dataclasses.replace(config, **overrides)
+
+
+def resolve_replicas(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+    """One replica of every service, changed by `overrides`; 0 leaves a service out."""
+    counts = dict.fromkeys(SERVICE_ORDER, 1)
+    for name, count in (overrides or {}).items():
+        if name not in counts:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_ORDER)}")
+        if not 0 <= count <= MAX_REPLICAS:
+            raise StackError(f"{name}: replicas must be between 0 and {MAX_REPLICAS}, not {count}")
+        counts[name] = count
+    return {name: count for name, count in counts.items() if count > 0}
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`user=2,live=3` -> {"user": 2, "live": 3} (the CLI's --replicas)."""
+    result: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise StackError(f"--replicas expects name=count[,name=count…], got {item!r}")
+        result[name.strip()] = int(count)
+    return result

@@ -1,0 +1,110 @@
+"""Which loopback port each process of the local stack listens on.
+
+`make up` uses fixed, non-standard ports so that a developer's own Postgres or Redis on the
+usual ports never collides with ours and so that URLs stay the same from run to run. Tests ask
+the kernel for free ports instead, so parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LOOPBACK = "127.0.0.1"
+
+# Service order fixes the default port of each service's first replica (user 50051 … analytics
+# 50055); further replicas add 10 per replica index (user-1 50061, live-2 50074), and metrics
+# ports sit 9000 above their gRPC port (user-0 59051).
+SERVICE_ORDER = ("user", "course", "quiz", "live", "analytics")
+GRPC_BASE_PORT = 50051
+REPLICA_PORT_STRIDE = 10
+METRICS_PORT_OFFSET = 9000
+MAX_REPLICAS = 9
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    grpc: int
+    metrics: int
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    postgres: int
+    valkey: int
+    nats: int
+    nats_monitor: int
+    edge: int
+    envoy_admin: int
+    # service name -> one entry per replica, indexed by replica number
+    services: Mapping[str, tuple[ServicePorts, ...]]
+
+    @classmethod
+    def defaults(cls, replicas: Mapping[str, int], *, edge_port: int = 8080) -> PortPlan:
+        services: dict[str, tuple[ServicePorts, ...]] = {}
+        for name, count in replicas.items():
+            offset = SERVICE_ORDER.index(name)
+            grpc_ports = [
+                GRPC_BASE_PORT + offset + REPLICA_PORT_STRIDE * index for index in range(count)
+            ]
+            services[name] = tuple(ServicePorts(p, p + METRICS_PORT_OFFSET) for p in grpc_ports)
+        return cls(
+            postgres=15432,
+            valkey=16379,
+            nats=14222,
+            nats_monitor=18222,
+            edge=edge_port,
+            envoy_admin=19901,
+            services=services,
+        )
+
+    @classmethod
+    def free(cls, replicas: Mapping[str, int]) -> PortPlan:
+        needed = 6 + 2 * sum(replicas.values())
+        ports = iter(free_ports(needed))
+        services = {
+            name: tuple(ServicePorts(next(ports), next(ports)) for _ in range(count))
+            for name, count in replicas.items()
+        }
+        return cls(
+            postgres=next(ports),
+            valkey=next(ports),
+            nats=next(ports),
+            nats_monitor=next(ports),
+            edge=next(ports),
+            envoy_admin=next(ports),
+            services=services,
+        )
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the kernel reports free on loopback right now.
+
+    All sockets stay bound until every port is picked, so the list holds no duplicates. Another
+    process could still take one before our server binds it; the server then fails with a clear
+    "address in use" in its log, which is rare enough for tests.
+    """
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """True when something listens on host:port.
+
+    SO_REUSEADDR lets the probe ignore connections lingering in TIME_WAIT from a previous run,
+    so only a live listener counts as "in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False

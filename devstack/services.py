@@ -1,0 +1,109 @@
+"""The five services: what each is called, the environment each process gets, and how the
+launcher tells that a replica is ready (the standard gRPC health service says SERVING)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devstack.ports import LOOPBACK, SERVICE_ORDER, ServicePorts
+
+# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them.
+GRPC_SERVICES: Mapping[str, str] = {
+    "user": "elearn.user.v1.UserService",
+    "course": "elearn.course.v1.CourseService",
+    "quiz": "elearn.quiz.v1.QuizService",
+    "live": "elearn.live.v1.LiveService",
+    "analytics": "elearn.analytics.v1.AnalyticsService",
+}
+assert tuple(GRPC_SERVICES) == SERVICE_ORDER
+
+DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
+
+
+@dataclass(frozen=True)
+class SharedEnv:
+    """Settings every service process receives, whichever service it is."""
+
+    database_url: str
+    redis_url: str
+    nats_url: str
+    jwt_public_key_file: Path
+    jwt_private_key_file: Path
+    admin_email: str
+    admin_password: str
+    log_level: str = "INFO"
+
+
+def default_command(name: str) -> list[str]:
+    """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
+    return [sys.executable, "-m", f"svc_{name}"]
+
+
+def service_env(
+    name: str,
+    index: int,
+    ports: ServicePorts,
+    shared: SharedEnv,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of replica `index` of service `name` (the services' settings read
+    exactly these names; the prefix is the service name in upper case)."""
+    prefix = name.upper()
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            f"{prefix}_GRPC_HOST": LOOPBACK,
+            f"{prefix}_GRPC_PORT": str(ports.grpc),
+            f"{prefix}_METRICS_PORT": str(ports.metrics),
+            "DATABASE_URL": shared.database_url,
+            "REDIS_URL": shared.redis_url,
+            "NATS_URL": shared.nats_url,
+            "ELEARN_JWT_PUBLIC_KEY_FILE": str(shared.jwt_public_key_file),
+            "ELEARN_INSTANCE": f"{name}-{index}",
+            "ELEARN_LOG_LEVEL": shared.log_level,
+            # Logs reach the file as they are written, so a failed start shows its last lines.
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if name == "user":
+        env.update(
+            {
+                "USER_JWT_PRIVATE_KEY_FILE": str(shared.jwt_private_key_file),
+                "USER_ADMIN_EMAIL": shared.admin_email,
+                "USER_ADMIN_PASSWORD": shared.admin_password,
+            }
+        )
+    return env
+
+
+class HealthProbe:
+    """Asks one replica's grpc.health.v1.Health/Check (service "") whether it is SERVING."""
+
+    # Short reconnect backoff: the default grows to seconds while the server is still
+    # starting, which would delay noticing that it came up.
+    _OPTIONS = [
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 500),
+    ]
+
+    def __init__(self, port: int, host: str = LOOPBACK) -> None:
+        self._channel = grpc.insecure_channel(f"{host}:{port}", options=self._OPTIONS)
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+
+    def serving(self) -> bool:
+        try:
+            response = self._stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.RpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def close(self) -> None:
+        self._channel.close()

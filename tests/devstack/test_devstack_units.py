@@ -1,0 +1,230 @@
+"""The launcher's pieces that need no server: configuration, ports, secrets, locks."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import socket
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from devstack import detached_pgdata, envoy
+from devstack.config import StackConfig, parse_replicas, resolve_replicas
+from devstack.keys import ensure_admin_password, ensure_jwt_keys
+from devstack.ports import SERVICE_ORDER, PortPlan, ServicePorts, free_ports, port_in_use
+from devstack.processes import Abort, Deadline, StackError, tail, wait_until
+from devstack.runstate import SupervisorLock
+from devstack.services import SharedEnv, service_env
+from devstack.stack import Stack
+
+
+def test_parse_replicas_reads_name_count_pairs() -> None:
+    assert parse_replicas("user=2, live=3") == {"user": 2, "live": 3}
+    assert parse_replicas("") == {}
+    with pytest.raises(StackError, match="name=count"):
+        parse_replicas("user:2")
+
+
+def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
+    assert resolve_replicas({"live": 3, "quiz": 0}) == {
+        "user": 1,
+        "course": 1,
+        "live": 3,
+        "analytics": 1,
+    }
+    with pytest.raises(StackError, match="unknown service 'video'"):
+        resolve_replicas({"video": 1})
+    with pytest.raises(StackError, match="between 0 and 9"):
+        resolve_replicas({"live": 10})
+
+
+def test_default_ports_follow_the_documented_layout() -> None:
+    plan = PortPlan.defaults(resolve_replicas({"user": 2, "live": 3}), edge_port=8080)
+    assert (plan.postgres, plan.valkey, plan.nats, plan.nats_monitor) == (
+        15432,
+        16379,
+        14222,
+        18222,
+    )
+    assert (plan.edge, plan.envoy_admin) == (8080, 19901)
+    assert plan.services["user"] == (ServicePorts(50051, 59051), ServicePorts(50061, 59061))
+    assert plan.services["analytics"] == (ServicePorts(50055, 59055),)
+    assert [p.grpc for p in plan.services["live"]] == [50054, 50064, 50074]
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = free_ports(20)
+    assert len(set(ports)) == 20
+
+
+def test_port_in_use_sees_a_listener() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert port_in_use(sock.getsockname()[1])
+    assert not port_in_use(free_ports(1)[0])
+
+
+def test_for_local_takes_external_urls_and_edge_port_from_the_environment(tmp_path: Path) -> None:
+    environ = {"DATABASE_URL": "postgresql+psycopg://x@db/x", "ELEARN_EDGE_PORT": "9090"}
+    config = StackConfig.for_local(data_dir=tmp_path, environ=environ)
+    assert config.database_url == "postgresql+psycopg://x@db/x"
+    assert config.redis_url is None and config.nats_url is None
+    assert config.ports.edge == 9090
+    assert (
+        StackConfig.for_local(data_dir=tmp_path, edge_port=7070, environ=environ).ports.edge == 7070
+    )
+
+
+def test_for_tests_ignores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://elsewhere/db")
+    config = StackConfig.for_tests(tmp_path, replicas={"live": 3})
+    assert config.database_url is None
+    assert config.replicas["live"] == 3 and len(config.ports.services["live"]) == 3
+    assert config.data_dir == (tmp_path / "stack").resolve()
+
+
+def test_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        none = dict.fromkeys(SERVICE_ORDER, 0)
+        plan = StackConfig.for_tests(tmp_path, replicas=none).ports
+        config = StackConfig.for_tests(
+            tmp_path, replicas=none, ports=dataclasses.replace(plan, valkey=busy)
+        )
+        with pytest.raises(StackError, match=rf"{busy} \(valkey\)"):
+            Stack(config).start(timeout=30)
+    assert not (config.data_dir / "postgres").exists()
+
+
+def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
+    shared = SharedEnv(
+        database_url="db",
+        redis_url="redis",
+        nats_url="nats",
+        jwt_public_key_file=tmp_path / "pub",
+        jwt_private_key_file=tmp_path / "priv",
+        admin_email="a@b",
+        admin_password="pw",
+    )
+    env = service_env("live", 2, ServicePorts(50074, 59074), shared, base={"PATH": "/bin"})
+    assert env == {
+        "PATH": "/bin",
+        "LIVE_GRPC_HOST": "127.0.0.1",
+        "LIVE_GRPC_PORT": "50074",
+        "LIVE_METRICS_PORT": "59074",
+        "DATABASE_URL": "db",
+        "REDIS_URL": "redis",
+        "NATS_URL": "nats",
+        "ELEARN_JWT_PUBLIC_KEY_FILE": str(tmp_path / "pub"),
+        "ELEARN_INSTANCE": "live-2",
+        "ELEARN_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+    user = service_env("user", 0, ServicePorts(50051, 59051), shared, base={})
+    assert user["USER_JWT_PRIVATE_KEY_FILE"] == str(tmp_path / "priv")
+    assert (user["USER_ADMIN_EMAIL"], user["USER_ADMIN_PASSWORD"]) == ("a@b", "pw")
+
+
+def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
+    keys = ensure_jwt_keys(tmp_path / "keys")
+    first = keys.private_key_file.read_bytes()
+    assert ensure_jwt_keys(tmp_path / "keys").private_key_file.read_bytes() == first
+    assert stat.S_IMODE(keys.private_key_file.stat().st_mode) == 0o600
+    assert b"BEGIN PRIVATE KEY" in first
+    assert b"BEGIN PUBLIC KEY" in keys.public_key_file.read_bytes()
+    password = ensure_admin_password(tmp_path / "admin-password")
+    assert len(password) >= 20
+    assert ensure_admin_password(tmp_path / "admin-password") == password
+
+
+def test_one_supervisor_per_data_dir(tmp_path: Path) -> None:
+    first = SupervisorLock(tmp_path)
+    first.acquire()
+    try:
+        assert SupervisorLock.held(tmp_path)
+        with pytest.raises(StackError, match="already running"):
+            SupervisorLock(tmp_path).acquire()
+    finally:
+        first.release()
+    assert not SupervisorLock.held(tmp_path)
+
+
+def test_abort_wakes_a_waiter_at_once() -> None:
+    abort = Abort()
+    timer = threading.Timer(0.05, abort.set)
+    timer.start()
+    deadline = Deadline(10.0)
+    assert abort.wait(10.0) is True
+    assert deadline.remaining() > 9.0
+    with pytest.raises(StackError, match="interrupted"):
+        wait_until(lambda: False, deadline=Deadline(10.0), abort=abort)
+    abort.clear()
+    assert abort.wait(0.0) is False
+
+
+def test_tail_shows_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert tail(log, 2) == "line 98\nline 99"
+    assert "no log" in tail(tmp_path / "missing.log")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("devstack.envoy_config") is None, reason="envoy_config not there yet"
+)
+def test_real_edge_config_renders_through_the_adapter_and_validates(tmp_path: Path) -> None:
+    from devstack.config import PROTOSET
+
+    upstreams = [
+        envoy.UpstreamSpec("user", "elearn.user.v1.UserService", [("127.0.0.1", 50051)]),
+        envoy.UpstreamSpec(
+            "live", "elearn.live.v1.LiveService", [("127.0.0.1", 50054), ("127.0.0.1", 50064)]
+        ),
+    ]
+    text = envoy.render_edge_config(
+        edge_host="127.0.0.1",
+        edge_port=8080,
+        admin_port=19901,
+        protoset=PROTOSET,
+        upstreams=upstreams,
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    result = subprocess.run(
+        [str(envoy.binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_detached_pgdata_homes_of_vanished_stacks_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detached_pgdata, "ROOT_DIR", tmp_path / "detached")
+    gone, alive_owner, current = tmp_path / "gone", tmp_path / "alive", tmp_path / "current"
+    alive_owner.mkdir()
+    for owner in (gone, alive_owner):
+        home = detached_pgdata.path_for(owner).parent
+        home.mkdir(parents=True)
+        (home / "owner").write_text(f"{owner}\n")
+    unowned = tmp_path / "detached" / "being-created"
+    unowned.mkdir()
+
+    pgdata = detached_pgdata.path_for(current)
+    assert detached_pgdata.is_detached(pgdata)
+    assert pgdata == detached_pgdata.path_for(current)
+    detached_pgdata.adopt(pgdata, current)
+
+    assert (pgdata.parent / "owner").read_text().strip() == str(current.resolve())
+    assert not detached_pgdata.path_for(gone).parent.exists()
+    assert detached_pgdata.path_for(alive_owner).parent.exists()
+    assert unowned.exists()
