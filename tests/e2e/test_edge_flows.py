@@ -1,0 +1,170 @@
+"""The whole stack through Envoy: register -> login -> who-am-I as JSON, as gRPC-Web and as
+native gRPC; reflection lists the five services; unfinished services answer UNIMPLEMENTED."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from devstack.stack import Endpoints
+from elearn.course.v1 import course_service_pb2, course_service_pb2_grpc
+from elearn.user.v1 import user_service_pb2 as pb
+from elearn.user.v1 import user_service_pb2_grpc
+from tests.conftest import unique_email
+from tests.edge import grpcweb
+from tests.grpc_assert import fails_with
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+PROTOSET = ROOT / "envoy" / "elearn.protoset"
+GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
+PLATFORM = {
+    "elearn.user.v1.UserService",
+    "elearn.course.v1.CourseService",
+    "elearn.quiz.v1.QuizService",
+    "elearn.live.v1.LiveService",
+    "elearn.analytics.v1.AnalyticsService",
+}
+
+
+def test_json_register_login_whoami(stack: Endpoints) -> None:
+    base = f"http://{stack.edge}"
+    email = unique_email("json")
+    with httpx.Client(base_url=base, timeout=10) as http:
+        reg = http.post(
+            "/api/auth/register",
+            json={"email": email, "password": "correct horse", "displayName": "Jay",
+                  "idempotencyKey": uuid.uuid4().hex},
+        )  # fmt: skip
+        assert reg.status_code == 200, reg.text
+        login = http.post("/api/auth/login", json={"email": email, "password": "correct horse"})
+        assert login.status_code == 200, login.text
+        tokens = login.json()["tokens"]
+        me = http.get("/api/users/me", headers={"authorization": f"Bearer {tokens['accessToken']}"})
+        assert me.status_code == 200 and me.json()["user"]["email"] == email
+        refreshed = http.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
+        assert refreshed.status_code == 200
+        replay = http.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
+        assert replay.status_code == 401 and "already used" in replay.json()["message"]
+        assert http.get("/api/users/me").status_code == 401
+        bad = http.post("/api/auth/register", json={"email": "nope"})
+        assert bad.status_code == 400 and "email" in bad.json()["message"]
+        dup = http.post(
+            "/api/auth/register",
+            json={"email": email, "password": "correct horse", "displayName": "J",
+                  "idempotencyKey": uuid.uuid4().hex},
+        )  # fmt: skip
+        assert dup.status_code == 409
+        assert http.get("/api/no/such/path").status_code == 404
+        logout = http.post("/api/auth/logout", json={"refreshToken": tokens["refreshToken"]})
+        assert logout.status_code == 200
+
+
+def test_unimplemented_service_is_501_not_a_fake_success(stack: Endpoints) -> None:
+    response = httpx.get(f"http://{stack.edge}/api/courses/search", params={"query": "python"})
+    assert response.status_code == 501
+    assert "not implemented yet" in response.json()["message"]
+
+
+def grpc_web_call(stack: Endpoints, method: str, request: bytes, token: str = "") -> grpcweb.Reply:
+    headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    response = httpx.post(
+        f"http://{stack.edge}/elearn.user.v1.UserService/{method}",
+        content=grpcweb.frame(request),
+        headers=headers,
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return grpcweb.parse(response.content, response.headers)
+
+
+def test_grpc_web_register_login_whoami(stack: Endpoints) -> None:
+    email = unique_email("web")
+    reg = grpc_web_call(
+        stack,
+        "Register",
+        pb.RegisterRequest(
+            email=email, password="correct horse", display_name="W",
+            idempotency_key=uuid.uuid4().hex,
+        ).SerializeToString(),
+    )  # fmt: skip
+    assert reg.status == 0, reg.message
+    login = grpc_web_call(
+        stack, "Login", pb.LoginRequest(email=email, password="correct horse").SerializeToString()
+    )
+    token = pb.LoginResponse.FromString(login.messages[0]).tokens.access_token
+    me = grpc_web_call(stack, "GetMe", pb.GetMeRequest().SerializeToString(), token)
+    assert pb.GetMeResponse.FromString(me.messages[0]).user.email == email
+    denied = grpc_web_call(stack, "GetMe", pb.GetMeRequest().SerializeToString())
+    assert denied.status == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+async def test_native_grpc_through_the_edge(stack: Endpoints) -> None:
+    assert stack.edge is not None
+    async with grpc.aio.insecure_channel(stack.edge) as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        email = unique_email("native")
+        await users.Register(
+            pb.RegisterRequest(
+                email=email, password="correct horse", display_name="N",
+                idempotency_key=uuid.uuid4().hex,
+            )
+        )  # fmt: skip
+        login = await users.Login(pb.LoginRequest(email=email, password="correct horse"))
+        me = await users.GetMe(
+            pb.GetMeRequest(),
+            metadata=(("authorization", f"Bearer {login.tokens.access_token}"),),
+        )
+        assert me.user.email == email
+        courses = course_service_pb2_grpc.CourseServiceStub(channel)
+        await fails_with(
+            grpc.StatusCode.UNIMPLEMENTED,
+            courses.SearchCourses(course_service_pb2.SearchCoursesRequest(query="x")),
+        )
+
+
+async def run(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_grpcurl_lists_the_five_services_and_logs_in(stack: Endpoints) -> None:
+    assert stack.edge is not None
+    listed = set((await run(GRPCURL, "-plaintext", stack.edge, "list")).split())
+    assert listed >= PLATFORM
+    body = json.dumps({"email": stack.admin_email, "password": stack.admin_password})
+    out = await run(
+        GRPCURL, "-plaintext", "-protoset", str(PROTOSET), "-d", body,
+        stack.edge, "elearn.user.v1.UserService/Login",
+    )  # fmt: skip
+    assert json.loads(out)["tokens"]["accessToken"]
+
+
+async def test_ghz_drives_the_edge_with_the_shipped_protoset(stack: Endpoints) -> None:
+    ghz = shutil.which("ghz", path=str(ROOT / ".tools" / "bin")) or shutil.which("ghz")
+    assert ghz, "ghz is missing: run `make tools` (needs Go)"
+    assert stack.edge is not None
+    out = await run(
+        ghz, "--insecure", "--protoset", str(PROTOSET),
+        "--call", "elearn.user.v1.UserService.Login",
+        "-d", json.dumps({"email": stack.admin_email, "password": stack.admin_password}),
+        "-n", "20", "-c", "2", "--format", "json", stack.edge,
+    )  # fmt: skip
+    report = json.loads(out)
+    assert report["count"] == 20
+    assert report["statusCodeDistribution"] == {"OK": 20}, report["statusCodeDistribution"]
