@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import socket
 import stat
 import subprocess
@@ -176,9 +175,6 @@ def test_tail_shows_the_last_lines(tmp_path: Path) -> None:
     assert "no log" in tail(tmp_path / "missing.log")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("devstack.envoy_config") is None, reason="envoy_config not there yet"
-)
 def test_real_edge_config_renders_through_the_adapter_and_validates(tmp_path: Path) -> None:
     from devstack.config import PROTOSET
 
