@@ -27,8 +27,12 @@ def main() -> int:
     GEN.mkdir()
     PROTOSET.parent.mkdir(exist_ok=True)
     include = str(Path(protoc.__file__).parent / "_proto")
+    # The mypy plugins live beside this interpreter; name them so no PATH set-up is needed.
+    bindir = Path(sys.executable).parent
     args = [
         "protoc",
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"-I{PROTO}",
         f"-I{include}",
         f"--python_out={GEN}",
