@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from devstack.runstate import Endpoints as StackEndpoints
 
 DEFAULT_PATH = Path(".stack/endpoints.json")
 
@@ -28,13 +28,12 @@ class Endpoints:
     admin_password: str | None = None
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Endpoints:
-        services = raw.get("services") or {}
+    def from_stack(cls, stack: StackEndpoints) -> Endpoints:
         return cls(
-            edge=raw.get("edge"),
-            services={str(k): [str(a) for a in v] for k, v in services.items()},
-            admin_email=raw.get("admin_email"),
-            admin_password=raw.get("admin_password"),
+            edge=stack.edge,
+            services={name: list(addrs) for name, addrs in stack.services.items()},
+            admin_email=stack.admin_email,
+            admin_password=stack.admin_password,
         )
 
     def addresses(self, target: str, service: str) -> list[str]:
@@ -60,4 +59,5 @@ def load_endpoints(path: Path) -> Endpoints:
             f"{path} not found: no running stack — run `make start` first "
             "(or pass --endpoints PATH / --address HOST:PORT)"
         )
-    return Endpoints.from_json(json.loads(path.read_text()))
+    # One reader of endpoints.json: the launcher's, which wrote it.
+    return Endpoints.from_stack(StackEndpoints.load(path))
