@@ -265,7 +265,8 @@ def _table(e: Endpoints) -> str:
     rows += [
         ("admin login", f"{e.admin_email} / {e.admin_password}"),
         ("postgres", e.database_url),
-        ("valkey", e.redis_url),
+        ("valkey (cache)", e.cache_url),
+        ("valkey (state)", e.state_url),
         ("nats", e.nats_url),
         ("data, logs", f"{e.data_dir}, {e.data_dir}/logs"),
     ]

@@ -33,7 +33,8 @@ class Endpoints:
     services: dict[str, list[str]]
     metrics: dict[str, list[str]]
     database_url: str
-    redis_url: str
+    cache_url: str
+    state_url: str
     nats_url: str
     admin_email: str
     admin_password: str

@@ -32,7 +32,8 @@ class SharedEnv:
     """Settings every service process receives, whichever service it is."""
 
     database_url: str
-    redis_url: str
+    cache_url: str
+    state_url: str
     nats_url: str
     jwt_public_key_file: Path
     jwt_private_key_file: Path
@@ -63,7 +64,8 @@ def service_env(
             f"{prefix}_GRPC_PORT": str(ports.grpc),
             f"{prefix}_METRICS_PORT": str(ports.metrics),
             "DATABASE_URL": shared.database_url,
-            "REDIS_URL": shared.redis_url,
+            "CACHE_URL": shared.cache_url,
+            "STATE_URL": shared.state_url,
             "NATS_URL": shared.nats_url,
             "ELEARN_JWT_PUBLIC_KEY_FILE": str(shared.jwt_public_key_file),
             "ELEARN_INSTANCE": f"{name}-{index}",

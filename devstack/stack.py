@@ -186,7 +186,8 @@ class Stack:
         keys = ensure_jwt_keys(cfg.data_dir / "keys")
         shared = SharedEnv(
             database_url=database_url,
-            redis_url=redis_url,
+            cache_url=redis_url,
+            state_url=redis_url,
             nats_url=nats_url,
             jwt_public_key_file=keys.public_key_file,
             jwt_private_key_file=keys.private_key_file,
@@ -418,7 +419,8 @@ class Stack:
             services={n: [f"{LOOPBACK}:{p.grpc}" for p in ps] for n, ps in replicas.items()},
             metrics={n: [f"{LOOPBACK}:{p.metrics}" for p in ps] for n, ps in replicas.items()},
             database_url=shared.database_url,
-            redis_url=shared.redis_url,
+            cache_url=shared.cache_url,
+            state_url=shared.state_url,
             nats_url=shared.nats_url,
             admin_email=shared.admin_email,
             admin_password=shared.admin_password,

@@ -2,8 +2,9 @@
 
 A blocking pool bounded by config, so an exhausted pool fails in bounded time. Cache-aside
 stores protobuf bytes with a TTL per kind of data; concurrent misses for one key in a process
-share one load (a stampede guard), and hits and misses are exported per kind. The server runs
-with maxmemory and allkeys-lru, so the cache can never fill Valkey.
+share one load (a stampede guard), and hits and misses are exported per kind. The cache server
+runs with maxmemory and allkeys-lru, so the cache can never fill Valkey; what must survive
+memory pressure belongs to the state role (`mesh.state`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from mesh.config import MeshSettings
 
 
 @asynccontextmanager
-async def open_redis(settings: MeshSettings) -> AsyncIterator[redis.Redis]:
-    settings.require("redis_url")
+async def open_valkey(settings: MeshSettings, role: str) -> AsyncIterator[redis.Redis]:
+    """A bounded pool to the Valkey server of one role ("cache_url" or "state_url").
+    Services do not call this: they take `open_cache` or `mesh.state.open_state`."""
+    settings.require(role)
     pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+        getattr(settings, role),
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout_seconds,
         socket_timeout=settings.redis_socket_timeout_seconds,
@@ -40,6 +43,13 @@ async def open_redis(settings: MeshSettings) -> AsyncIterator[redis.Redis]:
     finally:
         await client.aclose()
         await pool.disconnect()
+
+
+@asynccontextmanager
+async def open_cache(settings: MeshSettings) -> AsyncIterator[Cache]:
+    """The cache role: only data that can be recomputed goes here, since the server evicts."""
+    async with open_valkey(settings, "cache_url") as client:
+        yield Cache(client)
 
 
 @dataclass(frozen=True)

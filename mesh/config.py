@@ -1,7 +1,7 @@
 """Typed settings from the environment, one class per service with its own prefix.
 
-Shared infrastructure URLs keep their conventional unprefixed names (DATABASE_URL, REDIS_URL,
-NATS_URL) so one environment can serve every service; anything per service is prefixed
+Shared infrastructure URLs keep their conventional unprefixed names (DATABASE_URL, CACHE_URL,
+STATE_URL, NATS_URL) so one environment can serve every service; anything per service is prefixed
 (USER_GRPC_PORT, LIVE_DB_POOL_SIZE, ...). A missing required value fails at start-up with the
 variable's name, not at the first request.
 """
@@ -35,7 +35,11 @@ class MeshSettings(BaseSettings):
     max_message_bytes: int = 4 * 1024 * 1024
 
     database_url: str = Field(default="", validation_alias=AliasChoices("DATABASE_URL"))
-    redis_url: str = Field(default="", validation_alias=AliasChoices("REDIS_URL"))
+    # Two Valkey roles (M1): the cache (allkeys-lru, no persistence) holds only what can be
+    # recomputed; the state server (noeviction, AOF) holds what must not vanish. REDIS_URL
+    # points both roles at one external server for those who want that.
+    cache_url: str = Field(default="", validation_alias=AliasChoices("CACHE_URL", "REDIS_URL"))
+    state_url: str = Field(default="", validation_alias=AliasChoices("STATE_URL", "REDIS_URL"))
     nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL"))
     jwt_public_key_file: str = Field(
         default="", validation_alias=AliasChoices("ELEARN_JWT_PUBLIC_KEY_FILE")

@@ -14,10 +14,11 @@ from elearn.quiz.v1 import quiz_service_pb2 as _quiz  # noqa: F401
 from elearn.user.v1 import user_service_pb2, user_service_pb2_grpc
 from mesh import server
 from mesh.bus import connect_bus
-from mesh.cache import Cache, open_redis
+from mesh.cache import open_cache
 from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
+from mesh.state import open_state
 from svc_user.accounts import Accounts
 from svc_user.login_throttle import LoginThrottle
 from svc_user.models import SCHEMA, outbox
@@ -42,13 +43,19 @@ PLATFORM = (
 async def serve() -> None:
     settings = UserSettings.load()
     settings.require(
-        "database_url", "redis_url", "nats_url", "jwt_public_key_file", "jwt_private_key_file"
+        "database_url",
+        "cache_url",
+        "state_url",
+        "nats_url",
+        "jwt_public_key_file",
+        "jwt_private_key_file",
     )
     listener = configure_logging("user", settings.instance_name, settings.log_level)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))
-            valkey = await stack.enter_async_context(open_redis(settings))
+            cache = await stack.enter_async_context(open_cache(settings))
+            state = await stack.enter_async_context(open_state(settings))
             bus = await stack.enter_async_context(connect_bus(settings))
             hashing = PasswordHashing(
                 time_cost=settings.argon2_time_cost,
@@ -59,14 +66,12 @@ async def serve() -> None:
             )
             stack.callback(hashing.close)
             events = Outbox(outbox)
-            accounts = Accounts(
-                db, Cache(valkey), events, hashing, settings.profile_cache_ttl_seconds
-            )
+            accounts = Accounts(db, cache, events, hashing, settings.profile_cache_ttl_seconds)
             sessions = Sessions(
                 db,
                 hashing,
                 LoginThrottle(
-                    valkey,
+                    state,
                     max_failures=settings.login_max_failures,
                     window_seconds=settings.login_failure_window_seconds,
                 ),

@@ -21,7 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 REPORTED = (
     "DATABASE_URL",
-    "REDIS_URL",
+    "CACHE_URL",
+    "STATE_URL",
     "NATS_URL",
     "ELEARN_JWT_PUBLIC_KEY_FILE",
     "ELEARN_INSTANCE",

@@ -78,7 +78,7 @@ def test_postgres_answers_as_elearn_with_dev_settings(running: Stack) -> None:
 
 
 def test_valkey_answers_ping_with_lru_eviction_and_aof(running: Stack) -> None:
-    client = redis.Redis.from_url(running.endpoints.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(running.endpoints.state_url, decode_responses=True)
     try:
         assert client.ping() is True
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
@@ -122,7 +122,8 @@ def test_every_replica_serves_with_its_own_environment(running: Stack) -> None:
             assert env["GRPC_PORT"] == address.rsplit(":", 1)[1]
             assert env["METRICS_PORT"] == endpoints.metrics[name][index].rsplit(":", 1)[1]
             assert env["DATABASE_URL"] == endpoints.database_url
-            assert env["REDIS_URL"] == endpoints.redis_url
+            assert env["CACHE_URL"] == endpoints.cache_url
+            assert env["STATE_URL"] == endpoints.state_url
             assert env["NATS_URL"] == endpoints.nats_url
             assert env["ELEARN_JWT_PUBLIC_KEY_FILE"] == endpoints.jwt_public_key_file
             assert env["ELEARN_LOG_LEVEL"] == "INFO"
@@ -190,7 +191,7 @@ def test_external_servers_are_used_instead_of_starting_ours(
         migrate_command=None,
         with_envoy=False,
         database_url=shared.database_url,
-        redis_url=shared.redis_url,
+        redis_url=shared.state_url,
         nats_url=shared.nats_url,
     )
     with Stack(config) as second:

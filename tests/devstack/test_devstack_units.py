@@ -105,7 +105,8 @@ def test_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
 def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
     shared = SharedEnv(
         database_url="db",
-        redis_url="redis",
+        cache_url="cache",
+        state_url="state",
         nats_url="nats",
         jwt_public_key_file=tmp_path / "pub",
         jwt_private_key_file=tmp_path / "priv",
@@ -119,7 +120,8 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         "LIVE_GRPC_PORT": "50074",
         "LIVE_METRICS_PORT": "59074",
         "DATABASE_URL": "db",
-        "REDIS_URL": "redis",
+        "CACHE_URL": "cache",
+        "STATE_URL": "state",
         "NATS_URL": "nats",
         "ELEARN_JWT_PUBLIC_KEY_FILE": str(tmp_path / "pub"),
         "ELEARN_INSTANCE": "live-2",
