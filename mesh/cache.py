@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from redis.exceptions import RedisError
 
 from mesh import metrics
 from mesh.config import MeshSettings
+
+log = logging.getLogger("mesh.cache")
 
 
 @asynccontextmanager
@@ -66,7 +69,7 @@ class CacheKind:
 class Cache:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._loading: dict[str, asyncio.Future[bytes | None]] = {}
+        self._loading: dict[str, asyncio.Task[bytes | None]] = {}
         self._series: dict[tuple[str, str], metrics.Counter] = {}
 
     async def get_or_load(
@@ -83,28 +86,46 @@ class Cache:
             self._count(kind, "hit")
             return cached if isinstance(cached, bytes) else cached.encode()
         self._count(kind, "miss")
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
-        try:
-            value = await load()
-            if value is not None:
-                with contextlib.suppress(RedisError, TimeoutError):
-                    await self._client.set(key, value, ex=kind.ttl_seconds)
-            future.set_result(value)
-            return value
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
+        task = self._loading.get(key)
+        if task is None:
+            # The load runs in a task of its own and every caller, the first included, awaits
+            # it through shield: a caller that is cancelled (its deadline passed, its client
+            # left) stops waiting without cancelling the load the others are waiting on.
+            task = asyncio.create_task(self._load(kind, key, load))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return await asyncio.shield(task)
+
+    async def _load(
+        self, kind: CacheKind, key: str, load: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        value = await load()
+        if value is not None:
+            with contextlib.suppress(RedisError, TimeoutError):
+                await self._client.set(key, value, ex=kind.ttl_seconds)
+        return value
+
+    def _loaded(self, key: str, task: asyncio.Task[bytes | None]) -> None:
+        if self._loading.get(key) is task:
             del self._loading[key]
+        if not task.cancelled():
+            # Marks a failure retrieved when every waiter has gone: no "never retrieved" noise.
+            task.exception()
 
     async def invalidate(self, kind: CacheKind, *idents: str) -> None:
-        if idents:
+        """Drop entries after a committed write. Best effort: the write has succeeded, so a
+        cache outage must not fail it; the entries then live until their TTL, which is why
+        every kind has one. Counted and logged so a stale-read window is visible."""
+        if not idents:
+            return
+        try:
             await self._client.delete(*(kind.key(i) for i in idents))
+        except (RedisError, TimeoutError, OSError) as exc:
+            metrics.CACHE_INVALIDATION_FAILURES.labels(kind.name).inc()
+            log.warning(
+                "cache invalidation failed; entries expire within their TTL",
+                extra={"kind": kind.name, "keys": len(idents), "error": type(exc).__name__},
+            )
 
     def _count(self, kind: CacheKind, outcome: str) -> None:
         series = self._series.get((kind.name, outcome))

@@ -8,14 +8,10 @@ variable's name, not at the first request.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-def _shared(name: str) -> Any:
-    return Field(validation_alias=AliasChoices(name))
 
 
 class MeshSettings(BaseSettings):
@@ -37,7 +33,7 @@ class MeshSettings(BaseSettings):
     database_url: str = Field(default="", validation_alias=AliasChoices("DATABASE_URL"))
     # Two Valkey roles (M1): the cache (allkeys-lru, no persistence) holds only what can be
     # recomputed; the state server (noeviction, AOF) holds what must not vanish. REDIS_URL
-    # points both roles at one external server for those who want that.
+    # points both roles at one external server for those who want that; nothing else reads it.
     cache_url: str = Field(default="", validation_alias=AliasChoices("CACHE_URL", "REDIS_URL"))
     state_url: str = Field(default="", validation_alias=AliasChoices("STATE_URL", "REDIS_URL"))
     nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL"))
@@ -56,6 +52,17 @@ class MeshSettings(BaseSettings):
     db_max_overflow: int = 10
     db_pool_timeout_seconds: float = 2.0
     db_statement_timeout_ms: int = 5000
+    # Connections older than this are replaced at their next checkout, so a server-side limit
+    # (or a failover behind a proxy) never meets a connection it has forgotten.
+    db_pool_recycle_seconds: int = 1800
+    # A connection held longer than this is logged and counted when it comes back: a
+    # transaction that long blocks others' locks and starves the pool.
+    db_hold_warning_seconds: float = 2.0
+    # Replicas of this service that share the server; start-up refuses to run when
+    # replicas x (pool size + overflow) exceeds the server's connection budget.
+    db_expected_replicas: int = 1
+    # Publish attempts of one outbox row before it is parked in the dead-letter table.
+    outbox_max_attempts: int = 10
     redis_max_connections: int = 64
     redis_pool_timeout_seconds: float = 1.0
     redis_socket_timeout_seconds: float = 1.0

@@ -1,24 +1,35 @@
 """The Postgres pool (finding S2): SQLAlchemy 2 async Core over psycopg 3.
 
 Sized from config and warmed at start-up; a caller that cannot get a connection within the pool
-timeout gets UNAVAILABLE in bounded time instead of hanging. Reads run on autocommit
-connections: SQLAlchemy's autobegin would otherwise turn one SELECT into three round trips
-(BEGIN, SELECT, ROLLBACK). Writes run in one transaction committed at the RPC boundary.
+timeout gets UNAVAILABLE in bounded time instead of hanging. Connections are recycled after a
+maximum lifetime, a connection held too long is logged and counted when it comes back, and
+start-up refuses to run when the replicas' pools together would exceed the server's
+`max_connections`. After a server restart the first statement on a dead connection fails
+(UNAVAILABLE) and SQLAlchemy invalidates the whole pool, so the next calls reconnect without a
+service restart; a pre-ping on every checkout would cost a round trip per call to save one.
+Reads run on autocommit connections: SQLAlchemy's autobegin would otherwise turn one SELECT
+into three round trips (BEGIN, SELECT, ROLLBACK). Writes run in one transaction committed at
+the RPC boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from mesh import metrics
 from mesh.config import MeshSettings
 from mesh.errors import Unavailable
+
+log = logging.getLogger("mesh.db")
 
 
 class Database:
@@ -35,8 +46,10 @@ class Database:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
-            pool_recycle=1800,
+            pool_recycle=settings.db_pool_recycle_seconds,
             pool_pre_ping=False,
+            # Bound values (e-mails, password hashes) never reach an error message or a log.
+            hide_parameters=True,
             connect_args={
                 "application_name": settings.instance_name,
                 "connect_timeout": 5,
@@ -44,13 +57,44 @@ class Database:
                 f" -c search_path={schema},public",
             },
         )
-        _track_pool(engine)
+        _track_pool(engine, settings.db_hold_warning_seconds)
         db = cls(engine)
         try:
+            await db.check_connection_budget(settings)
             await db.warm(min(settings.db_pool_size, 4))
             yield db
         finally:
             await engine.dispose()
+
+    async def check_connection_budget(self, settings: MeshSettings) -> None:
+        """Exit with a clear message when every replica's full pool would not fit in the
+        connections the server lets ordinary roles open: past that, connects fail under load
+        instead of waiting for a free pooled connection."""
+        async with self._reader.connect() as conn:
+            row = (
+                await conn.exec_driver_sql(
+                    "SELECT current_setting('max_connections')::int,"
+                    " current_setting('superuser_reserved_connections')::int,"
+                    " coalesce(current_setting('reserved_connections', true), '0')::int"
+                )
+            ).one()
+        max_connections, superuser_reserved, reserved = (int(v) for v in row)
+        budget = max_connections - superuser_reserved - reserved
+        per_replica = settings.db_pool_size + settings.db_max_overflow
+        need = settings.db_expected_replicas * per_replica
+        numbers = (
+            f"{settings.db_expected_replicas} replica(s) x (pool {settings.db_pool_size} + "
+            f"overflow {settings.db_max_overflow}) = {need} connections; the server allows "
+            f"{budget} ({max_connections} max_connections - {superuser_reserved + reserved} "
+            "reserved)"
+        )
+        if need > budget:
+            raise SystemExit(
+                f"{settings.service}: the Postgres pool does not fit: {numbers}. Lower "
+                "DB_POOL_SIZE / DB_MAX_OVERFLOW (with the service's prefix), run fewer "
+                "replicas, or raise the server's max_connections."
+            )
+        log.info("postgres pool fits: %s", numbers)
 
     async def warm(self, connections: int) -> None:
         """Open connections now so the first requests do not pay the connect cost."""
@@ -80,16 +124,30 @@ class Database:
             raise Unavailable("database busy: no connection free; retry shortly") from None
 
 
-def _track_pool(engine: AsyncEngine) -> None:
+def _track_pool(engine: AsyncEngine, hold_warning_seconds: float) -> None:
     pool = engine.sync_engine.pool
 
     @event.listens_for(pool, "checkout")
-    def _out(*_: object) -> None:
+    def _out(_dbapi: object, record: ConnectionPoolEntry, _proxy: object) -> None:
+        record.info["checked_out_at"] = time.monotonic()
         metrics.DB_POOL_CHECKED_OUT.inc()
 
     @event.listens_for(pool, "checkin")
-    def _in(*_: object) -> None:
+    def _in(_dbapi: object, record: ConnectionPoolEntry) -> None:
         metrics.DB_POOL_CHECKED_OUT.dec()
+        since = record.info.pop("checked_out_at", None)
+        if since is None:
+            return
+        held = time.monotonic() - since
+        if held > hold_warning_seconds:
+            metrics.DB_CONNECTION_HELD_TOO_LONG.inc()
+            log.warning(
+                "a Postgres connection was held %.2f s (warning bound %.2f s): a long "
+                "transaction holds its locks and starves the pool",
+                held,
+                hold_warning_seconds,
+                extra={"held_seconds": round(held, 3)},
+            )
 
     @event.listens_for(pool, "connect")
     def _open(*_: object) -> None:

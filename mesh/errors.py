@@ -7,11 +7,20 @@ INTERNAL with a request id and no internals. Envoy maps the codes to HTTP for JS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import grpc
+import nats.errors
+import psycopg
+import redis.exceptions
+import sqlalchemy.exc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from mesh import metrics
+
+log = logging.getLogger("mesh.errors")
 
 
 class ServiceError(Exception):
@@ -72,6 +81,74 @@ class Unavailable(ServiceError):
 
 class Unimplemented(ServiceError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# Valkey refusing or failing a command for a reason the caller may retry (a full noeviction
+# server answers OOM; a restarting one answers LOADING).
+_VALKEY_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MaxConnectionsError,
+)
+# Library errors are chained (SQLAlchemy wraps psycopg's); a short walk finds the root cause.
+_MAX_CHAIN = 5
+
+
+def infrastructure_error(exc: BaseException) -> ServiceError | None:
+    """The status an outage of Postgres, Valkey or NATS should reach the caller as, or None
+    when `exc` is not one. Connection loss and exhausted pools are UNAVAILABLE (the caller
+    may retry, Envoy may retry elsewhere); a statement cancelled by `statement_timeout` is
+    DEADLINE_EXCEEDED. Counted per dependency and logged without the statement's text."""
+    mapped = _classify(exc)
+    if mapped is None:
+        return None
+    dependency, error = mapped
+    metrics.DEPENDENCY_ERRORS.labels(dependency, error.code.name).inc()
+    log.warning(
+        "%s failure mapped to %s",
+        dependency,
+        error.code.name,
+        extra={"dependency": dependency, "error": type(exc).__name__},
+    )
+    return error
+
+
+def _classify(exc: BaseException) -> tuple[str, ServiceError] | None:
+    seen: BaseException | None = exc
+    for _ in range(_MAX_CHAIN):
+        if seen is None:
+            return None
+        found = _classify_one(seen)
+        if found is not None:
+            return found
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+def _classify_one(exc: BaseException) -> tuple[str, ServiceError] | None:
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        # Checked before OperationalError, its base class: the server is up, the query slow.
+        return "postgres", DeadlineExceeded("the database query took too long and was cancelled")
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return "postgres", Unavailable("database busy: no connection free; retry shortly")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "postgres", Unavailable("database unavailable; retry shortly")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return "postgres", Unavailable("database connection lost; retry shortly")
+    if isinstance(exc, _VALKEY_OUTAGES):
+        return "valkey", Unavailable("key-value store unavailable; retry shortly")
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("OOM", "LOADING")):
+        return "valkey", Unavailable("key-value store unavailable; retry shortly")
+    if isinstance(exc, nats.errors.Error):
+        return "nats", Unavailable("event bus unavailable; retry shortly")
+    return None
 
 
 class FieldErrors:

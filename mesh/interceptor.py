@@ -20,7 +20,7 @@ from grpc.aio import ServerInterceptor
 
 from mesh import context, metrics
 from mesh.auth import Policy, TokenVerifier, bearer_token
-from mesh.errors import ResourceExhausted, ServiceError, Unauthenticated
+from mesh.errors import ResourceExhausted, ServiceError, Unauthenticated, infrastructure_error
 
 log = logging.getLogger("mesh.rpc")
 
@@ -103,6 +103,10 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         if isinstance(exc, ServiceError):
             call.code = exc.code
             await ctx.abort_with_status(exc.to_status())
+        mapped = infrastructure_error(exc)
+        if mapped is not None:
+            call.code = mapped.code
+            await ctx.abort_with_status(mapped.to_status())
         call.code = grpc.StatusCode.INTERNAL
         log.exception("unhandled error in %s", call.method)
         await ctx.abort(

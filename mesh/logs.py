@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from mesh import context
+from mesh import context, metrics
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -45,15 +45,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
-    """Never blocks: a full queue drops the record and counts it."""
-
-    dropped = 0
+    """Never blocks: a full queue drops the record and counts it (log_records_dropped_total)."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
         try:
             self.queue.put_nowait(record)
         except queue.Full:
-            type(self).dropped += 1
+            metrics.LOG_RECORDS_DROPPED.inc()
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The stock prepare() formats on the caller's thread; the whole point is to format on
@@ -79,7 +77,3 @@ def configure_logging(
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     listener.start()
     return listener
-
-
-def dropped_records() -> int:
-    return _DroppingQueueHandler.dropped

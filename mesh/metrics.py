@@ -31,6 +31,29 @@ CACHE_REQUESTS = Counter(
 DB_POOL_CHECKED_OUT = Gauge("db_pool_checked_out", "Postgres connections in use.")
 DB_POOL_SIZE = Gauge("db_pool_size", "Postgres connections open.")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Events the outbox relay published.")
+OUTBOX_DEAD_LETTERED = Counter(
+    "outbox_dead_lettered_total", "Events parked in the dead-letter table after repeated failures."
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "outbox_publish_failures_total", "Failed publish attempts of outbox rows, by kind.", ["kind"]
+)
+DEPENDENCY_ERRORS = Counter(
+    "dependency_errors_total",
+    "Outages of a backing server that reached a caller, by dependency and status.",
+    ["dependency", "grpc_code"],
+)
+CACHE_INVALIDATION_FAILURES = Counter(
+    "cache_invalidation_failures_total",
+    "Cache invalidations lost to a cache outage after a committed write (entries expire by TTL).",
+    ["kind"],
+)
+DB_CONNECTION_HELD_TOO_LONG = Counter(
+    "db_connection_held_too_long_total",
+    "Postgres connections returned to the pool after being held longer than the warning bound.",
+)
+LOG_RECORDS_DROPPED = Counter(
+    "log_records_dropped_total", "Log records dropped because the log queue was full."
+)
 OUTBOX_LAG = Histogram(
     "outbox_lag_seconds",
     "Time from an event's commit to its publication.",
