@@ -84,10 +84,11 @@ class MeshSettings(BaseSettings):
         """Fail fast when a setting the service cannot run without is empty."""
         missing = [f for f in fields if not getattr(self, f)]
         if missing:
-            names = [self._env_name(f) for f in missing]
+            names = [self.env_name(f) for f in missing]
             raise SystemExit(f"{self.service}: missing required setting(s): {', '.join(names)}")
 
-    def _env_name(self, field: str) -> str:
+    def env_name(self, field: str) -> str:
+        """The environment variable a field is read from, for messages that name it."""
         alias = type(self).model_fields[field].validation_alias
         if isinstance(alias, AliasChoices):
             return str(alias.choices[0])

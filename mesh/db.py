@@ -89,10 +89,14 @@ class Database:
             "reserved)"
         )
         if need > budget:
+            size, overflow, replicas = (
+                settings.env_name(f)
+                for f in ("db_pool_size", "db_max_overflow", "db_expected_replicas")
+            )
             raise SystemExit(
                 f"{settings.service}: the Postgres pool does not fit: {numbers}. Lower "
-                "DB_POOL_SIZE / DB_MAX_OVERFLOW (with the service's prefix), run fewer "
-                "replicas, or raise the server's max_connections."
+                f"{size} or {overflow}, run fewer replicas ({replicas}), or raise the "
+                "server's max_connections."
             )
         log.info("postgres pool fits: %s", numbers)
 

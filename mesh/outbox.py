@@ -340,6 +340,14 @@ class _Relay:
             )
             if attempts >= self.max_attempts:
                 to_bury.append((row, exc, attempts))
+            elif counted:
+                log.warning(
+                    "outbox event failed to publish (attempt %d of %d); retrying in %.1f s",
+                    attempts,
+                    self.max_attempts,
+                    delay,
+                    extra={"event_id": str(row.event_id), "subject": row.subject},
+                )
         if failures:
             await conn.execute(self.failed, failures)
         if to_bury:

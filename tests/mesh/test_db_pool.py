@@ -111,6 +111,7 @@ async def test_pool_that_exceeds_max_connections_refuses_to_start(stack: Endpoin
     message = str(caught.value)
     assert "50 replica(s) x (pool 20 + overflow 10) = 1500 connections" in message
     assert "max_connections" in message
+    assert "DB_POOL_SIZE" in message and "DB_EXPECTED_REPLICAS" in message
 
 
 async def test_pool_that_fits_says_so(stack: Endpoints, caplog: pytest.LogCaptureFixture) -> None:

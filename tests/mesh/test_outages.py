@@ -149,3 +149,20 @@ async def test_postgres_outage_is_unavailable_and_the_service_reconnects(
         assert seen[-1] is grpc.StatusCode.OK, f"no recovery within {RECOVERY_SECONDS} s: {seen}"
         assert set(seen[:-1]) <= {grpc.StatusCode.UNAVAILABLE}, seen
     assert private.process("user").pid == service_pid, "recovered without a service restart"
+
+
+async def test_pooled_connections_that_died_in_a_restart_are_replaced(
+    private: Stack, users: UserServiceStub
+) -> None:
+    """No call while the server is down: the pool still holds connections to the old server
+    process. The first statement on one of them fails; SQLAlchemy then drops the whole pool,
+    so a caller sees at most one UNAVAILABLE, not one per pooled connection."""
+    account = await make_account(users, "postgres-restart")
+    postgres = serving(private, private.endpoints.database_url)
+    await stop(postgres)
+    await restart(private, postgres)
+    seen = await recovers(lambda: users.GetMe(pb.GetMeRequest(), metadata=account.auth))
+    assert seen[-1] is grpc.StatusCode.OK, seen
+    assert seen[:-1] in ([], [grpc.StatusCode.UNAVAILABLE]), seen
+    for _ in range(10):
+        assert await status_of(login(users, account)) is grpc.StatusCode.OK
