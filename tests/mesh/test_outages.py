@@ -14,12 +14,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import grpc
+import nats
+import psutil
+import psycopg
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
 
 from devstack.processes import ManagedProcess
 from devstack.stack import Stack, StackConfig
+from elearn.events.v1 import user_events_pb2
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from tests.conftest import Account, make_account
@@ -50,14 +54,20 @@ async def users(private: Stack) -> AsyncIterator[UserServiceStub]:
 def serving(stack: Stack, url: str) -> list[ManagedProcess]:
     """The stack's server processes listening on the URL's port (the launcher may run one
     Valkey for both roles or one per role)."""
-    port = str(urlparse(url).port)
-    found = [
-        proc
-        for proc in stack.processes.values()
-        if any(arg == port or arg.endswith(f"port={port}") for arg in proc.argv)
-    ]
+    port = urlparse(url).port
+    found = [proc for proc in stack.processes.values() if port in listening_ports(proc)]
     assert found, f"no process of the stack serves {url}"
     return found
+
+
+def listening_ports(proc: ManagedProcess) -> set[int]:
+    if proc.pid is None or not proc.running():
+        return set()
+    try:
+        connections = psutil.Process(proc.pid).net_connections(kind="inet")
+    except psutil.Error:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
 
 
 async def stop(procs: list[ManagedProcess]) -> None:
@@ -166,3 +176,38 @@ async def test_pooled_connections_that_died_in_a_restart_are_replaced(
     assert seen[:-1] in ([], [grpc.StatusCode.UNAVAILABLE]), seen
     for _ in range(10):
         assert await status_of(login(users, account)) is grpc.StatusCode.OK
+
+
+async def test_events_written_while_nats_is_down_go_out_after_it_returns(
+    private: Stack, users: UserServiceStub
+) -> None:
+    """A NATS outage is nobody's poison: registration still commits (the event waits in the
+    outbox), and once NATS is back the relay publishes it without a service restart and
+    without parking anything in the dead-letter table."""
+    endpoints = private.endpoints
+    broker = serving(private, endpoints.nats_url)
+    await stop(broker)
+    try:
+        account = await make_account(users, "nats-outage")
+    finally:
+        await restart(private, broker)
+    nc = await nats.connect(endpoints.nats_url)
+    try:
+        sub = await nc.jetstream().subscribe("elearn.user.user_registered", ordered_consumer=True)
+        found = False
+        deadline = time.monotonic() + RECOVERY_SECONDS
+        while not found and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            found = user_events_pb2.UserRegistered.FromString(msg.data).user_id == (
+                account.user.user_id
+            )
+    finally:
+        await nc.close()
+    assert found, "the event written during the outage was not published after it"
+    url = endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as sql:
+        dead = sql.execute("SELECT count(*) FROM users.outbox_dead_letter").fetchone()
+    assert dead == (0,)
