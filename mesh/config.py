@@ -58,8 +58,9 @@ class MeshSettings(BaseSettings):
     # A connection held longer than this is logged and counted when it comes back: a
     # transaction that long blocks others' locks and starves the pool.
     db_hold_warning_seconds: float = 2.0
-    # Replicas of this service that share the server; start-up refuses to run when
-    # replicas x (pool size + overflow) exceeds the server's connection budget.
+    # Replicas of this service that share the server (<PREFIX>DB_EXPECTED_REPLICAS, e.g.
+    # USER_DB_EXPECTED_REPLICAS); start-up refuses to run when replicas x (pool size +
+    # overflow) exceeds the server's max_connections less its reserved slots.
     db_expected_replicas: int = 1
     # Publish attempts of one outbox row before it is parked in the dead-letter table.
     outbox_max_attempts: int = 10
