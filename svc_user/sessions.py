@@ -93,7 +93,7 @@ class Sessions:
         expire_time = Timestamp()
         expire_time.FromDatetime(expires)
         return pb.TokenPair(
-            access_token=self._access.mint(str(account_id), roles),
+            access_token=self._access.mint(str(account_id), roles, session_id=str(family_id)),
             token_type="Bearer",
             expires_in=self._access.ttl_seconds,
             refresh_token=refresh,
