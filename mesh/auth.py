@@ -75,6 +75,11 @@ class TokenVerifier:
         # user id -> (revocation time, when the entry may be forgotten)
         self._revoked_users: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    @property
+    def revocation_memory_seconds(self) -> float:
+        """How long a revocation matters: the longest a covered token can stay acceptable."""
+        return self._max_ttl + self._leeway
+
     def verify(self, token: str) -> Caller:
         now = self._clock()
         cache = self._cache
@@ -96,7 +101,7 @@ class TokenVerifier:
 
     def revoke_session(self, session_id: str, revoked_at: float) -> None:
         """Refuse every token of one sign-in session from now on."""
-        forget_at = revoked_at + self._max_ttl + self._leeway
+        forget_at = revoked_at + self.revocation_memory_seconds
         now = self._clock()
         _prune(self._revoked_sessions, now, lambda v: v)
         if forget_at > now:
@@ -107,7 +112,7 @@ class TokenVerifier:
         """Refuse every token of one user issued at or before `revoked_at` (seconds since the
         epoch, on svc_user's clock, like `iat`). `iat` has whole seconds, so a token minted in
         the same second just after the revocation is refused too; a retry a second later works."""
-        forget_at = revoked_at + self._max_ttl + self._leeway
+        forget_at = revoked_at + self.revocation_memory_seconds
         now = self._clock()
         _prune(self._revoked_users, now, lambda v: v[1])
         previous = self._revoked_users.get(user_id)

@@ -7,8 +7,10 @@ across a crash. Every service that verifies tokens follows the subject on core N
 publishes on it, so core subscribers see each event as it is stored) and tells its
 TokenVerifier, which refuses the covered tokens from then until they would have expired anyway.
 
-Core NATS keeps no history: a verifier that is disconnected or starting when an event goes out
-misses it, and those tokens stay valid until their expiry (15 minutes by default).
+A verifier that starts later would miss the revocations made before it, so on start it first
+replays, from the JetStream stream, the events still relevant (those younger than the longest
+token lifetime it accepts), then follows live ones. Events published while an established
+connection is down are missed (core NATS keeps no history); those tokens die at their expiry.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import DecodeError
-from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elearn.events.v1.user_events_pb2 import SessionRevoked
 from mesh.auth import TokenVerifier
+from mesh.bus import Bus
 from mesh.outbox import Outbox, new_event_id
 
 log = logging.getLogger("mesh.revocation")
@@ -65,29 +69,62 @@ def apply_revocation(verifier: TokenVerifier, event: SessionRevoked) -> None:
 
 
 async def follow_revocations(
-    nc: NATS, verifier: TokenVerifier, subscribed: asyncio.Event | None = None
+    bus: Bus, verifier: TokenVerifier, subscribed: asyncio.Event | None = None
 ) -> None:
-    """Apply every SessionRevoked published from now on, until cancelled. `subscribed` is set
-    once the NATS server has the subscription, so a caller can say SERVING only then."""
-    sub = await nc.subscribe(SUBJECT)
+    """Apply every SessionRevoked still relevant and every one published from now on, until
+    cancelled. `subscribed` is set once past revocations are applied and the NATS server has
+    the live subscription, so a caller can say SERVING only then."""
+    # Live first, history second: an event published in between is seen twice (harmless),
+    # never zero times.
+    sub = await bus.nc.subscribe(SUBJECT)
     try:
-        await nc.flush()
+        await bus.nc.flush()
+        await _catch_up(bus, verifier)
         if subscribed is not None:
             subscribed.set()
         async for msg in sub.messages:
-            try:
-                event = SessionRevoked.FromString(msg.data)
-            except DecodeError:
-                log.warning("undecodable %s event ignored", SUBJECT)
-                continue
-            apply_revocation(verifier, event)
-            log.debug(
-                "session revoked",
-                extra={"user_id": event.user_id, "session_id": event.session_id},
-            )
+            _apply_message(verifier, msg.data)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     # The iterator ends only when the connection is closed under us; a verifier that no longer
     # hears revocations must not keep serving quietly.
     raise RuntimeError(f"the {SUBJECT} subscription ended")
+
+
+async def _catch_up(bus: Bus, verifier: TokenVerifier) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=verifier.revocation_memory_seconds)
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    try:
+        history = await bus.js.subscribe(SUBJECT, ordered_consumer=True, config=config)
+    except Exception:
+        # Without the stream the live subscription still works; only a restart's gap stays.
+        log.warning("cannot replay past session revocations", exc_info=True)
+        return
+    applied = 0
+    try:
+        info = await history.consumer_info()
+        started = info.delivered is not None and bool(info.delivered.consumer_seq)
+        # Each message says how many follow it; stop at the last one present now.
+        while info.num_pending or started:
+            msg = await history.next_msg(timeout=5)
+            _apply_message(verifier, msg.data)
+            applied += 1
+            if not msg.metadata.num_pending:
+                break
+    except Exception:
+        log.warning("replaying past session revocations stopped early", exc_info=True)
+    finally:
+        with contextlib.suppress(Exception):
+            await history.unsubscribe()
+    log.info("replayed past session revocations", extra={"events": applied})
+
+
+def _apply_message(verifier: TokenVerifier, data: bytes) -> None:
+    try:
+        event = SessionRevoked.FromString(data)
+    except DecodeError:
+        log.warning("undecodable %s event ignored", SUBJECT)
+        return
+    apply_revocation(verifier, event)
+    log.debug("session revoked", extra={"user_id": event.user_id, "session_id": event.session_id})

@@ -163,7 +163,7 @@ async def _follow_revocations(
         bus = await exits.enter_async_context(connect_bus(settings))
     subscribed = asyncio.Event()
     task = asyncio.create_task(
-        follow_revocations(bus.nc, verifier, subscribed), name="follow_revocations"
+        follow_revocations(bus, verifier, subscribed), name="follow_revocations"
     )
     ready = asyncio.create_task(subscribed.wait())
     await asyncio.wait((task, ready), timeout=10, return_when=asyncio.FIRST_COMPLETED)
