@@ -44,19 +44,43 @@ def outgoing_metadata(existing: Any) -> list[tuple[str, str]]:
     return metadata
 
 
-class _Propagate(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-):
+# One class per call shape: grpc.aio files an interceptor under the first shape it matches
+# only (an elif chain in aio/_channel.py), so one class implementing all four would propagate
+# nothing on streaming calls.
+class _PropagateUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(_with_context(details), request)
 
+
+class _PropagateUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(_with_context(details), request)
+
+
+class _PropagateStreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(_with_context(details), request_iterator)
+
+
+class _PropagateStreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(_with_context(details), request_iterator)
+
+
+_PROPAGATE = (
+    _PropagateUnaryUnary(),
+    _PropagateUnaryStream(),
+    _PropagateStreamUnary(),
+    _PropagateStreamStream(),
+)
 
 
 def _with_context(details: Any) -> Any:
@@ -76,7 +100,7 @@ class Channels:
         channel = self._channels.get(target)
         if channel is None:
             channel = grpc.aio.insecure_channel(
-                target, options=KEEPALIVE_OPTIONS, interceptors=[_Propagate()]
+                target, options=KEEPALIVE_OPTIONS, interceptors=list(_PROPAGATE)
             )
             self._channels[target] = channel
         return channel

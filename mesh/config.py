@@ -40,6 +40,14 @@ class MeshSettings(BaseSettings):
     jwt_public_key_file: str = Field(
         default="", validation_alias=AliasChoices("ELEARN_JWT_PUBLIC_KEY_FILE")
     )
+    # Clock skew tolerated on access tokens' exp/nbf/iat; tokens living longer than the max are
+    # refused, since revocations are remembered only that long (mesh.auth).
+    jwt_leeway_seconds: float = Field(
+        default=30.0, validation_alias=AliasChoices("ELEARN_JWT_LEEWAY_SECONDS")
+    )
+    jwt_max_ttl_seconds: float = Field(
+        default=3600.0, validation_alias=AliasChoices("ELEARN_JWT_MAX_TTL_SECONDS")
+    )
     instance: str = Field(default="", validation_alias=AliasChoices("ELEARN_INSTANCE"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("ELEARN_LOG_LEVEL"))
     # "all" logs every call; "errors" logs failed and slow calls only. Each JSON line costs

@@ -15,9 +15,10 @@ class Caller:
     roles: frozenset[str]
     token: str
     expires_at: float
-
-    def has_role(self, role: str) -> bool:
-        return role in self.roles
+    # The sign-in session (refresh-token family) the token belongs to; revoking the session
+    # revokes its access tokens. Empty for tokens minted before sessions were named.
+    session_id: str = ""
+    issued_at: float = 0.0
 
     @property
     def is_admin(self) -> bool:

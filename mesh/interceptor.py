@@ -19,7 +19,7 @@ import grpc
 from grpc.aio import ServerInterceptor
 
 from mesh import context, metrics
-from mesh.auth import Policy, TokenVerifier, bearer_token
+from mesh.auth import Access, Policy, Rule, TokenVerifier, parse_bearer
 from mesh.errors import ResourceExhausted, ServiceError, Unauthenticated, infrastructure_error
 
 log = logging.getLogger("mesh.rpc")
@@ -36,6 +36,15 @@ class _Call:
         self.method = method
         self.start = time.perf_counter()
         self.code = _OK
+
+
+def _cancelled_code(ctx: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """grpc.aio cancels the handler both when the client goes away and when the deadline
+    passes; the two mean different things on a dashboard."""
+    remaining = ctx.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
@@ -75,29 +84,34 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
 
     # -- per-call steps -------------------------------------------------------------------
 
-    def _enter(self, method: str, ctx: grpc.aio.ServicerContext) -> _Call:
-        call = _Call(method)
-        metadata = ctx.invocation_metadata() or ()
-        rid = ""
-        for key, value in metadata:
+    def _enter(self, rule: Rule | None, method: str, ctx: grpc.aio.ServicerContext) -> None:
+        rid: str | bytes = ""
+        auth: str | bytes | None = None
+        for key, value in ctx.invocation_metadata() or ():
             if key == "x-request-id":
-                rid = value if isinstance(value, str) else value.decode()
-                break
+                rid = value
+            elif key == "authorization":
+                auth = value
+        if isinstance(rid, bytes):
+            rid = rid.decode()
         context.request_id.set(rid or uuid.uuid4().hex)
         remaining = ctx.time_remaining()
         context.deadline.set(None if remaining is None else time.monotonic() + remaining)
-        if self._in_flight >= self._max_concurrent:
+        # _in_flight already counts this call.
+        if self._in_flight > self._max_concurrent:
             raise ResourceExhausted("server is at its concurrent call limit; retry shortly")
-        rule = self._policy.rule_for(method)
         if rule is None:
             raise Unauthenticated(f"{method} is not open to callers")
         caller = None
-        token = bearer_token(metadata)
-        if token is not None and self._verifier is not None:
-            caller = self._verifier.verify(token)
-        rule.admits(caller)
+        # The rule decides first: a public method never reads the header, so a stale or
+        # garbage token cannot break sign-in or refresh.
+        if rule.access is not Access.PUBLIC:
+            if auth is not None:
+                if self._verifier is None:
+                    raise Unauthenticated("this service cannot verify access tokens")
+                caller = self._verifier.verify(parse_bearer(auth))
+            rule.admits(caller)
         context.current_caller.set(caller)
-        return call
 
     async def _fail(self, call: _Call, exc: BaseException, ctx: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, ServiceError):
@@ -118,10 +132,10 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         elapsed = time.perf_counter() - call.start
         code = call.code
         if code is _OK:
-            # A handler may set a code on the context without raising.
+            # A handler may set a code on the context, or abort, without raising ours.
             set_code = ctx.code()
-            if set_code is not None and set_code != 0 and set_code is not _OK:
-                code = set_code if isinstance(set_code, grpc.StatusCode) else code
+            if set_code is not None and set_code is not _OK:
+                code = _status_code(set_code)
         _, latency, service, name = self._series_for(call.method)
         latency.observe(elapsed)
         metrics.RPC_HANDLED.labels(service, name, code.name).inc()
@@ -154,41 +168,49 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
     # -- the four handler shapes ----------------------------------------------------------
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        # Rules are fixed for the server's life, so each method's is looked up once here.
+        rule = self._policy.rule_for(method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
+                self._unary(method, rule, handler.unary_unary),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary),
+                self._unary(method, rule, handler.stream_unary),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, handler.unary_stream),
+                self._streaming(method, rule, handler.unary_stream),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, handler.stream_stream),
+            self._streaming(method, rule, handler.stream_stream),
             handler.request_deserializer,
             handler.response_serializer,
         )
 
-    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _unary(
+        self, method: str, rule: Rule | None, behavior: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        started = self._series_for(method)[0]
+
         async def run(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
             self._in_flight += 1
-            self._series_for(method)[0].inc()
+            started.inc()
             call = _Call(method)
             try:
-                call = self._enter(method, ctx)
+                self._enter(rule, method, ctx)
                 return await behavior(request, ctx)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                if call.code is _OK:
-                    call.code = grpc.StatusCode.CANCELLED
+            except asyncio.CancelledError:
+                call.code = _cancelled_code(ctx)
+                raise
+            except grpc.aio.AbortError:
+                # Aborted through the context: _exit reads the code from it.
                 raise
             except Exception as exc:
                 await self._fail(call, exc, ctx)
@@ -198,23 +220,28 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
 
         return run
 
-    def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _streaming(
+        self, method: str, rule: Rule | None, behavior: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        started = self._series_for(method)[0]
+
         async def run(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             self._in_flight += 1
-            self._series_for(method)[0].inc()
+            started.inc()
             metrics.STREAMS_OPEN.inc()
             call = _Call(method)
             try:
-                call = self._enter(method, ctx)
+                self._enter(rule, method, ctx)
                 result = behavior(request, ctx)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         yield item
                 else:
                     await result
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                if call.code is _OK:
-                    call.code = grpc.StatusCode.CANCELLED
+            except asyncio.CancelledError:
+                call.code = _cancelled_code(ctx)
+                raise
+            except grpc.aio.AbortError:
                 raise
             except Exception as exc:
                 await self._fail(call, exc, ctx)
@@ -224,3 +251,13 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
                 self._exit(call, ctx)
 
         return run
+
+
+def _status_code(value: Any) -> grpc.StatusCode:
+    """ctx.code() may hold a StatusCode or its integer value, depending on how it was set."""
+    if isinstance(value, grpc.StatusCode):
+        return value
+    return _CODES_BY_NUMBER.get(value, grpc.StatusCode.UNKNOWN)
+
+
+_CODES_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}

@@ -21,9 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.auth import Policy, TokenVerifier, load_public_key
+from mesh.bus import Bus, connect_bus
 from mesh.config import MeshSettings
 from mesh.interceptor import MeshInterceptor
 from mesh.metrics import serve_metrics
+from mesh.revocation import follow_revocations
 
 log = logging.getLogger("mesh.server")
 
@@ -52,12 +54,34 @@ class ServiceSpec:
     # whole platform so `grpcurl <edge> list` shows every service.
     reflection_extra: Sequence[str] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # The process's NATS connection, if the service opened one; otherwise the bootstrap opens
+    # its own to follow session revocations (when NATS_URL is set).
+    bus: Bus | None = None
 
 
-def build_server(settings: MeshSettings, spec: ServiceSpec) -> grpc.aio.Server:
-    verifier = None
+def build_verifier(settings: MeshSettings, policy: Policy) -> TokenVerifier | None:
+    """The token verifier, or None when no method reads tokens. A service whose rules need
+    tokens but that has no key would refuse every caller (or, worse, trust none of them
+    while looking healthy), so it refuses to start instead."""
     if settings.jwt_public_key_file:
-        verifier = TokenVerifier(load_public_key(settings.jwt_public_key_file))
+        return TokenVerifier(
+            load_public_key(settings.jwt_public_key_file),
+            leeway_seconds=settings.jwt_leeway_seconds,
+            max_ttl_seconds=settings.jwt_max_ttl_seconds,
+        )
+    needing = policy.methods_reading_tokens()
+    if needing:
+        raise SystemExit(
+            f"{settings.service}: ELEARN_JWT_PUBLIC_KEY_FILE is not set, but {len(needing)} "
+            f"method(s) verify access tokens (first: {needing[0]}); point it at svc_user's "
+            "public key PEM"
+        )
+    return None
+
+
+def build_server(
+    settings: MeshSettings, spec: ServiceSpec, verifier: TokenVerifier | None
+) -> grpc.aio.Server:
     interceptor = MeshInterceptor(
         spec.policy,
         verifier,
@@ -75,8 +99,11 @@ def build_server(settings: MeshSettings, spec: ServiceSpec) -> grpc.aio.Server:
 
 
 async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and stop."""
-    server = build_server(settings, spec)
+    """Serve until SIGTERM/SIGINT, then drain and stop. A background task that dies stops the
+    service too, and the process then exits non-zero (SystemExit) with the task's traceback
+    logged, so a supervisor restarts it instead of leaving a half-working replica."""
+    verifier = build_verifier(settings, spec.policy)
+    server = build_server(settings, spec, verifier)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server)
@@ -88,41 +115,85 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
     port = server.add_insecure_port(address)
     if port == 0:
         raise SystemExit(f"{spec.name}: cannot listen on {address}")
-    await server.start()
-    serve_metrics(settings.metrics_port, settings.grpc_host)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    async with contextlib.AsyncExitStack() as exits:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+            exits.callback(loop.remove_signal_handler, sig)
+        await server.start()
+        # Stops at once if start-up fails below; a no-op after the graceful stop.
+        exits.push_async_callback(server.stop, None)
+        serve_metrics(settings.metrics_port, settings.grpc_host)
+        tasks = [asyncio.create_task(job(), name=job.__name__) for job in spec.background]
+        if verifier is not None and settings.nats_url:
+            tasks.append(await _follow_revocations(settings, spec, verifier, exits))
+        for name in ("", *spec.services):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving", extra={"address": f"{settings.grpc_host}:{port}", "services": spec.services}
+        )
+        died = await _until_stopped(stop, tasks)
 
-    tasks = [asyncio.create_task(job(), name=job.__name__) for job in spec.background]
-    for name in ("", *spec.services):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "serving", extra={"address": f"{settings.grpc_host}:{port}", "services": spec.services}
-    )
-
-    stopped_by = asyncio.create_task(stop.wait())
-    crashed = [asyncio.create_task(_watch(t)) for t in tasks]
-    done, _ = await asyncio.wait([stopped_by, *crashed], return_when=asyncio.FIRST_COMPLETED)
-    if stopped_by not in done:
-        log.error("a background task died; shutting down")
-
-    await health_servicer.enter_graceful_shutdown()
-    log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
-    await server.stop(settings.shutdown_grace_seconds)
-    for t in (*tasks, *crashed, stopped_by):
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+        await health_servicer.enter_graceful_shutdown()
+        log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        await server.stop(settings.shutdown_grace_seconds)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
     log.info("stopped")
+    if died:
+        raise SystemExit(f"{spec.name}: background task(s) {', '.join(died)} died; see the log")
 
 
-async def _watch(task: asyncio.Task[None]) -> None:
-    """Completes (re-raising) only if a background task ends on its own."""
-    await task
+async def _follow_revocations(
+    settings: MeshSettings,
+    spec: ServiceSpec,
+    verifier: TokenVerifier,
+    exits: contextlib.AsyncExitStack,
+) -> asyncio.Task[None]:
+    """Start following session revocations; returns once NATS has the subscription, so no
+    revocation published after SERVING is missed."""
+    bus = spec.bus
+    if bus is None:
+        bus = await exits.enter_async_context(connect_bus(settings))
+    subscribed = asyncio.Event()
+    task = asyncio.create_task(
+        follow_revocations(bus, verifier, subscribed), name="follow_revocations"
+    )
+    ready = asyncio.create_task(subscribed.wait())
+    await asyncio.wait((task, ready), timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if not subscribed.is_set():
+        ready.cancel()
+        task.cancel()
+        cause = task.exception() if task.done() and not task.cancelled() else "timed out"
+        raise SystemExit(f"{spec.name}: cannot subscribe to session revocations: {cause}")
+    return task
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> list[str]:
+    """Wait for a stop signal or for a background task to end; returns the names of the tasks
+    that ended (each logged with its exception)."""
+    stopped_by = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopped_by, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopped_by.cancel()
+    died = []
+    for t in tasks:
+        if t not in done:
+            continue
+        died.append(t.get_name())
+        exc = None if t.cancelled() else t.exception()
+        log.error(
+            "background task %s %s; shutting down",
+            t.get_name(),
+            "died" if exc is not None else "ended on its own",
+            exc_info=exc,
+        )
+    return died
 
 
 def _check_policy(server: grpc.aio.Server, spec: ServiceSpec) -> None:

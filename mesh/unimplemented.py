@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pool
 
-from mesh.auth import PUBLIC, Policy
+from mesh.auth import OPTIONAL, Policy
 from mesh.config import MeshSettings
 from mesh.errors import Unimplemented
 from mesh.logs import configure_logging
@@ -42,8 +42,9 @@ async def serve_unimplemented(
     methods = descriptor_pool.Default().FindServiceByName(full_name).methods
     # Every handler refuses, so there is nothing to guard yet; the real policy lands with the
     # implementation. Signed-in rules here would answer UNAUTHENTICATED where the truth is
-    # UNIMPLEMENTED.
-    policy = Policy({f"/{full_name}/{m.name}": PUBLIC for m in methods})
+    # UNIMPLEMENTED; optional ones still refuse a bad, expired or revoked token, so a client
+    # learns early that its token is dead, on every service alike.
+    policy = Policy({f"/{full_name}/{m.name}": OPTIONAL for m in methods})
     spec = ServiceSpec(
         name=settings.service,
         services=[full_name],

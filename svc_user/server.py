@@ -80,6 +80,7 @@ async def serve() -> None:
                     settings.access_token_ttl_seconds,
                 ),
                 settings.refresh_token_ttl_days,
+                events,
             )
             if settings.admin_email and settings.admin_password:
                 await accounts.ensure_admin(settings.admin_email.lower(), settings.admin_password)
@@ -98,6 +99,7 @@ async def serve() -> None:
                 policy=POLICY,
                 reflection_extra=PLATFORM,
                 background=[relay],
+                bus=bus,
             )
             await server.run(settings, spec)
     finally:

@@ -15,6 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from elearn.user.v1 import user_service_pb2 as pb
 from mesh.db import Database
 from mesh.errors import Unauthenticated
+from mesh.outbox import Outbox
+from mesh.revocation import record_session_revoked
 from svc_user import repository as repo
 from svc_user.accounts import to_proto
 from svc_user.login_throttle import LoginThrottle
@@ -30,7 +32,9 @@ class Sessions:
         throttle: LoginThrottle,
         access: AccessTokens,
         refresh_ttl_days: int,
+        events: Outbox,
     ) -> None:
+        self._events = events
         self._db = db
         self._hashing = hashing
         self._throttle = throttle
@@ -77,6 +81,14 @@ class Sessions:
             if row is None:
                 raise Unauthenticated("refresh token is not valid")
             await repo.revoke_family(conn, row.family_id)
+            await record_session_revoked(
+                self._events,
+                conn,
+                user_id=row.account_id,
+                session_id=row.family_id,
+                reason="logout",
+            )
+        self._events.notify()
 
     async def _issue(
         self, conn, account_id: uuid.UUID, family_id: uuid.UUID, roles: list[str]
@@ -93,7 +105,7 @@ class Sessions:
         expire_time = Timestamp()
         expire_time.FromDatetime(expires)
         return pb.TokenPair(
-            access_token=self._access.mint(str(account_id), roles),
+            access_token=self._access.mint(str(account_id), roles, session_id=str(family_id)),
             token_type="Bearer",
             expires_in=self._access.ttl_seconds,
             refresh_token=refresh,

@@ -14,7 +14,9 @@ class UserSettings(MeshSettings):
     service: ClassVar[str] = "user"
 
     jwt_private_key_file: str = ""
-    access_token_ttl_seconds: int = 3600
+    # Short-lived: a stolen access token is useful for at most this long, and revocation
+    # entries in every verifier live this long too (mesh.auth).
+    access_token_ttl_seconds: int = 900
     refresh_token_ttl_days: int = 30
     # Bootstrap admin: created at start-up when both are set (the launcher sets them).
     admin_email: str = ""

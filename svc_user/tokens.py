@@ -40,12 +40,15 @@ class AccessTokens:
         # Key id: lets verifiers pick the right key once keys rotate.
         self._kid = hashlib.sha256(raw).hexdigest()[:16]
 
-    def mint(self, user_id: str, roles: list[str]) -> str:
+    def mint(self, user_id: str, roles: list[str], *, session_id: str) -> str:
+        """An access token for one sign-in session (`session_id`: the refresh-token family),
+        so that revoking the session can revoke its access tokens too."""
         now = int(time.time())
         claims = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": user_id,
+            "sid": session_id,
             "roles": roles,
             "iat": now,
             "nbf": now,

@@ -42,7 +42,7 @@ async def test_register_login_whoami(users: UserServiceStub) -> None:
     assert registered.user.email == email.lower()
     assert list(registered.user.roles) == [pb.ROLE_STUDENT]
     login = await users.Login(pb.LoginRequest(email=email.upper(), password=OK_PASSWORD))
-    assert login.tokens.token_type == "Bearer" and login.tokens.expires_in == 3600
+    assert login.tokens.token_type == "Bearer" and login.tokens.expires_in == 900
     me = await users.GetMe(pb.GetMeRequest(), metadata=bearer(login.tokens.access_token))
     assert me.user.user_id == registered.user.user_id
 

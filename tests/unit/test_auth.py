@@ -45,11 +45,12 @@ def verifier() -> TokenVerifier:
 
 
 def test_minted_token_verifies_with_public_key_alone(verifier: TokenVerifier) -> None:
-    token = AccessTokens(KEY, 3600).mint("user-1", ["student", "instructor"])
+    token = AccessTokens(KEY, 900).mint("user-1", ["student", "instructor"], session_id="fam-1")
     caller = verifier.verify(token)
     assert caller.user_id == "user-1"
     assert caller.roles == {"student", "instructor"}
-    assert caller.expires_at == pytest.approx(time.time() + 3600, abs=5)
+    assert caller.session_id == "fam-1"
+    assert caller.expires_at == pytest.approx(time.time() + 900, abs=5)
 
 
 def test_expired_token_is_refused(verifier: TokenVerifier) -> None:
@@ -112,12 +113,13 @@ def test_verified_tokens_are_cached_until_expiry(verifier: TokenVerifier) -> Non
     assert verifier.verify(token) is first
 
 
-def test_cache_is_bounded() -> None:
+def test_cache_is_a_bounded_lru_that_never_clears_itself() -> None:
     small = TokenVerifier(KEY.public_key(), cache_size=3)
     tokens = [sign(claims(sub=f"u{i}")) for i in range(10)]
     for t in tokens:
         small.verify(t)
-    assert len(small._cache) <= 3
+        small.verify(tokens[0])  # kept warm, so never the least recently used
+    assert list(small._cache) == [tokens[8], tokens[9], tokens[0]]
 
 
 def test_bearer_header_parsing() -> None:
@@ -160,3 +162,90 @@ def test_refresh_tokens_are_random_and_stored_hashed() -> None:
     b, _ = new_refresh_token()
     assert a != b and a.startswith("rt_") and len(a) > 40
     assert a_hash == hash_refresh_token(a) and a.encode() not in a_hash
+
+
+class Clock:
+    """The verifier's clock, moved by the test instead of by waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cached_token_is_refused_once_the_clock_passes_its_expiry() -> None:
+    # Deleting the cache's expiry check keeps a verified token valid forever: this fails then.
+    clock = Clock()
+    verifier = TokenVerifier(KEY.public_key(), clock=clock, leeway_seconds=30)
+    token = sign(claims(exp=int(clock.now) + 60))
+    verifier.verify(token)
+    clock.now += 60 + 29
+    verifier.verify(token)  # inside the leeway
+    clock.now += 2
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(token)
+
+
+def test_clock_skew_inside_the_leeway_is_accepted_beyond_it_refused() -> None:
+    clock = Clock()
+    verifier = TokenVerifier(KEY.public_key(), clock=clock, leeway_seconds=30)
+    now = int(clock.now)
+    verifier.verify(sign(claims(iat=now - 70, exp=now - 10)))
+    verifier.verify(sign(claims(iat=now + 20, nbf=now + 20, exp=now + 80)))
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(sign(claims(iat=now - 100, exp=now - 31)))
+    with pytest.raises(Unauthenticated, match="not yet valid"):
+        verifier.verify(sign(claims(nbf=now + 60, exp=now + 120)))
+    with pytest.raises(Unauthenticated, match="not yet valid"):
+        verifier.verify(sign(claims(iat=now + 60, exp=now + 120)))
+
+
+def test_a_token_living_longer_than_the_accepted_maximum_is_refused() -> None:
+    verifier = TokenVerifier(KEY.public_key(), max_ttl_seconds=900)
+    now = int(time.time())
+    verifier.verify(sign(claims(iat=now, exp=now + 900)))
+    with pytest.raises(Unauthenticated, match="longer"):
+        verifier.verify(sign(claims(iat=now, exp=now + 901)))
+
+
+def test_a_revoked_session_is_refused_even_from_the_cache() -> None:
+    clock = Clock()
+    verifier = TokenVerifier(KEY.public_key(), clock=clock)
+    revoked = sign(claims(sid="fam-1"))
+    other_session = sign(claims(sid="fam-2"))
+    verifier.verify(revoked)
+    verifier.revoke_session("fam-1", clock.now)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        verifier.verify(revoked)
+    assert verifier.verify(other_session).session_id == "fam-2"
+
+
+def test_revoking_a_user_refuses_tokens_issued_up_to_then_only() -> None:
+    clock = Clock()
+    verifier = TokenVerifier(KEY.public_key(), clock=clock)
+    now = int(clock.now)
+    before = sign(claims(iat=now - 5, sid="a"))
+    after = sign(claims(iat=now + 2, sid="b"))
+    verifier.verify(before)
+    verifier.revoke_user("u1", now - 1)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        verifier.verify(before)
+    assert verifier.verify(after).user_id == "u1"
+    assert verifier.verify(sign(claims(sub="u2", iat=now - 5))).user_id == "u2"
+
+
+def test_revocations_are_forgotten_once_every_token_they_cover_has_expired() -> None:
+    clock = Clock()
+    verifier = TokenVerifier(KEY.public_key(), clock=clock, max_ttl_seconds=900, leeway_seconds=30)
+    for i in range(100):
+        verifier.revoke_session(f"fam-{i}", clock.now)
+        verifier.revoke_user(f"u{i}", clock.now)
+    clock.now += 900 + 31
+    verifier.revoke_session("fam-new", clock.now)
+    verifier.revoke_user("u-new", clock.now)
+    assert list(verifier._revoked_sessions) == ["fam-new"]
+    assert list(verifier._revoked_users) == ["u-new"]
+    # A revocation whose tokens have all expired already is not stored at all.
+    verifier.revoke_session("ancient", clock.now - 2000)
+    assert "ancient" not in verifier._revoked_sessions

@@ -26,7 +26,7 @@ from elearn.user.v1 import user_service_pb2 as elearn_dot_user_dot_v1_dot_user__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"elearn/events/v1/user_events.proto\x12\x10\x65learn.events.v1\x1a!elearn/user/v1/user_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0eUserRegistered\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12#\n\x05roles\x18\x06 \x03(\x0e\x32\x14.elearn.user.v1.Role\"\x84\x01\n\x0bRoleGranted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.elearn.user.v1.Role\"\x84\x01\n\x0bRoleRevoked\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.elearn.user.v1.Roleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"elearn/events/v1/user_events.proto\x12\x10\x65learn.events.v1\x1a!elearn/user/v1/user_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0eUserRegistered\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12#\n\x05roles\x18\x06 \x03(\x0e\x32\x14.elearn.user.v1.Role\"\x84\x01\n\x0bRoleGranted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.elearn.user.v1.Role\"\x84\x01\n\x0bRoleRevoked\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x04role\x18\x04 \x01(\x0e\x32\x14.elearn.user.v1.Role\"\x87\x01\n\x0eSessionRevoked\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLEGRANTED']._serialized_end=433
   _globals['_ROLEREVOKED']._serialized_start=436
   _globals['_ROLEREVOKED']._serialized_end=568
+  _globals['_SESSIONREVOKED']._serialized_start=571
+  _globals['_SESSIONREVOKED']._serialized_end=706
 # @@protoc_insertion_point(module_scope)

@@ -146,3 +146,50 @@ class RoleRevoked(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoleRevoked: _TypeAlias = RoleRevoked  # noqa: Y015
+
+@_typing.final
+class SessionRevoked(_message.Message):
+    """SessionRevoked: access tokens of a sign-in session (or of every session of an account) must
+    no longer be accepted. Subject elearn.user.session_revoked. Every service verifying tokens
+    listens on core NATS and refuses the covered tokens until they would have expired anyway.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID); also the Nats-Msg-Id."""
+    user_id: _builtins.str
+    """Account id (UUID)."""
+    session_id: _builtins.str
+    """The revoked session: the access tokens' sid claim (the refresh-token family id). Empty
+    means every session of the account.
+    """
+    reason: _builtins.str
+    """Why, for logs and audits: "logout", "refresh_token_reuse", "role_revoked", ..."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session was revoked; tokens of the account issued (iat) at or before this time
+        are refused when session_id is empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "reason", b"reason", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRevoked: _TypeAlias = SessionRevoked  # noqa: Y015
