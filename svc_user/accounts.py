@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Row
 
@@ -15,6 +19,7 @@ from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from mesh.outbox import Outbox, new_event_id
 from mesh.pagination import decode_token, encode_token
+from mesh.revocation import record_session_revoked
 from svc_user import repository as repo
 from svc_user.passwords import PasswordHashing
 
@@ -51,11 +56,44 @@ def _page_after(page_token: str) -> tuple[datetime, uuid.UUID] | None:
         ) from None
 
 
+def _earlier_answer(rows: list[Row], key: str, digest: bytes) -> pb.User | None:
+    """What an earlier registration says about this one: its answer when this is a retry of
+    it, a refusal when the key or the e-mail is taken, None when neither is."""
+    for row in rows:
+        if row.registration_key == key:
+            if row.registration_digest is not None and hmac.compare_digest(
+                row.registration_digest, digest
+            ):
+                return to_proto(row)
+            raise FailedPrecondition(
+                "idempotency_key was already used for a different registration;"
+                " use a new key for a new request"
+            )
+    if rows:
+        raise AlreadyExists("an account with this e-mail already exists")
+    return None
+
+
+def registration_digest_key(private_key: Ed25519PrivateKey) -> bytes:
+    """The HMAC key for registration digests, derived from the signing key svc_user holds
+    anyway, so there is no second secret to provision."""
+    raw = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hashlib.sha256(b"elearn registration digest\0" + raw).digest()
+
+
 class Accounts:
     def __init__(
-        self, db: Database, cache: Cache, outbox: Outbox, hashing: PasswordHashing, profile_ttl: int
+        self,
+        db: Database,
+        cache: Cache,
+        outbox: Outbox,
+        hashing: PasswordHashing,
+        profile_ttl: int,
+        *,
+        digest_key: bytes,
     ) -> None:
         self._db = db
+        self._digest_key = digest_key
         self._cache = cache
         self._outbox = outbox
         self._hashing = hashing
@@ -64,11 +102,18 @@ class Accounts:
     async def register(
         self, email: str, password: str, display_name: str, key: str, roles: set[str] | None = None
     ) -> pb.User:
-        # A retry must not pay for a second password hash: look the key up first.
+        """Create an account. The same key with the same request answers the first result; the
+        same key with any other request is FAILED_PRECONDITION and reveals nothing of the
+        account, so a guessed key plus an e-mail reads no profile without the password."""
+        granted = canonical_roles(roles or {"student"})
+        digest = self._digest(email, password, display_name, granted)
+        # One indexed read, before any hash: a retry or a taken e-mail costs no argon2 time
+        # and is never shed by the hash pool.
         async with self._db.read() as conn:
-            existing = await repo.account_by_registration_key(conn, key)
-        if existing is not None:
-            return self._same_registration(existing, email)
+            earlier = await repo.accounts_by_key_or_email(conn, key, email)
+        answered = _earlier_answer(earlier, key, digest)
+        if answered is not None:
+            return answered
         password_hash = await self._hashing.hash(password)
         async with self._db.transaction() as conn:
             row = await repo.insert_account(
@@ -76,13 +121,16 @@ class Accounts:
                 email=email,
                 display_name=display_name,
                 password_hash=password_hash,
-                roles=canonical_roles(roles or {"student"}),
+                roles=granted,
                 registration_key=key,
+                registration_digest=digest,
             )
             if row is None:
-                existing = await repo.account_by_registration_key(conn, key)
-                if existing is not None:
-                    return self._same_registration(existing, email)
+                # Lost a race; the winner has committed, so this read sees it.
+                earlier = await repo.accounts_by_key_or_email(conn, key, email)
+                answered = _earlier_answer(earlier, key, digest)
+                if answered is not None:
+                    return answered
                 raise AlreadyExists("an account with this e-mail already exists")
             user = to_proto(row)
             event_id, occurred = new_event_id()
@@ -98,13 +146,11 @@ class Accounts:
         self._outbox.notify()
         return user
 
-    @staticmethod
-    def _same_registration(existing: Row, email: str) -> pb.User:
-        if existing.email != email:
-            raise FailedPrecondition(
-                "idempotency_key was already used for a different registration"
-            )
-        return to_proto(existing)
+    def _digest(self, email: str, password: str, display_name: str, roles: list[str]) -> bytes:
+        fields = (email, password, display_name, ",".join(roles))
+        # Length-prefixed, so no two different requests share an encoding.
+        canonical = b"".join(len(f.encode()).to_bytes(4, "big") + f.encode() for f in fields)
+        return hmac.new(self._digest_key, canonical, hashlib.sha256).digest()
 
     async def get(self, user_id: str) -> pb.User:
         async def load() -> bytes | None:
@@ -142,6 +188,11 @@ class Accounts:
                 )
                 subject = "elearn.user.role_granted" if grant else "elearn.user.role_revoked"
                 await self._outbox.add(conn, subject, event_id, event)
+                if not grant:
+                    # Live access tokens still carry the role: every session must drop them.
+                    await record_session_revoked(
+                        self._outbox, conn, user_id=user_id, session_id="", reason="role revoked"
+                    )
         self._outbox.notify()
         await self._cache.invalidate(self.profiles, user_id)
         return to_proto(row)
@@ -161,25 +212,33 @@ class Accounts:
         return [to_proto(r) for r in rows], token
 
     async def ensure_admin(self, email: str, password: str) -> pb.User:
-        """Create the bootstrap admin if missing; make sure it holds the admin role."""
+        """Create the bootstrap admin. An account that already holds the e-mail becomes (or
+        stays) admin only if the configured password verifies against it; otherwise whoever
+        registered the address first would be promoted, so the service refuses to start."""
         async with self._db.read() as conn:
             row = await repo.credentials_by_email(conn, email)
         if row is None:
             try:
-                user = await self.register(
+                return await self.register(
                     email,
                     password,
                     "Administrator",
                     f"bootstrap-admin:{email}",
                     roles={"student", "instructor", "admin"},
                 )
-            except AlreadyExists:
+            except (AlreadyExists, FailedPrecondition):
+                # Someone else (another replica, a registration) took the e-mail meanwhile.
                 async with self._db.read() as conn:
                     row = await repo.credentials_by_email(conn, email)
                 assert row is not None
-                user = to_proto(row)
-        else:
-            user = to_proto(row)
+        if not await self._hashing.verify(row.password_hash, password):
+            raise SystemExit(
+                f"user: an account with the admin e-mail {email} already exists and the"
+                " configured admin password does not match it; refusing to start rather than"
+                " make it an admin. Set USER_ADMIN_EMAIL and USER_ADMIN_PASSWORD to that"
+                " account's credentials, or remove the account."
+            )
+        user = to_proto(row)
         for role in ("instructor", "admin"):
             if ROLE_VALUES[role] not in user.roles:
                 user = await self.change_role(user.user_id, role, grant=True)

@@ -32,6 +32,9 @@ accounts = Table(
     Column("roles", ARRAY(Text), nullable=False, server_default=text("'{student}'")),
     # The client's idempotency key for the Register call that created the account.
     Column("registration_key", Text, unique=True),
+    # HMAC of that call's canonical fields, password included, under a key derived from the
+    # signing key: a retry must match it, and a leaked table holds no fast password hash.
+    Column("registration_digest", LargeBinary),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # ListUsers pages newest first by (created_at, id); role filters use the GIN index.
@@ -55,5 +58,12 @@ refresh_tokens = Table(
     Index("ix_refresh_tokens_family", "family_id"),
     Index("ix_refresh_tokens_account", "account_id"),
 )
+
+# When a refresh token stopped being usable: the earliest of expiry, use and revocation
+# (LEAST skips NULLs). The purge deletes by it, through the expression index below.
+refresh_token_dead_since = func.least(
+    refresh_tokens.c.expires_at, refresh_tokens.c.used_at, refresh_tokens.c.revoked_at
+)
+Index("ix_refresh_tokens_dead_since", refresh_token_dead_since)
 
 outbox = outbox_table(metadata)

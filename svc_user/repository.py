@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Row, and_, insert, or_, select, tuple_, update
+from sqlalchemy import Row, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from svc_user.models import accounts, refresh_tokens
+from svc_user.models import accounts, refresh_token_dead_since, refresh_tokens
 
 _ACCOUNT_COLUMNS = (
     accounts.c.id,
@@ -35,14 +35,13 @@ async def credentials_by_email(conn: AsyncConnection, email: str) -> Row | None:
     return (await conn.execute(stmt)).first()
 
 
-async def account_by_registration_key(conn: AsyncConnection, key: str) -> Row | None:
-    stmt = select(*_ACCOUNT_COLUMNS).where(accounts.c.registration_key == key)
-    return (await conn.execute(stmt)).first()
-
-
-async def email_taken(conn: AsyncConnection, email: str) -> bool:
-    stmt = select(accounts.c.id).where(accounts.c.email == email)
-    return (await conn.execute(stmt)).first() is not None
+async def accounts_by_key_or_email(conn: AsyncConnection, key: str, email: str) -> list[Row]:
+    """The account registered under this idempotency key and the one holding this e-mail
+    (at most two rows, or one when they are the same), with what binds the key to a request."""
+    stmt = select(
+        *_ACCOUNT_COLUMNS, accounts.c.registration_key, accounts.c.registration_digest
+    ).where(or_(accounts.c.registration_key == key, accounts.c.email == email))
+    return list((await conn.execute(stmt)).all())
 
 
 async def insert_account(
@@ -53,6 +52,7 @@ async def insert_account(
     password_hash: str,
     roles: list[str],
     registration_key: str | None,
+    registration_digest: bytes | None,
 ) -> Row | None:
     """The new account, or None when the e-mail or the registration key is taken."""
     stmt = (
@@ -63,6 +63,7 @@ async def insert_account(
             password_hash=password_hash,
             roles=roles,
             registration_key=registration_key,
+            registration_digest=registration_digest,
         )
         .on_conflict_do_nothing()
         .returning(*_ACCOUNT_COLUMNS)
@@ -153,14 +154,14 @@ async def revoke_family(conn: AsyncConnection, family_id: uuid.UUID) -> int:
     return int(result.rowcount or 0)
 
 
-async def live_refresh_tokens(conn: AsyncConnection, account_id: uuid.UUID) -> int:
-    """How many of the account's refresh tokens could still be used (for tests and ops)."""
-    stmt = select(refresh_tokens.c.id).where(
-        and_(
-            refresh_tokens.c.account_id == account_id,
-            refresh_tokens.c.revoked_at.is_(None),
-            refresh_tokens.c.used_at.is_(None),
-            or_(refresh_tokens.c.expires_at > datetime.now().astimezone()),
-        )
+async def delete_dead_refresh_tokens(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` tokens expired, spent or revoked before `before`; uses the
+    dead-since index, and skips rows a concurrent refresh holds."""
+    doomed = (
+        select(refresh_tokens.c.id)
+        .where(refresh_token_dead_since < before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return len((await conn.execute(stmt)).all())
+    result = await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.id.in_(doomed)))
+    return int(result.rowcount or 0)

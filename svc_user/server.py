@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 import grpc
 
@@ -19,14 +20,17 @@ from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
 from mesh.state import open_state
-from svc_user.accounts import Accounts
+from svc_user.accounts import Accounts, registration_digest_key
+from svc_user.client_address import ClientAddresses
 from svc_user.login_throttle import LoginThrottle
 from svc_user.models import SCHEMA, outbox
 from svc_user.passwords import PasswordHashing
 from svc_user.policy import POLICY
+from svc_user.refresh_retry import RetryAnswers
 from svc_user.servicer import UserServicer
 from svc_user.sessions import Sessions
 from svc_user.settings import UserSettings
+from svc_user.token_purge import purge_forever
 from svc_user.tokens import AccessTokens, load_private_key
 
 SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
@@ -66,31 +70,50 @@ async def serve() -> None:
             )
             stack.callback(hashing.close)
             events = Outbox(outbox)
-            accounts = Accounts(db, cache, events, hashing, settings.profile_cache_ttl_seconds)
+            private_key = load_private_key(settings.jwt_private_key_file)
+            accounts = Accounts(
+                db,
+                cache,
+                events,
+                hashing,
+                settings.profile_cache_ttl_seconds,
+                digest_key=registration_digest_key(private_key),
+            )
+            throttle = LoginThrottle(
+                state,
+                pair_limit=settings.login_pair_limit,
+                account_limit=settings.login_account_limit,
+                address_limit=settings.login_address_limit,
+                window_seconds=settings.login_window_seconds,
+            )
             sessions = Sessions(
                 db,
-                hashing,
-                LoginThrottle(
-                    state,
-                    max_failures=settings.login_max_failures,
-                    window_seconds=settings.login_failure_window_seconds,
-                ),
-                AccessTokens(
-                    load_private_key(settings.jwt_private_key_file),
-                    settings.access_token_ttl_seconds,
-                ),
-                settings.refresh_token_ttl_days,
                 events,
+                hashing,
+                throttle,
+                AccessTokens(private_key, settings.access_token_ttl_seconds),
+                RetryAnswers(state, settings.refresh_reuse_grace_seconds),
+                refresh_ttl_days=settings.refresh_token_ttl_days,
+                reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
             )
+            addresses = ClientAddresses(settings.trusted_proxies.split(","))
             if settings.admin_email and settings.admin_password:
                 await accounts.ensure_admin(settings.admin_email.lower(), settings.admin_password)
-            servicer = UserServicer(accounts, sessions)
+            servicer = UserServicer(accounts, sessions, addresses)
 
             def register(srv: grpc.aio.Server) -> None:
                 user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, srv)
 
             async def relay() -> None:
-                await events.relay(db, bus)
+                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+
+            async def purge_refresh_tokens() -> None:
+                await purge_forever(
+                    db,
+                    older_than=timedelta(days=settings.refresh_purge_after_days),
+                    batch=settings.refresh_purge_batch,
+                    interval_seconds=settings.refresh_purge_interval_seconds,
+                )
 
             spec = server.ServiceSpec(
                 name="user",
@@ -98,7 +121,7 @@ async def serve() -> None:
                 register=register,
                 policy=POLICY,
                 reflection_extra=PLATFORM,
-                background=[relay],
+                background=[relay, purge_refresh_tokens],
                 bus=bus,
             )
             await server.run(settings, spec)

@@ -12,6 +12,7 @@ from mesh.errors import FailedPrecondition, PermissionDenied
 from mesh.pagination import page_size
 from svc_user import validation as check
 from svc_user.accounts import Accounts
+from svc_user.client_address import ClientAddresses
 from svc_user.sessions import Sessions
 
 
@@ -22,9 +23,10 @@ def _caller() -> Caller:
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, accounts: Accounts, sessions: Sessions) -> None:
+    def __init__(self, accounts: Accounts, sessions: Sessions, addresses: ClientAddresses) -> None:
         self._accounts = accounts
         self._sessions = sessions
+        self._addresses = addresses
 
     async def Register(
         self, request: pb.RegisterRequest, context: ServicerContext
@@ -35,7 +37,8 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
 
     async def Login(self, request: pb.LoginRequest, context: ServicerContext) -> pb.LoginResponse:
         email = check.login(request)
-        tokens, user = await self._sessions.login(email, request.password)
+        address = self._addresses.of(context)
+        tokens, user = await self._sessions.login(email, request.password, address)
         return pb.LoginResponse(tokens=tokens, user=user)
 
     async def Refresh(

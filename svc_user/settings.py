@@ -21,10 +21,30 @@ class UserSettings(MeshSettings):
     # Bootstrap admin: created at start-up when both are set (the launcher sets them).
     admin_email: str = ""
     admin_password: str = ""
-    # Failed sign-ins per account inside the window before sign-in is refused for the rest of
-    # the window; slows online guessing without a global lock-out.
-    login_max_failures: int = 5
-    login_failure_window_seconds: int = 900
+    # Sign-in attempts are counted before the password is checked, in fixed windows, on three
+    # counters (a success refunds its attempt). The (account, client address) pair is limited
+    # hard, so guessing from one place stops quickly; the account as a whole gets a higher
+    # limit, so five bad guesses from one place do not lock its owner out everywhere while a
+    # guesser spread over many addresses still stops; one address across all accounts gets the
+    # highest (a campus NAT has many users), which stops password spraying.
+    login_pair_limit: int = 5
+    login_account_limit: int = 50
+    login_address_limit: int = 100
+    login_window_seconds: int = 900
+    # Peers whose X-Forwarded-For is believed: the edge's addresses (comma-separated networks).
+    # From them the last hop, the one Envoy appended, is the client; anyone else is keyed by
+    # its own peer address, so a direct caller cannot pick an address with a header. Loopback
+    # covers the devstack and an Envoy sidecar; set the edge's pod network in a cluster.
+    trusted_proxies: str = "127.0.0.0/8,::1/128"
+    # A refresh token presented again this soon after it was spent, with its family intact, is
+    # taken for a retry (a double click, a lost answer) and gets the same successor; later it
+    # is a replay and revokes the family. Short, since inside it a thief racing the owner wins.
+    refresh_reuse_grace_seconds: int = 10
+    # Refresh token rows dead (expired, spent or revoked) for longer than this are deleted in
+    # batches; a spent token replayed after that is refused as unknown, no longer as a replay.
+    refresh_purge_after_days: int = 14
+    refresh_purge_batch: int = 1000
+    refresh_purge_interval_seconds: float = 3600.0
     # Password hashes run on this many threads (argon2 releases the GIL); callers beyond
     # threads + queue are shed with RESOURCE_EXHAUSTED instead of queueing without bound.
     hash_threads: int = 2

@@ -274,3 +274,53 @@ async def test_list_users_pages_without_gaps_or_repeats(
         grpc.StatusCode.INVALID_ARGUMENT,
         users.ListUsers(pb.ListUsersRequest(page_size=-1), metadata=admin.auth),
     )
+
+
+async def test_same_key_and_email_with_another_password_is_refused_without_the_profile(
+    users: UserServiceStub,
+) -> None:
+    """Someone who guessed a key and knows the e-mail learns nothing without the password."""
+    request = register_request()
+    await users.Register(request)
+    for changed in ({"password": "another horse"}, {"display_name": "Eve"}):
+        guess = pb.RegisterRequest()
+        guess.CopyFrom(request)
+        for name, value in changed.items():
+            setattr(guess, name, value)
+        error = await fails_with(
+            grpc.StatusCode.FAILED_PRECONDITION, users.Register(guess), "idempotency_key"
+        )
+        assert request.email not in (error.details() or "")
+        assert not error.trailing_metadata() or all(
+            request.email.encode() not in (v if isinstance(v, bytes) else v.encode())
+            for _, v in error.trailing_metadata()
+        )
+
+
+async def test_a_retry_with_different_case_and_spacing_is_the_same_request(
+    users: UserServiceStub,
+) -> None:
+    request = register_request()
+    first = await users.Register(request)
+    retry = pb.RegisterRequest()
+    retry.CopyFrom(request)
+    retry.email = "  " + request.email.upper()
+    retry.display_name = request.display_name + " "
+    again = await users.Register(retry)
+    assert again.user == first.user
+
+
+async def test_duplicate_emails_are_already_exists_even_past_hash_admission(
+    users: UserServiceStub, sql: psycopg.Connection
+) -> None:
+    """The e-mail is checked before a password hash is spent, so a burst of duplicates is
+    answered ALREADY_EXISTS rather than shed as RESOURCE_EXHAUSTED by the hash pool."""
+    email = unique_email()
+    await users.Register(register_request(email=email))
+    results = await asyncio.gather(
+        *(users.Register(register_request(email=email)) for _ in range(60)),
+        return_exceptions=True,
+    )
+    codes = {r.code() if isinstance(r, grpc.aio.AioRpcError) else "ok" for r in results}
+    assert codes == {grpc.StatusCode.ALREADY_EXISTS}
+    assert account_rows(sql, email) == 1
