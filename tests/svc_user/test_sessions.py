@@ -19,6 +19,7 @@ from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_user.settings import UserSettings
 from tests.conftest import Account, bearer, make_account
 from tests.grpc_assert import fails_with
+from tests.mesh.polling import eventually
 
 GRACE = UserSettings.model_fields["refresh_reuse_grace_seconds"].default
 
@@ -238,3 +239,44 @@ async def test_expired_and_foreign_access_tokens_are_refused(
         users.GetMe(pb.GetMeRequest(), metadata=bearer(wrong_type)),
         "not an access token",
     )
+
+
+async def access_refused(users: UserServiceStub, access_token: str) -> bool:
+    try:
+        await users.GetMe(pb.GetMeRequest(), metadata=bearer(access_token))
+    except grpc.aio.AioRpcError as exc:
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
+async def test_a_replay_revokes_the_familys_live_access_tokens_too(
+    users: UserServiceStub, account: Account, sql: psycopg.Connection
+) -> None:
+    stolen = account.tokens.refresh_token
+    legit = await users.Refresh(pb.RefreshRequest(refresh_token=stolen))
+    assert not await access_refused(users, legit.tokens.access_token)
+    age_use(sql, stolen, GRACE + 60)
+    await fails_with(
+        grpc.StatusCode.UNAUTHENTICATED, users.Refresh(pb.RefreshRequest(refresh_token=stolen))
+    )
+    await eventually(lambda: access_refused(users, legit.tokens.access_token), within=1.0)
+
+
+async def test_revoking_a_role_revokes_every_live_access_token_of_the_user(
+    users: UserServiceStub, admin: Account
+) -> None:
+    victim = await make_account(users, "demoted")
+    await users.GrantRole(
+        pb.GrantRoleRequest(user_id=victim.user.user_id, role=pb.ROLE_INSTRUCTOR),
+        metadata=admin.auth,
+    )
+    # A sign-in after the grant carries the instructor role in its access token.
+    login = await users.Login(pb.LoginRequest(email=victim.user.email, password=victim.password))
+    assert not await access_refused(users, login.tokens.access_token)
+    await users.RevokeRole(
+        pb.RevokeRoleRequest(user_id=victim.user.user_id, role=pb.ROLE_INSTRUCTOR),
+        metadata=admin.auth,
+    )
+    await eventually(lambda: access_refused(users, login.tokens.access_token), within=1.0)
+    # The admin's own session is untouched.
+    assert not await access_refused(users, admin.tokens.access_token)
