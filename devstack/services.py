@@ -40,6 +40,8 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
+    # The course replicas (`ipv4:` multi-address target) for services calling CourseService.
+    course_target: str = ""
 
 
 def default_command(name: str) -> list[str]:
@@ -74,6 +76,8 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if name == "live" and shared.course_target:
+        env["LIVE_COURSE_ADDRESS"] = shared.course_target
     if name == "user":
         env.update(
             {

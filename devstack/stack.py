@@ -195,6 +195,7 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
+            course_target=_course_target(cfg),
         )
         if cfg.migrate_command is not None:
             self._migrate(database_url, self._phase(cfg.timeouts.migrate, overall))
@@ -428,6 +429,13 @@ class Stack:
             jwt_private_key_file=str(shared.jwt_private_key_file),
             data_dir=str(cfg.data_dir),
         )
+
+
+def _course_target(cfg: StackConfig) -> str:
+    """Every course replica as one gRPC target, for service-to-service calls (not the edge)."""
+    count = cfg.replicas.get("course", 0)
+    ports = [p.grpc for p in cfg.ports.services.get("course", ())[:count]]
+    return "ipv4:" + ",".join(f"{LOOPBACK}:{p}" for p in ports) if ports else ""
 
 
 def _stop_together(procs: list[ManagedProcess], grace: float) -> None:

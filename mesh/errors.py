@@ -170,4 +170,19 @@ class FieldErrors:
             raise InvalidArgument(f"invalid request: {summary}", violations=self._violations)
 
 
+class RateLimited(ResourceExhausted):
+    """A limit that frees up with time: carries google.rpc.RetryInfo so clients back off."""
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def to_status(self) -> grpc.Status:
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message)
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromMilliseconds(max(1, int(self.retry_after_seconds * 1000)))
+        proto.details.add().Pack(info)
+        return rpc_status.to_status(proto)
+
+
 assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
