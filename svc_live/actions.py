@@ -62,7 +62,7 @@ def _instructor(actor: Actor, what: str) -> None:
 
 class Actions:
     def __init__(self, hub: Hub, settings: LiveSettings) -> None:
-        self._hub = hub
+        self.hub = hub
         self._room = hub.room
         self._s = settings
         self.dirty = Dirty()
@@ -123,7 +123,7 @@ class Actions:
             )
 
     async def _publish(self, actor: Actor, **kind: object) -> int:
-        return await self._hub.publish(actor.session_id, pb.ServerEvent(**kind))  # type: ignore[arg-type]
+        return await self.hub.publish(actor.session_id, pb.ServerEvent(**kind))  # type: ignore[arg-type]
 
     # -- one method per client event kind -------------------------------------------------
 

@@ -27,8 +27,6 @@ from svc_live.room import Room
 
 log = logging.getLogger("svc_live.feed")
 
-_END_TAG = pb.ServerEvent.DESCRIPTOR.fields_by_name["session_state"].number
-
 
 def subject(session_id: str) -> str:
     return f"live.{session_id}"
@@ -101,7 +99,7 @@ class SessionFeed:
     def _deliver(self, sequence: int, event_bytes: bytes) -> None:
         self._next = sequence + 1
         self.delivered = sequence
-        last = _is_end(event_bytes) if self._hub.parse_events else False
+        last = _is_end(event_bytes)
         if last:
             self.ended = True
         data = wire.frame(event_bytes)
@@ -149,7 +147,6 @@ class Hub:
         self.nc = nc
         self.room = room
         self.feeds: dict[str, SessionFeed] = {}
-        self.parse_events = True
         self._lock = asyncio.Lock()
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.errors import ResourceExhausted, ServiceError
@@ -105,7 +105,7 @@ class Outlet:
 
     # -- called by the stream's own task -------------------------------------------------
 
-    async def messages(self, last_sequence: callable) -> AsyncIterator[bytes]:  # type: ignore[valid-type]
+    async def messages(self, last_sequence: Callable[[], int]) -> AsyncIterator[bytes]:
         """Stream messages until closed; a quiet stream gets a server heartbeat."""
         while True:
             if not (self._queue or self._private or self._ending):

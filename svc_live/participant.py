@@ -42,12 +42,12 @@ class Participant:
                 return
             yield item
 
-    async def open(self, timeout: float = 10.0) -> pb.Welcome:
+    async def open(self, within: float = 10.0) -> pb.Welcome:
         hello = pb.Hello(session_id=self.session_id, resume_after_sequence=self._resume_after)
         self._outgoing.put_nowait(pb.JoinRequest(event=pb.ClientEvent(hello=hello)))
         self._call = self._stub.Join(self._requests(), metadata=self._metadata)
         self._stream = self._call.__aiter__()
-        first = await self.next_event(timeout)
+        first = await self.next_event(within)
         assert first.WhichOneof("kind") == "welcome", first
         self.welcome = first.welcome
         return first.welcome
@@ -58,17 +58,17 @@ class Participant:
         self._outgoing.put_nowait(pb.JoinRequest(event=event))
         return event.client_event_id
 
-    async def next_event(self, timeout: float = 10.0) -> pb.ServerEvent:
+    async def next_event(self, within: float = 10.0) -> pb.ServerEvent:
         while not self._events:
             assert self._stream is not None
-            message = await asyncio.wait_for(anext(self._stream), timeout)
+            message = await asyncio.wait_for(anext(self._stream), within)
             self._events.extend(message.events)
         return self._events.pop(0)
 
-    async def until(self, kinds: Sequence[str], timeout: float = 10.0) -> pb.ServerEvent:
+    async def until(self, kinds: Sequence[str], within: float = 10.0) -> pb.ServerEvent:
         """The next event of one of `kinds`, skipping others (e.g. presence, heartbeats)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             event = await self.next_event(max(0.01, deadline - loop.time()))
             if event.WhichOneof("kind") in kinds:

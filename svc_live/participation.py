@@ -52,8 +52,8 @@ class Participation:
     ) -> None:
         self._sessions = sessions
         self._access = access
-        self._actions = actions
-        self._hub = actions._hub
+        self.actions = actions
+        self._hub = actions.hub
         self._room = self._hub.room
         self._s = settings
         self.draining = False
@@ -126,7 +126,7 @@ class Participation:
         except BaseException:
             await self._room.leave(sid, connection_id)
             raise
-        self._actions.dirty.presence.add(sid)
+        self.actions.dirty.presence.add(sid)
         try:
             if on_open is not None:
                 on_open(outlet, Actor(sid, caller.user_id, role, connection_id))
@@ -139,7 +139,7 @@ class Participation:
             await self._hub.detach(outlet)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._room.leave(sid, connection_id))
-            self._actions.dirty.presence.add(sid)
+            self.actions.dirty.presence.add(sid)
 
     async def _opening(
         self, row: Any, role: int, outlet: Outlet, resume_after: int
@@ -209,7 +209,7 @@ class Participation:
             self.heartbeat_local(actor.session_id, connection_id)
             if not refreshed:
                 raise FailedPrecondition("no such connection in this session; subscribe again")
-        return await self._actions.apply(actor, event)
+        return await self.actions.apply(actor, event)
 
     def heartbeat_local(self, session_id: str, connection_id: str) -> None:
         feed = self._hub.feeds.get(session_id)
@@ -244,8 +244,8 @@ class Participation:
                     outlet.close(FailedPrecondition(f"no heartbeat for {timeout:.0f} s; closed"))
             if refresh:
                 await self._room.refresh(sid, list(feed.outlets), self._s.presence_ttl_seconds)
-            self._actions.dirty.presence.add(sid)
-        dirty = self._actions.dirty
+            self.actions.dirty.presence.add(sid)
+        dirty = self.actions.dirty
         sessions, dirty.presence = dirty.presence, set()
         for sid in sessions:
             counts = await self._room.counts(sid)

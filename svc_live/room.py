@@ -8,6 +8,7 @@ Keys share the hash tag `{<session id>}` so a clustered Valkey keeps a session o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -125,7 +126,8 @@ class Room:
     """The state Valkey operations of live sessions."""
 
     def __init__(self, state: redis.Redis, history_size: int) -> None:
-        self._r = state
+        # redis-py types replies as `bytes | str`; this client never decodes, so they are bytes.
+        self._r: Any = state
         self._history = history_size
         self._sequence = state.register_script(_SEQUENCE)
         self._join = state.register_script(_JOIN)
@@ -140,7 +142,7 @@ class Room:
     async def sequence(self, session_id: str, body: bytes, *, force: bool = False) -> int:
         """Sequence one event body; 0 when the session is not live (unless forced)."""
         keys = [_k(session_id, "seq"), _k(session_id, "hist"), _k(session_id, "state")]
-        args = [body, self._history, "force" if force else ""]
+        args: list[Any] = [body, self._history, "force" if force else ""]
         return int(await self._sequence(keys=keys, args=args))
 
     async def last_sequence(self, session_id: str) -> int:

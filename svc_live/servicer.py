@@ -14,7 +14,7 @@ from grpc.aio import ServicerContext
 from elearn.live.v1 import live_service_pb2 as pb
 from elearn.live.v1 import live_service_pb2_grpc
 from mesh.context import Caller, current_caller
-from mesh.errors import FieldErrors, InvalidArgument, ServiceError
+from mesh.errors import FieldErrors, InvalidArgument, ServiceError, infrastructure_error
 from mesh.pagination import page_size
 from svc_live import wire
 from svc_live.actions import Actor, rejected
@@ -143,12 +143,10 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
             if event.WhichOneof("kind") == "heartbeat":
                 self._room.heartbeat_local(actor.session_id, actor.connection_id)
             try:
-                ack = await self._room_actions().apply(actor, event)
+                ack = await self._room.actions.apply(actor, event)
             except ServiceError as error:
                 ack = rejected(event.client_event_id, error)
             except Exception as exc:
-                from mesh.errors import infrastructure_error
-
                 mapped = infrastructure_error(exc)
                 if mapped is None:
                     raise
@@ -156,6 +154,3 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
             outlet.send_private(wire.private(actor.session_id, ack=ack))
         # The client closed its sending half: it is leaving.
         outlet.close()
-
-    def _room_actions(self):  # type: ignore[no-untyped-def]
-        return self._room._actions

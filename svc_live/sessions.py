@@ -4,7 +4,7 @@ in the state Valkey kept in step (the `state` key the sequencer checks)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from elearn.events.v1 import live_events_pb2 as events
@@ -70,7 +70,7 @@ class Sessions:
             "instructor_id": uuid.UUID(instructor_id),
             "title": session.title,
             "description": session.description,
-            "scheduled_start_at": session.scheduled_start_time.ToDatetime(tzinfo=_utc()),
+            "scheduled_start_at": session.scheduled_start_time.ToDatetime(tzinfo=UTC),
             "max_participants": session.max_participants or self._max_participants,
             "idempotency_key": f"{caller.user_id}:{idempotency_key}",
         }
@@ -184,9 +184,3 @@ class Sessions:
                 event.start_time.FromDatetime(row.started_at)
             await self._outbox.add(conn, ENDED_SUBJECT, event_id, event, aggregate_id=sid)
         return await self.message(row)
-
-
-def _utc() -> Any:
-    from datetime import UTC
-
-    return UTC

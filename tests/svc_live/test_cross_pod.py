@@ -207,7 +207,7 @@ async def test_presence_recovers_after_a_replica_is_killed(
 
     # The killed pod's entries expire after LIVE_PRESENCE_TTL_SECONDS (3 s here, 60 by default).
     await eventually(one_left, within=10.0, every=0.2)
-    event = await survivor.until(("presence",), timeout=10.0)
+    event = await survivor.until(("presence",), within=10.0)
     while event.presence.participant_count != 1:
-        event = await survivor.until(("presence",), timeout=10.0)
+        event = await survivor.until(("presence",), within=10.0)
     await survivor.close()
