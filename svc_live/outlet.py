@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.errors import ResourceExhausted, ServiceError
@@ -29,7 +29,6 @@ class Outlet:
         max_bytes: int,
         max_events: int,
         slow_strikes: int,
-        heartbeat_seconds: float,
         bidi: bool,
     ) -> None:
         self.session_id = session_id
@@ -37,13 +36,13 @@ class Outlet:
         self.user_id = user_id
         self.bidi = bidi
         self.last_heartbeat = time.monotonic()
+        self.last_write = self.last_heartbeat
         # Highest sequence queued: the feed and the replay both push, and nothing at or below
         # it is queued twice.
         self.floor = 0
         self._max_bytes = max_bytes
         self._max_events = max_events
         self._slow_strikes = slow_strikes
-        self._heartbeat = heartbeat_seconds
         self._queue: deque[bytes] = deque()
         self._bytes = 0
         self._private: list[bytes] = []
@@ -105,19 +104,16 @@ class Outlet:
 
     # -- called by the stream's own task -------------------------------------------------
 
-    async def messages(self, last_sequence: Callable[[], int]) -> AsyncIterator[bytes]:
-        """Stream messages until closed; a quiet stream gets a server heartbeat."""
+    def quiet_for(self, now: float) -> float:
+        return now - self.last_write
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        """Stream messages until closed (the pod's ticker adds heartbeats to quiet streams)."""
         while True:
             if not (self._queue or self._private or self._ending):
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._heartbeat)
-                except TimeoutError:
-                    yield wire.private(
-                        self.session_id,
-                        heartbeat=pb.ServerHeartbeat(last_sequence=last_sequence()),
-                    )
-                    continue
+                await self._wake.wait()
+            self.last_write = time.monotonic()
             parts = self._private
             self._private = []
             if self._dropped:

@@ -24,6 +24,7 @@ class Participant:
         token: str,
         session_id: str,
         resume_after: int = 0,
+        heartbeat_seconds: float = 0.0,
     ) -> None:
         self._stub = LiveServiceStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
@@ -34,6 +35,10 @@ class Participant:
         self._call: grpc.aio.StreamStreamCall | None = None
         self._stream: AsyncIterator[pb.JoinResponse] | None = None
         self.welcome: pb.Welcome | None = None
+        # The newest session sequence seen, for resuming after a reconnect.
+        self.last_sequence = resume_after
+        self._heartbeat_seconds = heartbeat_seconds
+        self._beats: asyncio.Task[None] | None = None
 
     async def _requests(self) -> AsyncIterator[pb.JoinRequest]:
         while True:
@@ -50,7 +55,18 @@ class Participant:
         first = await self.next_event(within)
         assert first.WhichOneof("kind") == "welcome", first
         self.welcome = first.welcome
+        if not first.welcome.resumed:
+            self.last_sequence = first.welcome.last_sequence
+        if self._heartbeat_seconds:
+            self._beats = asyncio.create_task(self._beat())
         return first.welcome
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            self._outgoing.put_nowait(
+                pb.JoinRequest(event=pb.ClientEvent(heartbeat=pb.Heartbeat()))
+            )
 
     def send(self, event: pb.ClientEvent) -> str:
         if not event.client_event_id:
@@ -63,7 +79,10 @@ class Participant:
             assert self._stream is not None
             message = await asyncio.wait_for(anext(self._stream), within)
             self._events.extend(message.events)
-        return self._events.pop(0)
+        event = self._events.pop(0)
+        if event.sequence:
+            self.last_sequence = event.sequence
+        return event
 
     async def until(self, kinds: Sequence[str], within: float = 10.0) -> pb.ServerEvent:
         """The next event of one of `kinds`, skipping others (e.g. presence, heartbeats)."""
@@ -75,6 +94,8 @@ class Participant:
                 return event
 
     async def close(self) -> None:
+        if self._beats is not None:
+            self._beats.cancel()
         self._outgoing.put_nowait(None)
         if self._call is not None:
             self._call.cancel()

@@ -117,12 +117,11 @@ class Participation:
             max_bytes=s.stream_buffer_bytes,
             max_events=s.stream_buffer_events,
             slow_strikes=s.slow_consumer_strikes,
-            heartbeat_seconds=s.server_heartbeat_seconds,
             bidi=bidi,
         )
         outlet.hold()
         try:
-            feed = await self._hub.attach(outlet)
+            await self._hub.attach(outlet)
         except BaseException:
             await self._room.leave(sid, connection_id)
             raise
@@ -133,7 +132,7 @@ class Participation:
             async for chunk in self._opening(row, role, outlet, resume_after):
                 yield chunk
             outlet.release()
-            async for message in outlet.messages(lambda: feed.delivered):
+            async for message in outlet.messages():
                 yield message
         finally:
             await self._hub.detach(outlet)
@@ -239,6 +238,9 @@ class Participation:
         for feed in list(self._hub.feeds.values()):
             sid = feed.session_id
             for outlet in list(feed.outlets.values()):
+                if outlet.quiet_for(now) >= self._s.server_heartbeat_seconds:
+                    beat = pb.ServerHeartbeat(last_sequence=feed.delivered)
+                    outlet.send_private(wire.private(sid, heartbeat=beat))
                 if outlet.bidi and now - outlet.last_heartbeat > timeout:
                     live_metrics.IDLE_CLOSED.inc()
                     outlet.close(FailedPrecondition(f"no heartbeat for {timeout:.0f} s; closed"))

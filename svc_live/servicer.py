@@ -89,14 +89,14 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
         session_id = session_uuid(request.session_id)
         return pb.EndSessionResponse(session=await self._sessions.end(_caller(), session_id))
 
-    async def Subscribe(  # type: ignore[override]
+    def Subscribe(  # type: ignore[override]
         self, request: pb.SubscribeRequest, context: ServicerContext
     ) -> AsyncIterator[bytes]:
-        stream = self._room.stream(
+        # The stream itself, not a generator around it: one layer less per message (the mesh
+        # interceptor iterates whatever async iterator a handler returns).
+        return self._room.stream(
             _caller(), request.session_id, request.resume_after_sequence, bidi=False
         )
-        async for message in stream:
-            yield message
 
     async def Send(self, request: pb.SendRequest, context: ServicerContext) -> pb.SendResponse:
         if not request.HasField("event"):

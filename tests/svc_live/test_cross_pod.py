@@ -37,7 +37,10 @@ LIMITS = {
     "LIVE_SLOW_CONSUMER_STRIKES": "1",
     "LIVE_PRESENCE_TTL_SECONDS": "3",
     "LIVE_PRESENCE_INTERVAL_SECONDS": "0.5",
+    "LIVE_HISTORY_SIZE": "200",
+    "LIVE_HEARTBEAT_TIMEOUT_SECONDS": "3",
 }
+BEAT = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,8 @@ async def test_events_sent_through_every_pod_reach_everyone_in_order_once(
     sid = room.session.session_id
     # Two students on each replica and two through the edge.
     participants = [
-        Participant(channels[i // 2], s.token, sid) for i, s in enumerate(room.students)
+        Participant(channels[i // 2], s.token, sid, heartbeat_seconds=BEAT)
+        for i, s in enumerate(room.students)
     ]
     for p in participants:
         await p.open()
@@ -149,7 +153,7 @@ async def test_a_slow_reader_is_cut_off_without_slowing_the_session(
     live = LiveServiceStub(channels[0])
     room = await open_room(live, courses, crowd, students=1)
     sid = room.session.session_id
-    slow = Participant(channels[2], room.students[0].token, sid)
+    slow = Participant(channels[2], room.students[0].token, sid, heartbeat_seconds=BEAT)
     await slow.open()
     text = "x" * 4000
     for start in range(0, 1500, 100):
@@ -179,6 +183,112 @@ async def test_a_slow_reader_is_cut_off_without_slowing_the_session(
     await _end(live, room)
 
 
+async def _broadcast(live: LiveServiceStub, room: Room, texts: list[str]) -> list[int]:
+    acks = [
+        await live.Send(
+            pb.SendRequest(
+                session_id=room.session.session_id,
+                event=pb.ClientEvent(
+                    client_event_id=uuid.uuid4().hex, broadcast=pb.SendBroadcast(text=t)
+                ),
+            ),
+            metadata=room.instructor.auth,
+        )
+        for t in texts
+    ]
+    return [a.ack.sequence for a in acks]
+
+
+async def test_resume_past_the_history_window_says_so(
+    channels: list[grpc.aio.Channel], courses: CourseServiceStub, crowd: People
+) -> None:
+    live = LiveServiceStub(channels[0])
+    room = await open_room(live, courses, crowd, students=1)
+    sent = await _broadcast(live, room, [f"m{i}" for i in range(230)])
+    late = Participant(channels[1], room.students[0].token, room.session.session_id,
+                       resume_after=1, heartbeat_seconds=BEAT)  # fmt: skip
+    welcome = await late.open()
+    assert welcome.resumed
+    notice = await late.until(("notice",))
+    assert notice.notice.kind == pb.NOTICE_KIND_RESUME_GAP_TOO_OLD
+    oldest = notice.notice.oldest_available_sequence
+    # LIVE_HISTORY_SIZE=200 events are kept (presence events count too).
+    assert sent[-1] - 200 < oldest <= sent[-30]
+    got = []
+    while not got or got[-1] < sent[-1]:
+        event = await late.next_event()
+        if event.sequence:
+            got.append(event.sequence)
+    assert got == list(range(oldest, sent[-1] + 1))
+    await late.close()
+    await _end(live, room)
+
+
+async def test_a_stream_without_heartbeats_is_closed(
+    channels: list[grpc.aio.Channel], courses: CourseServiceStub, crowd: People
+) -> None:
+    live = LiveServiceStub(channels[0])
+    room = await open_room(live, courses, crowd, students=1)
+    silent = Participant(channels[0], room.students[0].token, room.session.session_id)
+    await silent.open()
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        for _ in range(1000):
+            await silent.next_event(within=15.0)
+    assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "heartbeat" in (closed.value.details() or "")
+    await _end(live, room)
+
+
+async def test_a_draining_pod_sends_its_streams_elsewhere_without_loss(
+    trio: tuple[Stack, Endpoints],
+    channels: list[grpc.aio.Channel],
+    courses: CourseServiceStub,
+    crowd: People,
+) -> None:
+    live = LiveServiceStub(channels[0])
+    room = await open_room(live, courses, crowd, students=1)
+    sid = room.session.session_id
+    student = room.students[0]
+    moving = Participant(channels[1], student.token, sid, heartbeat_seconds=BEAT)
+    await moving.open()
+    before = await _broadcast(live, room, ["one", "two"])
+    while moving.last_sequence < before[-1]:
+        await moving.next_event()
+    trio[0].process("live", 1).send_stop()
+    kinds = []
+    with pytest.raises(StopAsyncIteration):
+        for _ in range(1000):
+            kinds.append((await moving.next_event()).notice.kind)
+    assert pb.NOTICE_KIND_RECONNECT_ELSEWHERE in kinds
+    # Meanwhile the session goes on; the client resumes through the edge.
+    during = await _broadcast(live, room, ["three", "four"])
+    again = await _reconnect(channels[3], student.token, sid, moving.last_sequence)
+    got = []
+    while not got or got[-1] < during[-1]:
+        event = await again.next_event()
+        if event.sequence:
+            got.append(event.sequence)
+    assert got == list(range(moving.last_sequence + 1, during[-1] + 1))
+    await again.close()
+    await _end(live, room)
+
+
+async def _reconnect(
+    channel: grpc.aio.Channel, token: str, sid: str, resume_after: int
+) -> Participant:
+    """What a client does after RECONNECT_ELSEWHERE: retry through the edge, which stops
+    routing to the draining pod within its health-check interval."""
+    for _ in range(50):
+        again = Participant(channel, token, sid, resume_after=resume_after, heartbeat_seconds=BEAT)
+        try:
+            await again.open()
+            return again
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            await asyncio.sleep(0.2)  # the client's back-off, as the notice's retry_after says
+    raise AssertionError("could not reconnect through the edge")
+
+
 async def test_presence_recovers_after_a_replica_is_killed(
     trio: tuple[Stack, Endpoints],
     channels: list[grpc.aio.Channel],
@@ -188,8 +298,8 @@ async def test_presence_recovers_after_a_replica_is_killed(
     live = LiveServiceStub(channels[0])
     room = await open_room(live, courses, crowd, students=2)
     sid = room.session.session_id
-    survivor = Participant(channels[0], room.students[0].token, sid)
-    doomed = Participant(channels[2], room.students[1].token, sid)
+    survivor = Participant(channels[0], room.students[0].token, sid, heartbeat_seconds=BEAT)
+    doomed = Participant(channels[2], room.students[1].token, sid, heartbeat_seconds=BEAT)
     await survivor.open()
     await doomed.open()
 

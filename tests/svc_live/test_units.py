@@ -29,9 +29,7 @@ def test_sequenced_events_carry_their_sequence_and_frames_concatenate() -> None:
 
 
 def _outlet(**over: Any) -> Outlet:
-    fields: dict[str, Any] = dict(
-        max_bytes=10_000, max_events=3, slow_strikes=2, heartbeat_seconds=5.0, bidi=True
-    )
+    fields: dict[str, Any] = dict(max_bytes=10_000, max_events=3, slow_strikes=2, bidi=True)
     fields.update(over)
     return Outlet("s", "c", "u", **fields)
 
@@ -41,7 +39,7 @@ async def test_a_full_buffer_drops_the_oldest_and_says_how_many() -> None:
     for seq in range(1, 7):
         outlet.push(seq, wire.frame(_event(seq)))
     outlet.push(6, wire.frame(_event(6)))  # a repeat is never queued twice
-    messages = outlet.messages(lambda: 6)
+    messages = outlet.messages()
     events = wire.decode_message(await anext(messages))
     assert events[0].notice.kind == pb.NOTICE_KIND_EVENTS_DROPPED
     assert events[0].notice.dropped_count == 3
@@ -50,7 +48,7 @@ async def test_a_full_buffer_drops_the_oldest_and_says_how_many() -> None:
 
 async def test_a_stream_that_stays_slow_is_closed() -> None:
     outlet = _outlet()
-    messages = outlet.messages(lambda: 0)
+    messages = outlet.messages()
     seq = 0
     with pytest.raises(ResourceExhausted):
         for _ in range(3):
@@ -92,5 +90,5 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed.offer(history[2])
     feed.offer(history[4])
     feed.offer(history[5])
-    events = wire.decode_message(await anext(outlet.messages(lambda: 5)))
+    events = wire.decode_message(await anext(outlet.messages()))
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
