@@ -70,6 +70,8 @@ async def _receive(
         call = method(
             request.SerializeToString(),
             metadata=(("authorization", f"Bearer {token}"),),
+            # A channel still connecting (the server just started) waits instead of failing.
+            wait_for_ready=True,
         )
         last = 0
         first = True
