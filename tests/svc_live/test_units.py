@@ -92,3 +92,17 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed.offer(history[5])
     events = wire.decode_message(await anext(outlet.messages()))
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+
+
+def test_the_cli_turns_typed_lines_into_client_events() -> None:
+    from svc_live.client import parse
+
+    assert parse("hello") == pb.ClientEvent(chat=pb.SendChat(text="hello"))
+    assert parse("/ask why?") == pb.ClientEvent(question=pb.AskQuestion(text="why?"))
+    assert parse("/vote p1 2 3").poll_vote.option_ids == ["2", "3"]  # type: ignore[union-attr]
+    assert parse("/unup q1").upvote.withdraw  # type: ignore[union-attr]
+    poll = parse("/poll Ready? | yes | no").open_poll  # type: ignore[union-attr]
+    assert (poll.question, list(poll.options)) == ("Ready?", ["yes", "no"])
+    assert parse("  ") is None
+    with pytest.raises(ValueError):
+        parse("/nope")
