@@ -211,6 +211,9 @@ class Actions:
             "event.open_poll.options",
             "each option 1 to 200 characters",
         )
+        errors.check(
+            spec.duration.ToMilliseconds() >= 0, "event.open_poll.duration", "not negative"
+        )
         errors.raise_if_any()
         poll = pb.Poll(
             poll_id=str(uuid.uuid4()),
@@ -222,19 +225,30 @@ class Actions:
             open=True,
             open_time=wire.now(),
         )
+        if spec.HasField("duration"):
+            closes = poll.open_time.ToMilliseconds() + spec.duration.ToMilliseconds()
+            poll.close_time.FromMilliseconds(closes)
         await self._room.open_poll(actor.session_id, poll)
         return Outcome(await self._publish(actor, poll_opened=poll), poll.poll_id)
 
     async def _close_poll(self, actor: Actor, close: pb.ClosePoll) -> Outcome:
         _instructor(actor, "close polls")
         pid = _text(close.poll_id, "event.close_poll.poll_id", 64)
-        if not await self._room.close_poll(actor.session_id, pid):
+        sequence = await self.close_poll(actor.session_id, pid)
+        if not sequence:
             raise NotFound(f"poll {pid} not found or already closed")
-        poll = await self._room.poll(actor.session_id, pid)
+        return Outcome(sequence)
+
+    async def close_poll(self, session_id: str, poll_id: str) -> int:
+        """Close a poll and publish its final tallies; 0 when it was not open (one pod wins
+        when a poll's duration runs out, since the close is one SREM)."""
+        if not await self._room.close_poll(session_id, poll_id):
+            return 0
+        poll = await self._room.poll(session_id, poll_id)
         assert poll is not None
         poll.close_time.CopyFrom(wire.now())
-        self.dirty.polls.discard((actor.session_id, pid))
-        return Outcome(await self._publish(actor, poll_closed=poll))
+        self.dirty.polls.discard((session_id, poll_id))
+        return await self.hub.publish(session_id, pb.ServerEvent(poll_closed=poll))
 
     async def _answer_question(self, actor: Actor, answer: pb.AnswerQuestion) -> Outcome:
         _instructor(actor, "mark questions answered")

@@ -247,6 +247,9 @@ class Participation:
             if refresh:
                 await self._room.refresh(sid, list(feed.outlets), self._s.presence_ttl_seconds)
             self.actions.dirty.presence.add(sid)
+            for poll_id in await self._room.polls_due(sid, time.time()):
+                with contextlib.suppress(FailedPrecondition):
+                    await self.actions.close_poll(sid, poll_id)
         dirty = self.actions.dirty
         sessions, dirty.presence = dirty.presence, set()
         for sid in sessions:

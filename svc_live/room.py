@@ -233,7 +233,17 @@ class Room:
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(_k(session_id, "polls"), poll.poll_id, poll.SerializeToString())
         pipe.sadd(_k(session_id, "open_polls"), poll.poll_id)
+        if poll.HasField("close_time"):
+            closes = poll.close_time.ToMilliseconds() / 1000
+            pipe.zadd(_k(session_id, "poll_deadlines"), {poll.poll_id: closes})
         await pipe.execute()
+
+    async def polls_due(self, session_id: str, now: float) -> list[str]:
+        """Open polls whose duration has run out."""
+        due = await self._r.zrangebyscore(_k(session_id, "poll_deadlines"), "-inf", now)
+        if due:
+            await self._r.zrem(_k(session_id, "poll_deadlines"), *due)
+        return [d.decode() for d in due]
 
     async def vote(self, session_id: str, poll_id: str, user_id: str, options: list[str]) -> bool:
         keys = [
@@ -325,6 +335,11 @@ class Room:
     async def hands(self, session_id: str) -> list[pb.HandRaised]:
         users = await self._r.hkeys(_k(session_id, "hands"))
         return [pb.HandRaised(user_id=u.decode(), raised=True) for u in users]
+
+    async def expire(self, session_id: str, seconds: int) -> None:
+        """An ended session's room state goes after a while (history stays for late resumes)."""
+        async for key in self._r.scan_iter(match=_k(session_id, "*"), count=500):
+            await self._r.expire(key, seconds)
 
     async def snapshot(self, session_id: str) -> Snapshot:
         participants, _ = await self.counts(session_id)

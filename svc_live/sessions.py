@@ -20,6 +20,9 @@ from svc_live.feed import Hub
 
 STARTED_SUBJECT = "elearn.live.live_session_started"
 ENDED_SUBJECT = "elearn.live.live_session_ended"
+# An ended session's room state (history, polls, questions …) stays this long in the state
+# Valkey, so late resumes still get the end event, then goes.
+ENDED_ROOM_SECONDS = 24 * 3600
 
 
 def to_message(row: Any, participant_count: int = 0, last_sequence: int = 0) -> pb.LiveSession:
@@ -166,6 +169,7 @@ class Sessions:
             )
             await self._hub.publish(sid, ended, force=True)
         await room.set_state(sid, "ended")
+        await room.expire(sid, ENDED_ROOM_SECONDS)
         async with self._db.transaction() as conn:
             locked = await repo.lock_session(conn, session_id)
             assert locked is not None

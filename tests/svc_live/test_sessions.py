@@ -173,3 +173,29 @@ async def test_welcome_gives_late_joiners_polls_questions_and_hands(
     assert lowered.user_id == room.students[0].user_id and not lowered.raised
     for p in (host, early, late):
         await p.close()
+
+
+async def test_a_poll_with_a_duration_closes_itself_with_final_tallies(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People,
+    live_channel: grpc.aio.Channel,
+) -> None:  # fmt: skip
+    room = await open_room(live, course_stub, people, students=1)
+    sid = room.session.session_id
+    host = Participant(live_channel, room.instructor.token, sid)
+    student = Participant(live_channel, room.students[0].token, sid)
+    await host.open()
+    await student.open()
+    spec = pb.OpenPoll(question="Quick?", options=["a", "b"], allow_multiple=True)
+    spec.duration.FromMilliseconds(1500)
+    host.send(pb.ClientEvent(open_poll=spec))
+    poll_id = (await student.until(("poll_opened",))).poll_opened.poll_id
+    student.send(pb.ClientEvent(poll_vote=pb.VotePoll(poll_id=poll_id, option_ids=["1", "2"])))
+    assert (await student.until(("ack",))).ack.accepted
+    closed = (await student.until(("poll_closed",), within=10.0)).poll_closed
+    assert closed.poll_id == poll_id and not closed.open
+    assert [o.vote_count for o in closed.options] == [1, 1] and closed.voter_count == 1
+    student.send(pb.ClientEvent(poll_vote=pb.VotePoll(poll_id=poll_id, option_ids=["1"])))
+    late = (await student.until(("ack",))).ack
+    assert not late.accepted and late.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    for p in (host, student):
+        await p.close()
