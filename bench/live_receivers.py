@@ -22,6 +22,7 @@ from bench.histogram import clamp_us, encode, merge, new_histogram
 from elearn.live.v1 import live_service_pb2 as pb
 
 SUBSCRIBE = "/elearn.live.v1.LiveService/Subscribe"
+DROPPED = pb.NOTICE_KIND_EVENTS_DROPPED
 
 
 @dataclass
@@ -64,43 +65,57 @@ async def _receive(
     all_open = asyncio.Event()
     request = pb.SubscribeRequest(session_id=session_id)
 
+    # Joins are spread out as real ones are (a join costs the service an enrollment check):
+    # at most this many opening at once per process, and a refused one retries.
+    opening = asyncio.Semaphore(64)
+
     async def one(index: int, token: str) -> None:
         nonlocal opened
         method = chans[index % len(chans)].unary_stream(SUBSCRIBE)
-        call = method(
-            request.SerializeToString(),
-            metadata=(("authorization", f"Bearer {token}"),),
-            # A channel still connecting (the server just started) waits instead of failing.
-            wait_for_ready=True,
-        )
         last = 0
-        first = True
-        try:
-            async for raw in call:
-                for event in pb.SubscribeResponse.FromString(raw).events:
-                    kind = event.WhichOneof("kind")
-                    if kind == "welcome":
-                        last = event.welcome.last_sequence
-                        if first:
-                            first = False
+        for attempt in range(5):
+            await opening.acquire()
+            welcomed = False
+            call = method(
+                request.SerializeToString(),
+                metadata=(("authorization", f"Bearer {token}"),),
+                # A channel still connecting (the server just started) waits instead of failing.
+                wait_for_ready=True,
+            )
+            try:
+                async for raw in call:
+                    for event in pb.SubscribeResponse.FromString(raw).events:
+                        kind = event.WhichOneof("kind")
+                        if kind == "welcome":
+                            last = event.welcome.last_sequence
+                            welcomed = True
+                            opening.release()
                             opened += 1
                             if opened == len(tokens):
                                 all_open.set()
-                        continue
-                    if event.sequence:
-                        if last and event.sequence != last + 1:
-                            tally.gaps += event.sequence - last - 1
-                        last = event.sequence
-                    if kind == "broadcast" and event.broadcast.text.startswith("t"):
-                        sent = int(event.broadcast.text[1:])
-                        hist.record_value(clamp_us((time.time_ns() - sent) // 1000))
-                        tally.deliveries += 1
-                    elif kind == "notice" and event.notice.kind == pb.NOTICE_KIND_EVENTS_DROPPED:
-                        tally.dropped += event.notice.dropped_count
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                name = exc.code().name
-                tally.errors[name] = tally.errors.get(name, 0) + 1
+                            continue
+                        if event.sequence:
+                            if last and event.sequence != last + 1:
+                                tally.gaps += event.sequence - last - 1
+                            last = event.sequence
+                        if kind == "broadcast" and event.broadcast.text.startswith("t"):
+                            sent = int(event.broadcast.text[1:])
+                            hist.record_value(clamp_us((time.time_ns() - sent) // 1000))
+                            tally.deliveries += 1
+                        elif kind == "notice" and event.notice.kind == DROPPED:
+                            tally.dropped += event.notice.dropped_count
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not welcomed:
+                    opening.release()
+                code = exc.code()
+                if code == grpc.StatusCode.UNAVAILABLE and not welcomed and attempt < 4:
+                    tally.errors["RETRIED_OPEN"] = tally.errors.get("RETRIED_OPEN", 0) + 1
+                    await asyncio.sleep(0.5)
+                    continue
+                if code != grpc.StatusCode.CANCELLED:
+                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
+                return
 
     tasks = [asyncio.create_task(one(i, t)) for i, t in enumerate(tokens)]
     try:

@@ -167,3 +167,21 @@ async def test_send_repeats_are_acknowledged_not_applied_twice(
         pb.GetSessionRequest(session_id=room.session.session_id), metadata=room.instructor.auth
     )
     assert got.session.last_sequence == first.ack.sequence
+
+
+async def test_join_refuses_a_chatty_student_with_retry_after(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People,
+    live_channel: grpc.aio.Channel,
+) -> None:  # fmt: skip
+    room = await open_room(live, course_stub, people, students=1)
+    student = Participant(live_channel, room.students[0].token, room.session.session_id)
+    await student.open()
+    for i in range(12):
+        student.send(pb.ClientEvent(chat=pb.SendChat(text=f"spam {i}")))
+    acks = [(await student.until(("ack",))).ack for _ in range(12)]
+    refused = [a for a in acks if not a.accepted]
+    assert refused, "12 chats at once passed a burst of 5"
+    assert refused[0].error_code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert refused[0].retry_after.ToMilliseconds() > 0
+    assert sum(a.accepted for a in acks) >= 5
+    await student.close()
