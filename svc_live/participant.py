@@ -25,11 +25,13 @@ class Participant:
         session_id: str,
         resume_after: int = 0,
         heartbeat_seconds: float = 0.0,
+        from_oldest: bool = False,
     ) -> None:
         self._stub = LiveServiceStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self.session_id = session_id
         self._resume_after = resume_after
+        self._from_oldest = from_oldest
         self._outgoing: asyncio.Queue[pb.JoinRequest | None] = asyncio.Queue()
         self._events: list[pb.ServerEvent] = []
         self._call: grpc.aio.StreamStreamCall | None = None
@@ -48,7 +50,11 @@ class Participant:
             yield item
 
     async def open(self, within: float = 10.0) -> pb.Welcome:
-        hello = pb.Hello(session_id=self.session_id, resume_after_sequence=self._resume_after)
+        hello = pb.Hello(
+            session_id=self.session_id,
+            resume_after_sequence=self._resume_after,
+            from_oldest=self._from_oldest,
+        )
         self._outgoing.put_nowait(pb.JoinRequest(event=pb.ClientEvent(hello=hello)))
         self._call = self._stub.Join(self._requests(), metadata=self._metadata)
         self._stream = self._call.__aiter__()

@@ -84,6 +84,7 @@ class Participation:
         resume_after: int,
         *,
         bidi: bool,
+        from_oldest: bool = False,
         on_open: Callable[[Outlet, Actor], None] | None = None,
     ) -> AsyncIterator[bytes]:
         if self.draining:
@@ -129,7 +130,7 @@ class Participation:
         try:
             if on_open is not None:
                 on_open(outlet, Actor(sid, caller.user_id, role, connection_id))
-            async for chunk in self._opening(row, role, outlet, resume_after):
+            async for chunk in self._opening(row, role, outlet, resume_after, from_oldest):
                 yield chunk
             outlet.release()
             async for message in outlet.messages():
@@ -141,12 +142,14 @@ class Participation:
             self.actions.dirty.presence.add(sid)
 
     async def _opening(
-        self, row: Any, role: int, outlet: Outlet, resume_after: int
+        self, row: Any, role: int, outlet: Outlet, resume_after: int, from_oldest: bool
     ) -> AsyncIterator[bytes]:
         sid = outlet.session_id
         snap = await self._room.snapshot(sid)
         last = snap.last_sequence
-        replay = resume_after > 0 and resume_after < last
+        if from_oldest:
+            resume_after = max(0, await self._room.oldest_sequence(sid) - 1)
+        replay = (from_oldest or resume_after > 0) and resume_after < last
         session = await self._sessions.message(row)
         welcome = pb.Welcome(
             connection_id=outlet.connection_id,
@@ -161,7 +164,7 @@ class Participation:
         )
         first = wire.private(sid, welcome=welcome)
         after = resume_after
-        if replay:
+        if replay and not from_oldest:
             oldest = await self._room.oldest_sequence(sid)
             if oldest > resume_after + 1:
                 first += wire.notice(

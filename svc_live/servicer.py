@@ -95,7 +95,11 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
         # The stream itself, not a generator around it: one layer less per message (the mesh
         # interceptor iterates whatever async iterator a handler returns).
         return self._room.stream(
-            _caller(), request.session_id, request.resume_after_sequence, bidi=False
+            _caller(),
+            request.session_id,
+            request.resume_after_sequence,
+            bidi=False,
+            from_oldest=request.from_oldest,
         )
 
     async def Send(self, request: pb.SendRequest, context: ServicerContext) -> pb.SendResponse:
@@ -124,7 +128,12 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
 
         try:
             stream = self._room.stream(
-                caller, hello.session_id, hello.resume_after_sequence, bidi=True, on_open=on_open
+                caller,
+                hello.session_id,
+                hello.resume_after_sequence,
+                bidi=True,
+                from_oldest=hello.from_oldest,
+                on_open=on_open,
             )
             async for message in stream:
                 yield message

@@ -185,3 +185,32 @@ async def test_join_refuses_a_chatty_student_with_retry_after(
     assert refused[0].retry_after.ToMilliseconds() > 0
     assert sum(a.accepted for a in acks) >= 5
     await student.close()
+
+
+async def test_from_oldest_replays_everything_kept(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People,
+    live_channel: grpc.aio.Channel,
+) -> None:  # fmt: skip
+    room = await open_room(live, course_stub, people, students=1)
+    sid = room.session.session_id
+    sent = []
+    for i in range(3):
+        reply = await live.Send(
+            pb.SendRequest(
+                session_id=sid,
+                event=pb.ClientEvent(client_event_id=f"o{i}", broadcast=pb.SendBroadcast(text="x")),
+            ),
+            metadata=room.instructor.auth,
+        )
+        sent.append(reply.ack.sequence)
+    reader = Participant(live_channel, room.students[0].token, sid, from_oldest=True)
+    welcome = await reader.open()
+    assert welcome.resumed
+    got = []
+    while not got or got[-1] < sent[-1]:
+        event = await reader.next_event()
+        if event.sequence:
+            got.append(event.sequence)
+    # Sequence 1 is the session's start.
+    assert got == list(range(1, sent[-1] + 1))
+    await reader.close()

@@ -499,19 +499,25 @@ class SubscribeRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_OLDEST_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     resume_after_sequence: _builtins.int
     """Last sequence the client has seen; 0 joins the live feed without replay."""
+    from_oldest: _builtins.bool
+    """Replay everything still kept (from the oldest retained event), then the live feed;
+    resume_after_sequence is ignored.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         resume_after_sequence: _builtins.int = ...,
+        from_oldest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_oldest", b"from_oldest", "resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -699,19 +705,25 @@ class Hello(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_OLDEST_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     resume_after_sequence: _builtins.int
     """Last sequence the client has seen; 0 joins the live feed without replay."""
+    from_oldest: _builtins.bool
+    """Replay everything still kept (from the oldest retained event), then the live feed;
+    resume_after_sequence is ignored.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         resume_after_sequence: _builtins.int = ...,
+        from_oldest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_oldest", b"from_oldest", "resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
