@@ -42,6 +42,7 @@ class SharedEnv:
     log_level: str = "INFO"
     # The course replicas (`ipv4:` multi-address target) for services calling CourseService.
     course_target: str = ""
+    user_target: str = ""
 
 
 def default_command(name: str) -> list[str]:
@@ -78,6 +79,8 @@ def service_env(
     )
     if name == "live" and shared.course_target:
         env["LIVE_COURSE_ADDRESS"] = shared.course_target
+    if name == "live" and shared.user_target:
+        env["LIVE_USER_ADDRESS"] = shared.user_target
     if name == "user":
         env.update(
             {

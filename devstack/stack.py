@@ -195,7 +195,8 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
-            course_target=_course_target(cfg),
+            course_target=_peer_target(cfg, "course"),
+            user_target=_peer_target(cfg, "user"),
         )
         if cfg.migrate_command is not None:
             self._migrate(database_url, self._phase(cfg.timeouts.migrate, overall))
@@ -431,10 +432,11 @@ class Stack:
         )
 
 
-def _course_target(cfg: StackConfig) -> str:
-    """Every course replica as one gRPC target, for service-to-service calls (not the edge)."""
-    count = cfg.replicas.get("course", 0)
-    ports = [p.grpc for p in cfg.ports.services.get("course", ())[:count]]
+def _peer_target(cfg: StackConfig, name: str) -> str:
+    """Every replica of a service as one gRPC target, for service-to-service calls (not the
+    edge)."""
+    count = cfg.replicas.get(name, 0)
+    ports = [p.grpc for p in cfg.ports.services.get(name, ())[:count]]
     return "ipv4:" + ",".join(f"{LOOPBACK}:{p}" for p in ports) if ports else ""
 
 

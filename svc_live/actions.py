@@ -31,6 +31,7 @@ class Actor:
     user_id: str
     role: int
     connection_id: str = ""
+    display_name: str = ""
 
 
 @dataclass
@@ -131,14 +132,23 @@ class Actions:
         text = _text(chat.text, "event.chat.text", 1000)
         await self._student_limit(actor, "chat")
         message_id = str(uuid.uuid4())
-        message = pb.ChatMessage(message_id=message_id, author_id=actor.user_id, text=text)
+        message = pb.ChatMessage(
+            message_id=message_id,
+            author_id=actor.user_id,
+            author_name=actor.display_name,
+            text=text,
+        )
         return Outcome(await self._publish(actor, chat=message), message_id)
 
     async def _question(self, actor: Actor, ask: pb.AskQuestion) -> Outcome:
         text = _text(ask.text, "event.question.text", 1000)
         await self._student_limit(actor, "question")
         question = pb.LiveQuestion(
-            question_id=str(uuid.uuid4()), author_id=actor.user_id, text=text, ask_time=wire.now()
+            question_id=str(uuid.uuid4()),
+            author_id=actor.user_id,
+            author_name=actor.display_name,
+            text=text,
+            ask_time=wire.now(),
         )
         await self._room.ask(actor.session_id, question)
         return Outcome(await self._publish(actor, question=question), question.question_id)
@@ -184,10 +194,11 @@ class Actions:
             _instructor(actor, "lower someone else's hand")
             if hand.raised:
                 raise InvalidArgument("a hand can only be raised by its owner")
-        if not await self._room.hand(actor.session_id, whose, hand.raised):
+        name = actor.display_name if whose == actor.user_id else ""
+        if not await self._room.hand(actor.session_id, whose, hand.raised, name):
             return Outcome()
         self.dirty.presence.add(actor.session_id)
-        changed = pb.HandRaised(user_id=whose, raised=hand.raised)
+        changed = pb.HandRaised(user_id=whose, display_name=name, raised=hand.raised)
         return Outcome(await self._publish(actor, hand_raised=changed))
 
     async def _broadcast(self, actor: Actor, broadcast: pb.SendBroadcast) -> Outcome:

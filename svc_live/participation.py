@@ -26,6 +26,7 @@ from svc_live import live_metrics, wire
 from svc_live import repository as repo
 from svc_live.actions import Actions, Actor
 from svc_live.course_access import CourseAccess
+from svc_live.names import DisplayNames
 from svc_live.outlet import Outlet
 from svc_live.sessions import Sessions
 from svc_live.settings import LiveSettings
@@ -49,6 +50,7 @@ class Participation:
         access: CourseAccess,
         actions: Actions,
         settings: LiveSettings,
+        names: DisplayNames,
     ) -> None:
         self._sessions = sessions
         self._access = access
@@ -57,6 +59,7 @@ class Participation:
         self._room = self._hub.room
         self._s = settings
         self.draining = False
+        self._names = names
         self._rows: dict[uuid.UUID, tuple[float, Any]] = {}
 
     async def _live_row(self, session_id: uuid.UUID) -> Any:
@@ -73,7 +76,8 @@ class Participation:
     async def actor(self, caller: Caller, session_id: uuid.UUID, connection_id: str) -> Actor:
         row = await self._live_row(session_id)
         role = await self._access.role_in(str(row.course_id), caller)
-        return Actor(str(session_id), caller.user_id, role, connection_id)
+        name = await self._names.of(caller)
+        return Actor(str(session_id), caller.user_id, role, connection_id, name)
 
     # -- streams ------------------------------------------------------------------------
 
@@ -129,7 +133,8 @@ class Participation:
         self.actions.dirty.presence.add(sid)
         try:
             if on_open is not None:
-                on_open(outlet, Actor(sid, caller.user_id, role, connection_id))
+                name = await self._names.of(caller)
+                on_open(outlet, Actor(sid, caller.user_id, role, connection_id, name))
             async for chunk in self._opening(row, role, outlet, resume_after, from_oldest):
                 yield chunk
             outlet.release()

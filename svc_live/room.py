@@ -325,16 +325,19 @@ class Room:
 
     # -- hands ----------------------------------------------------------------------------
 
-    async def hand(self, session_id: str, user_id: str, raised: bool) -> bool:
+    async def hand(self, session_id: str, user_id: str, raised: bool, name: str = "") -> bool:
         """True when the hand changed."""
         key = _k(session_id, "hands")
         if raised:
-            return bool(await self._r.hsetnx(key, user_id, b""))
+            return bool(await self._r.hsetnx(key, user_id, name))
         return bool(await self._r.hdel(key, user_id))
 
     async def hands(self, session_id: str) -> list[pb.HandRaised]:
-        users = await self._r.hkeys(_k(session_id, "hands"))
-        return [pb.HandRaised(user_id=u.decode(), raised=True) for u in users]
+        hands = await self._r.hgetall(_k(session_id, "hands"))
+        return [
+            pb.HandRaised(user_id=u.decode(), display_name=n.decode(), raised=True)
+            for u, n in hands.items()
+        ]
 
     async def expire(self, session_id: str, seconds: int) -> None:
         """An ended session's room state goes after a while (history stays for late resumes)."""

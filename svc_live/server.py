@@ -20,6 +20,7 @@ from svc_live.actions import Actions
 from svc_live.course_access import CourseAccess
 from svc_live.feed import Hub
 from svc_live.models import SCHEMA, outbox
+from svc_live.names import DisplayNames
 from svc_live.participation import Participation
 from svc_live.policy import POLICY
 from svc_live.room import Room
@@ -82,7 +83,11 @@ async def serve() -> None:
                 max_participants=settings.max_participants,
                 max_live_sessions=settings.max_live_sessions,
             )
-            participation = Participation(sessions, access, Actions(hub, settings), settings)
+            names = DisplayNames(
+                channels.get(settings.user_address) if settings.user_address else None,
+                settings.display_name_cache_seconds,
+            )
+            participation = Participation(sessions, access, Actions(hub, settings), settings, names)
             servicer = LiveServicer(sessions, participation)
 
             async def relay() -> None:

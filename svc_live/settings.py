@@ -19,6 +19,9 @@ class LiveSettings(MeshSettings):
     # An enrollment answer is reused this long in-process: a join storm of 1,000 students
     # costs one CheckEnrollment per student, not one per reconnect.
     enrollment_cache_seconds: float = 5.0
+    # UserService target for display names (optional: without it names stay empty).
+    user_address: str = ""
+    display_name_cache_seconds: float = 300.0
     # Limits (C3): refused with RESOURCE_EXHAUSTED.
     max_participants: int = 1000
     max_streams_per_pod: int = 5000

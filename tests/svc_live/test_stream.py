@@ -3,14 +3,19 @@ real course service for enrollment)."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.live.v1 import live_service_pb2 as pb
 from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
+from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_live.participant import Participant
+from tests.conftest import make_account
 from tests.grpc_assert import fails_with
 from tests.svc_live.conftest import People, open_room
 
@@ -214,3 +219,23 @@ async def test_from_oldest_replays_everything_kept(
     # Sequence 1 is the session's start.
     assert got == list(range(1, sent[-1] + 1))
     await reader.close()
+
+
+async def test_chat_and_hands_carry_the_display_name(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People,
+    live_channel: grpc.aio.Channel, users: UserServiceStub,
+) -> None:  # fmt: skip
+    room = await open_room(live, course_stub, people, students=0)
+    ada = await make_account(users, "ada")
+    await course_stub.Enroll(
+        course_pb.EnrollRequest(course_id=room.course_id, idempotency_key=uuid.uuid4().hex),
+        metadata=ada.auth,
+    )
+    student = Participant(live_channel, ada.tokens.access_token, room.session.session_id)
+    await student.open()
+    student.send(pb.ClientEvent(chat=pb.SendChat(text="hi")))
+    chat = (await student.until(("chat",))).chat
+    assert (chat.author_id, chat.author_name) == (ada.user.user_id, "Ada")
+    student.send(pb.ClientEvent(raise_hand=pb.RaiseHand(raised=True)))
+    assert (await student.until(("hand_raised",))).hand_raised.display_name == "Ada"
+    await student.close()
