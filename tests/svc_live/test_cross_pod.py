@@ -39,6 +39,7 @@ LIMITS = {
     "LIVE_PRESENCE_INTERVAL_SECONDS": "0.5",
     "LIVE_HISTORY_SIZE": "200",
     "LIVE_HEARTBEAT_TIMEOUT_SECONDS": "3",
+    "LIVE_MAX_STREAMS_PER_POD": "12",
 }
 BEAT = 0.5
 
@@ -145,6 +146,33 @@ async def test_the_platform_caps_concurrent_live_sessions(
     await live.EndSession(pb.EndSessionRequest(session_id=extra.session_id), metadata=host.auth)
     for room in rooms[1:]:
         await _end(live, room)
+
+
+async def test_a_full_pod_refuses_more_streams(
+    channels: list[grpc.aio.Channel], courses: CourseServiceStub, crowd: People
+) -> None:
+    live = LiveServiceStub(channels[0])
+    room = await open_room(live, courses, crowd, students=13)
+    sid = room.session.session_id
+    joined: list[Participant] = []
+    refused = None
+    for student in room.students:
+        p = Participant(channels[0], student.token, sid, heartbeat_seconds=BEAT)
+        try:
+            await p.open()
+        except grpc.aio.AioRpcError as exc:
+            refused = exc
+            break
+        joined.append(p)
+    assert refused is not None, "13 streams on a pod limited to 12"
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 12 streams" in (refused.details() or "")
+    # Another replica still takes the participant.
+    elsewhere = Participant(channels[1], room.students[-1].token, sid, heartbeat_seconds=BEAT)
+    await elsewhere.open()
+    for p in (*joined, elsewhere):
+        await p.close()
+    await _end(live, room)
 
 
 async def test_a_slow_reader_is_cut_off_without_slowing_the_session(
