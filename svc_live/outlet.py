@@ -74,10 +74,11 @@ class Outlet:
 
     def _shed(self) -> None:
         queue = self._queue
+        before = len(queue)
         while len(queue) > 1 and (self._bytes > self._max_bytes or len(queue) > self._max_events):
             self._bytes -= len(queue.popleft())
-            self._dropped += 1
-        live_metrics.DROPPED.inc()
+        self._dropped += before - len(queue)
+        live_metrics.DROPPED.inc(before - len(queue))
 
     def send_private(self, data: bytes) -> None:
         self._private.append(data)
