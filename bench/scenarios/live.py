@@ -118,15 +118,23 @@ async def broadcast(target: str, host: str, sid: str, rate: float, seconds: floa
     return sent
 
 
-def _service_cpu(endpoints: Endpoints) -> dict[int, float]:
-    """CPU seconds so far of each live replica (found by its listening port)."""
+def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:
+    """The live replicas' processes (found by their listening ports)."""
     ports = {int(a.rsplit(":", 1)[1]) for a in endpoints.services["live"]}
-    found: dict[int, float] = {}
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid:
-            cpu = psutil.Process(conn.pid).cpu_times()
-            found[conn.pid] = cpu.user + cpu.system
-    return found
+    return [
+        psutil.Process(conn.pid)
+        for conn in psutil.net_connections("tcp")
+        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
+    ]
+
+
+def _service_cpu(endpoints: Endpoints) -> dict[int, float]:
+    """CPU seconds so far of each live replica."""
+    return {p.pid: p.cpu_times().user + p.cpu_times().system for p in _live_processes(endpoints)}
+
+
+def _service_rss(endpoints: Endpoints) -> int:
+    return sum(p.memory_info().rss for p in _live_processes(endpoints))
 
 
 def run(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
@@ -137,8 +145,10 @@ def run(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
         targets, tokens, sid,
         processes=args.processes, channels=args.channels, seconds=args.duration + 30,
     )  # fmt: skip
+    rss_before = _service_rss(endpoints)
     receivers.start()
     opened = receivers.wait_open()
+    rss_per_stream = (_service_rss(endpoints) - rss_before) / max(1, opened)
     before = _service_cpu(endpoints)
     start = time.monotonic()
     sent = asyncio.run(broadcast(targets[0], host, sid, args.rate, args.duration))
@@ -153,6 +163,7 @@ def run(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
         deliveries_per_s=round(result["deliveries"] / window, 1),
         service_cpu_cores=round(sum(after[p] - before.get(p, 0) for p in after) / window, 2),
         replicas=len(endpoints.services["live"]),
+        service_kib_per_stream=round(rss_per_stream / 1024, 1),
     )
     return result
 
