@@ -11,7 +11,7 @@ from elearn.events.v1 import live_events_pb2 as events
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.context import Caller
 from mesh.db import Database
-from mesh.errors import FailedPrecondition, NotFound, ResourceExhausted
+from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from mesh.outbox import Outbox, new_event_id
 from mesh.pagination import decode_token, encode_token
 from svc_live import repository as repo
@@ -67,6 +67,11 @@ class Sessions:
     async def schedule(
         self, caller: Caller, session: pb.LiveSession, idempotency_key: str
     ) -> pb.LiveSession:
+        if session.max_participants > self._max_participants:
+            raise InvalidArgument(
+                f"max_participants may be at most {self._max_participants}",
+                violations=[("session.max_participants", f"at most {self._max_participants}")],
+            )
         instructor_id = await self._access.instructor_of(session.course_id, caller)
         values = {
             "course_id": uuid.UUID(session.course_id),

@@ -95,27 +95,32 @@ async def open_session(endpoints: Endpoints, participants: int) -> tuple[str, st
 
 
 async def broadcast(target: str, host: str, sid: str, rate: float, seconds: float) -> int:
-    """Broadcast `t<ns>` at `rate` per second for `seconds`; returns how many were accepted."""
-    sent = 0
+    """Broadcast `t<ns>` at `rate` per second for `seconds` (open loop: a slow answer does not
+    delay the next send); returns how many were accepted."""
     async with grpc.aio.insecure_channel(target) as channel:
         live = LiveServiceStub(channel)
-        start = time.monotonic()
-        n = 0
-        while time.monotonic() - start < seconds:
-            due = start + n / rate
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
-            n += 1
+
+        async def send_one() -> bool:
             event = pb.ClientEvent(
                 client_event_id=uuid.uuid4().hex,
                 broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
             )
             try:
                 await live.Send(pb.SendRequest(session_id=sid, event=event), metadata=_auth(host))
-                sent += 1
             except grpc.aio.AioRpcError:
-                pass
-    return sent
+                return False
+            return True
+
+        start = time.monotonic()
+        sends = []
+        n = 0
+        while time.monotonic() - start < seconds:
+            due = start + n / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            n += 1
+            sends.append(asyncio.create_task(send_one()))
+        return sum(await asyncio.gather(*sends))
 
 
 def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:

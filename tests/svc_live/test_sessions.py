@@ -73,6 +73,11 @@ async def test_students_cannot_schedule_and_bad_input_names_fields(
             metadata=host.auth,
         ),
     )
+    await fails_with(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        schedule(live, host, course_id, max_participants=1001),
+        "at most 1000",
+    )
     await fails_with(grpc.StatusCode.UNAUTHENTICATED, live.GetSession(pb.GetSessionRequest()))
 
 
