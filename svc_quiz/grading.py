@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeAlias
 
 import re2
 from rapidfuzz.distance import Levenshtein
@@ -27,7 +28,7 @@ RE2_MAX_MEM = 8 << 20
 # Above this many questions a quiz is graded by a worker even when every question is cheap.
 DEFAULT_SYNC_MAX_QUESTIONS = 50
 
-Outcome = pb.QuestionOutcome
+Outcome: TypeAlias = pb.QuestionOutcome.ValueType
 CORRECT = pb.QUESTION_OUTCOME_CORRECT
 PARTIAL = pb.QUESTION_OUTCOME_PARTIALLY_CORRECT
 INCORRECT = pb.QUESTION_OUTCOME_INCORRECT
@@ -55,7 +56,7 @@ def compile_pattern(pattern: str) -> re2._Regexp:
     return re2.compile(pattern, options)
 
 
-def question_type(question: pb.Question) -> pb.QuestionType:
+def question_type(question: pb.Question) -> pb.QuestionType.ValueType:
     kind = question.WhichOneof("kind")
     return {
         "single_choice": pb.QUESTION_TYPE_SINGLE_CHOICE,

@@ -1,8 +1,9 @@
 """svc_quiz's tables, all in the `quizzes` schema.
 
-A quiz's questions and key are stored as one serialized `Quiz` message per answer-key version
-(`quiz_versions`): grading reads a whole definition at once and caches it in-process by
-(quiz_id, version), which never changes once written. A submission's answers and results are
+A quiz's settings, questions and key are stored as one serialized `Quiz` message per revision
+(`quiz_versions`; every change makes a new revision, while the contract's `version` moves only
+when questions change): grading reads a whole definition at once and caches it in-process by
+(quiz_id, revision), which never changes once written. A submission's answers and results are
 serialized messages too, so a submission is one row written by one statement.
 """
 
@@ -42,7 +43,7 @@ quizzes = Table(
     # quiz-level authoring checks and SubmissionGraded events use it without a call.
     Column("instructor_id", Uuid, nullable=False),
     Column("state", SmallInteger, nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
     Column("due_time", DateTime(timezone=True)),
     Column("create_key", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -63,10 +64,10 @@ quiz_versions = Table(
     "quiz_versions",
     metadata,
     Column("quiz_id", Uuid, ForeignKey("quizzes.id", ondelete="CASCADE"), nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
     # elearn.quiz.v1.Quiz, serialized, questions and key included.
     Column("definition", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("quiz_id", "version"),
+    PrimaryKeyConstraint("quiz_id", "revision"),
 )
 
 attempts = Table(

@@ -135,7 +135,7 @@ def test_short_answer_normalized_folds_case_width_and_spaces() -> None:
     q = _short(pb.AcceptedAnswer(text="New  York"))
     assert grading.grade_answer(q, _text("  new york ")).outcome == grading.CORRECT
     # NFKC turns full-width letters into ASCII.
-    assert grading.grade_answer(q, _text("ＮＥＷ YORK")).outcome == grading.CORRECT
+    assert grading.grade_answer(q, _text("\uff2e\uff25\uff37 YORK")).outcome == grading.CORRECT
     assert grading.grade_answer(q, _text("newyork")).outcome == grading.INCORRECT
 
 

@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("course_id", sa.Uuid(), nullable=False),
         sa.Column("instructor_id", sa.Uuid(), nullable=False),
         sa.Column("state", sa.SmallInteger(), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("due_time", tz),
         sa.Column("create_key", sa.Text(), nullable=False),
         sa.Column("created_at", tz, nullable=False, server_default=_now()),
@@ -57,9 +57,9 @@ def upgrade() -> None:
             sa.ForeignKey(f"{S}.quizzes.id", ondelete="CASCADE"),
             nullable=False,
         ),
-        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("definition", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("quiz_id", "version"),
+        sa.PrimaryKeyConstraint("quiz_id", "revision"),
         schema=S,
     )
     op.create_table(
