@@ -17,7 +17,8 @@ LOOPBACK = "127.0.0.1"
 # Service order fixes the default port of each service's first replica (user 50051 … analytics
 # 50055); further replicas add 10 per replica index (user-1 50061, live-2 50074), and metrics
 # ports sit 9000 above their gRPC port (user-0 59051).
-SERVICE_ORDER = ("user", "course", "quiz", "live", "analytics")
+# Workers (no gRPC API; they serve health only) come after the services.
+SERVICE_ORDER = ("user", "course", "quiz", "live", "analytics", "quiz-worker")
 GRPC_BASE_PORT = 50051
 REPLICA_PORT_STRIDE = 10
 METRICS_PORT_OFFSET = 9000

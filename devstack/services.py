@@ -22,7 +22,10 @@ GRPC_SERVICES: Mapping[str, str] = {
     "live": "elearn.live.v1.LiveService",
     "analytics": "elearn.analytics.v1.AnalyticsService",
 }
-assert tuple(GRPC_SERVICES) == SERVICE_ORDER
+# Worker processes: module to run. They serve gRPC health only, so readiness works the same,
+# but Envoy routes nothing to them.
+WORKERS: Mapping[str, str] = {"quiz-worker": "svc_quiz.worker"}
+assert (*GRPC_SERVICES, *WORKERS) == SERVICE_ORDER
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -40,11 +43,13 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
+    # host:port of the first course replica, for services that call CourseService.
+    course_address: str = ""
 
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", f"svc_{name}"]
+    return [sys.executable, "-m", WORKERS.get(name, f"svc_{name}")]
 
 
 def service_env(
@@ -56,7 +61,7 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of replica `index` of service `name` (the services' settings read
     exactly these names; the prefix is the service name in upper case)."""
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     env = dict(os.environ if base is None else base)
     env.update(
         {
@@ -74,6 +79,8 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if name == "quiz":
+        env["QUIZ_COURSE_ADDRESS"] = shared.course_address
     if name == "user":
         env.update(
             {

@@ -46,7 +46,7 @@ from devstack.runstate import (
     read_pids,
     write_pids,
 )
-from devstack.services import GRPC_SERVICES, HealthProbe, SharedEnv, service_env
+from devstack.services import GRPC_SERVICES, WORKERS, HealthProbe, SharedEnv, service_env
 
 __all__ = ["Endpoints", "Stack", "StackAborted", "StackConfig", "StackError", "Timeouts"]
 
@@ -123,7 +123,7 @@ class Stack:
             if self._lock is None:
                 return
             procs = list(self._procs.values())
-            services = [p for p in procs if p.name in GRPC_SERVICES]
+            services = [p for p in procs if p.name in GRPC_SERVICES or p.name in WORKERS]
             infra = [p for name in INFRA_STOP_ORDER for p in procs if p.name == name]
             others = [p for p in procs if p not in services and p not in infra]
             try:
@@ -195,6 +195,7 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
+            course_address=_first_replica(cfg, "course"),
         )
         if cfg.migrate_command is not None:
             self._migrate(database_url, self._phase(cfg.timeouts.migrate, overall))
@@ -305,6 +306,7 @@ class Stack:
                 endpoints=[(LOOPBACK, p.grpc) for p in cfg.ports.services[name][:count]],
             )
             for name, count in cfg.replicas.items()
+            if name in GRPC_SERVICES
         ]
         render = cfg.render_envoy or envoy.render_edge_config
         config_yaml = render(
@@ -428,6 +430,11 @@ class Stack:
             jwt_private_key_file=str(shared.jwt_private_key_file),
             data_dir=str(cfg.data_dir),
         )
+
+
+def _first_replica(cfg: StackConfig, name: str) -> str:
+    ports = cfg.ports.services.get(name, ())
+    return f"{LOOPBACK}:{ports[0].grpc}" if cfg.replicas.get(name) and ports else ""
 
 
 def _stop_together(procs: list[ManagedProcess], grace: float) -> None:

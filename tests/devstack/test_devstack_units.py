@@ -34,6 +34,7 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "course": 1,
         "live": 3,
         "analytics": 1,
+        "quiz-worker": 1,
     }
     with pytest.raises(StackError, match="unknown service 'video'"):
         resolve_replicas({"video": 1})
