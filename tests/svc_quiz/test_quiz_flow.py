@@ -1,0 +1,172 @@
+"""Authoring, attempts and synchronous grading on the real stack."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from elearn.quiz.v1 import quiz_service_pb2 as pb
+from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
+from tests.svc_quiz.conftest import Classroom, answer_for, choice, new_quiz
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_instructor_authors_and_publishes_a_quiz(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    draft = await new_quiz(quizzes, classroom, [choice("2+2?", 1)], publish=False)
+    assert draft.state == pb.QUIZ_STATE_DRAFT
+    assert draft.version == 1
+    assert draft.total_points == 1
+    assert draft.questions[0].question_id
+    published = await quizzes.PublishQuiz(
+        pb.PublishQuizRequest(quiz_id=draft.quiz_id), metadata=classroom.instructor.auth
+    )
+    assert published.quiz.state == pb.QUIZ_STATE_PUBLISHED
+    assert published.quiz.HasField("publish_time")
+    again = await quizzes.GetQuizDefinition(
+        pb.GetQuizDefinitionRequest(quiz_id=draft.quiz_id), metadata=classroom.instructor.auth
+    )
+    assert again.quiz.questions[0].single_choice.options[1].correct
+
+
+async def test_create_quiz_is_idempotent_on_its_key(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    request = pb.CreateQuizRequest(
+        quiz=pb.Quiz(course_id=classroom.course_id, title="Once", questions=[choice("q", 0)]),
+        idempotency_key=uuid.uuid4().hex,
+    )
+    first = await quizzes.CreateQuiz(request, metadata=classroom.instructor.auth)
+    second = await quizzes.CreateQuiz(request, metadata=classroom.instructor.auth)
+    assert first.quiz.quiz_id == second.quiz.quiz_id
+
+
+async def test_only_the_course_instructor_authors(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    other = classroom.people.make("instructor")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await quizzes.CreateQuiz(
+            pb.CreateQuizRequest(
+                quiz=pb.Quiz(course_id=classroom.course_id, title="x", questions=[choice("q", 0)]),
+                idempotency_key=uuid.uuid4().hex,
+            ),
+            metadata=other.auth,
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    quiz = await new_quiz(quizzes, classroom, [choice("q", 0)])
+    with pytest.raises(grpc.aio.AioRpcError) as key_refused:
+        await quizzes.GetQuizDefinition(
+            pb.GetQuizDefinitionRequest(quiz_id=quiz.quiz_id), metadata=other.auth
+        )
+    assert key_refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_student_takes_a_quiz_without_seeing_the_key_and_is_graded_at_once(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    quiz = await new_quiz(
+        quizzes, classroom, [choice("a", 0), choice("b", 2)], passing_score_percent=50
+    )
+    student = await classroom.student()
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key=uuid.uuid4().hex),
+        metadata=student.auth,
+    )
+    attempt = started.attempt
+    assert attempt.state == pb.ATTEMPT_STATE_IN_PROGRESS
+    assert attempt.attempt_number == 1
+    assert "correct" not in str(started)
+    assert [len(q.options) for q in attempt.questions] == [4, 4]
+    submitted = await quizzes.SubmitQuiz(
+        pb.SubmitQuizRequest(
+            quiz_id=quiz.quiz_id,
+            attempt_id=attempt.attempt_id,
+            answers=[answer_for(quiz.questions[0]), answer_for(quiz.questions[1], right=False)],
+            idempotency_key=uuid.uuid4().hex,
+        ),
+        metadata=student.auth,
+    )
+    s = submitted.submission
+    assert s.grading_status == pb.GRADING_STATUS_GRADED
+    assert (s.score, s.max_score, s.score_percent, s.passed) == (1, 2, 50, True)
+    assert [r.outcome for r in s.results] == [
+        pb.QUESTION_OUTCOME_CORRECT,
+        pb.QUESTION_OUTCOME_INCORRECT,
+    ]
+    read = await quizzes.GetSubmission(
+        pb.GetSubmissionRequest(submission_id=s.submission_id), metadata=student.auth
+    )
+    assert read.submission == s
+
+
+async def test_attempt_limit_and_resume(quizzes: QuizServiceStub, classroom: Classroom) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)], max_attempts=1)
+    student = await classroom.student()
+    first = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k1"), metadata=student.auth
+    )
+    resumed = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k2"), metadata=student.auth
+    )
+    assert resumed.attempt.attempt_id == first.attempt.attempt_id
+    await quizzes.SubmitQuiz(
+        pb.SubmitQuizRequest(
+            quiz_id=quiz.quiz_id, attempt_id=first.attempt.attempt_id, idempotency_key="s1"
+        ),
+        metadata=student.auth,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await quizzes.StartAttempt(
+            pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k3"),
+            metadata=student.auth,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_students_not_enrolled_cannot_start(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    stranger = classroom.people.make()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await quizzes.StartAttempt(
+            pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k"),
+            metadata=stranger.auth,
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_saved_answers_are_submitted_and_returned_on_resume(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0), choice("b", 1)])
+    student = await classroom.student()
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k"), metadata=student.auth
+    )
+    saved = await quizzes.SaveAnswers(
+        pb.SaveAnswersRequest(
+            attempt_id=started.attempt.attempt_id, answers=[answer_for(quiz.questions[0])]
+        ),
+        metadata=student.auth,
+    )
+    assert saved.saved_count == 1
+    resumed = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k2"), metadata=student.auth
+    )
+    assert [a.question_id for a in resumed.attempt.saved_answers] == [quiz.questions[0].question_id]
+    submitted = await quizzes.SubmitQuiz(
+        pb.SubmitQuizRequest(
+            quiz_id=quiz.quiz_id,
+            attempt_id=started.attempt.attempt_id,
+            answers=[answer_for(quiz.questions[1])],
+            idempotency_key="s",
+        ),
+        metadata=student.auth,
+    )
+    assert submitted.submission.score == 2
