@@ -7,6 +7,7 @@ submissions are accepted until the deadline plus a short grace for requests in f
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,19 +42,66 @@ class Attempts:
         courses: Courses,
         admission: Admission,
         grace_seconds: float,
+        quiz_cache_seconds: float = 1.0,
     ) -> None:
         self._db = db
         self._definitions = definitions
         self._courses = courses
         self._admission = admission
         self.grace = timedelta(seconds=grace_seconds)
+        self._quiz_ttl = quiz_cache_seconds
+        self._quizzes: dict[str, tuple[float, Any, pb.Quiz]] = {}
 
     async def _published(self, quiz_id: str) -> tuple[Any, pb.Quiz]:
+        """The published quiz's row and definition. Cached for a second: in an exam rush
+        thousands of starts read the same quiz, and a publish or change is seen a second
+        later at most (submissions are graded with the revision their attempt read)."""
+        now = time.monotonic()
+        hit = self._quizzes.get(quiz_id)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
         async with self._db.read() as conn:
             row = await repo.load_quiz(conn, quiz_id)
         if row is None or row.state != pb.QUIZ_STATE_PUBLISHED:
             raise NotFound("quiz not found")
-        return row, self._definitions.parse(quiz_id, row.revision, row.definition)
+        quiz = self._definitions.parse(quiz_id, row.revision, row.definition)
+        if len(self._quizzes) > 10_000:
+            self._quizzes.clear()
+        self._quizzes[quiz_id] = (now + self._quiz_ttl, row, quiz)
+        return row, quiz
+
+    async def admit_student(
+        self, caller: Caller, quiz_id: str, *, one_call: bool = False
+    ) -> tuple[Any, pb.Quiz]:
+        """The quiz, once the caller may start it: admission (exam starts only; a one-call
+        submission carries finished work and is never shed), published, enrolled."""
+        if not one_call:
+            await self._admission.admit()
+        row, quiz = await self._published(quiz_id)
+        standing = await self._courses.standing(str(row.course_id), caller.user_id)
+        if not standing.enrolled:
+            raise PermissionDenied("only students enrolled in the course may take its quizzes")
+        if one_call and quiz.HasField("time_limit"):
+            raise FailedPrecondition("this quiz has a time limit: call StartAttempt first")
+        return row, quiz
+
+    @staticmethod
+    def new_attempt(
+        caller: Caller, quiz_id: str, quiz: pb.Quiz, key: str, now: datetime
+    ) -> dict[str, Any]:
+        """The values of a new attempt (repo.insert_attempt numbers it)."""
+        deadline = now + quiz.time_limit.ToTimedelta() if quiz.HasField("time_limit") else None
+        return {
+            "id": uuid.uuid4(),
+            "quiz_id": quiz_id,
+            "user_id": caller.user_id,
+            "quiz_version": quiz.version,
+            "start_key": key,
+            "shuffle_seed": secrets.randbits(31),
+            "started_at": now,
+            "deadline_at": deadline,
+            "max_attempts": quiz.max_attempts,
+        }
 
     async def used(self, caller: Caller, quiz_id: str) -> tuple[int, str]:
         """The caller's attempts on the quiz and the one in progress, for GetQuiz."""
@@ -61,20 +109,9 @@ class Attempts:
             used = await repo.attempt_standing(conn, quiz_id, caller.user_id)
         return int(used.used), str(used.open_id or "")
 
-    async def start(
-        self, caller: Caller, quiz_id: str, key: str, *, require_no_limit: bool = False
-    ) -> tuple[Any, pb.Quiz]:
-        """Open (or resume) the caller's attempt; returns its row and the quiz definition.
-        Exam starts are shed while grading is backlogged; a one-call submission (no time
-        limit, `require_no_limit`) is not, since it carries finished work."""
-        if not require_no_limit:
-            await self._admission.admit()
-        row, quiz = await self._published(quiz_id)
-        standing = await self._courses.standing(str(row.course_id), caller.user_id)
-        if not standing.enrolled:
-            raise PermissionDenied("only students enrolled in the course may take its quizzes")
-        if require_no_limit and quiz.HasField("time_limit"):
-            raise FailedPrecondition("this quiz has a time limit: call StartAttempt first")
+    async def start(self, caller: Caller, quiz_id: str, key: str) -> tuple[Any, pb.Quiz]:
+        """Open (or resume) the caller's attempt; returns its row and the quiz definition."""
+        _, quiz = await self.admit_student(caller, quiz_id)
         async with self._db.read() as conn:
             earlier = await repo.attempt_by_start_key(conn, caller.user_id, key)
         if earlier is not None:
@@ -83,27 +120,13 @@ class Attempts:
             return earlier, await self._definitions.get(quiz_id, earlier.revision)
         now = datetime.now(UTC)
         refuse_if_closed(quiz, now)
-        deadline = None
-        if quiz.HasField("time_limit"):
-            deadline = now + quiz.time_limit.ToTimedelta()
         async with self._db.transaction() as conn:
             inserted = await repo.insert_attempt(
-                conn,
-                {
-                    "id": str(uuid.uuid4()),
-                    "quiz_id": quiz_id,
-                    "user_id": caller.user_id,
-                    "quiz_version": quiz.version,
-                    "start_key": key,
-                    "shuffle_seed": secrets.randbits(31),
-                    "started_at": now,
-                    "deadline_at": deadline,
-                    "max_attempts": quiz.max_attempts,
-                },
+                conn, self.new_attempt(caller, quiz_id, quiz, key, now)
             )
             found = await (
                 repo.attempt_by_start_key(conn, caller.user_id, key)
-                if inserted
+                if inserted is not None
                 else repo.open_attempt(conn, quiz_id, caller.user_id)
             )
         if found is None:

@@ -178,15 +178,16 @@ _INSERT_ATTEMPT = text(
     FROM attempts WHERE quiz_id = :quiz_id AND user_id = :user_id
     HAVING :max_attempts = 0 OR count(*) < :max_attempts
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING attempt_number
     """
 )
 
 
-async def insert_attempt(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
-    """Open an attempt numbered after the student's others, unless the limit is reached or
-    another attempt is open or the start key was used (False then)."""
-    return (await conn.execute(_INSERT_ATTEMPT, dict(values))).first() is not None
+async def insert_attempt(conn: AsyncConnection, values: Mapping[str, Any]) -> int | None:
+    """Open an attempt numbered after the student's others and return its number; None when
+    the limit is reached, another attempt is open or the start key was used."""
+    row = (await conn.execute(_INSERT_ATTEMPT, dict(values))).first()
+    return int(row.attempt_number) if row else None
 
 
 _ATTEMPT = """

@@ -54,7 +54,12 @@ async def serve() -> None:
                 settings.backlog_refresh_seconds,
             )
             attempts = Attempts(
-                db, definitions, courses, admission, settings.deadline_grace_seconds
+                db,
+                definitions,
+                courses,
+                admission,
+                settings.deadline_grace_seconds,
+                settings.quiz_cache_seconds,
             )
             grades = GradeWriter(db, definitions, events, bus)
             submissions = Submissions(

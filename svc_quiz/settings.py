@@ -20,6 +20,9 @@ class QuizSettings(MeshSettings):
     # CheckEnrollment answers are cached in-process this long: an exam start makes one call
     # per student, not one per request; an unenrolment takes at most this long to bite.
     enrollment_cache_seconds: float = 30.0
+    # A published quiz read by StartAttempt/SubmitQuiz is reused this long in-process: an
+    # exam start reads it once per second, not once per student; edits show this much later.
+    quiz_cache_seconds: float = 1.0
     # Submissions arriving this long after an attempt's deadline are still accepted (a
     # request in flight when the clock ran out).
     deadline_grace_seconds: float = 10.0

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from mesh.bus import Bus
 from mesh.context import Caller
@@ -34,6 +36,11 @@ from svc_quiz.definitions import Definitions
 from svc_quiz.grades import GradeWriter, answers_digest, job
 from svc_quiz.grading_queue import changed_subject
 from svc_quiz.repository import JOB_SUBJECT
+
+
+class _NotInserted(Exception):
+    """Rolls back a one-call submission that met an earlier attempt or submission."""
+
 
 TERMINAL = (
     pb.GRADING_STATUS_GRADED,
@@ -74,9 +81,7 @@ class Submissions:
                 raise NotFound("attempt not found")
             quiz = await self._definitions.get(quiz_id, row.revision)
         else:
-            row, quiz = await self._attempts.start(
-                caller, quiz_id, f"submit:{key}", require_no_limit=True
-            )
+            return await self._submit_in_one_call(caller, quiz_id, key, list(request.answers))
         check.answers(quiz, list(request.answers))
         given = list(request.answers)
         digest = answers_digest(given)
@@ -89,6 +94,47 @@ class Submissions:
         values = self._values(row, quiz, merged_answers(row, given), key, digest, now)
         if not await self._insert(values, quiz, row):
             return await self._repeat(caller, key, digest, quiz)
+        out = views.submission(SimpleNamespace(**values, failure_reason=""))
+        return views.withhold_for_student(out, quiz, now)
+
+    async def _submit_in_one_call(
+        self, caller: Caller, quiz_id: str, key: str, given: list[pb.Answer]
+    ) -> pb.Submission:
+        """A quiz without a time limit: open an attempt and submit it in one transaction
+        (attempt insert, submission insert, outbox row)."""
+        head, quiz = await self._attempts.admit_student(caller, quiz_id, one_call=True)
+        check.answers(quiz, given)
+        digest = answers_digest(given)
+        now = datetime.now(UTC)
+        refuse_if_closed(quiz, now)
+        attempt = self._attempts.new_attempt(caller, quiz_id, quiz, f"submit:{key}", now)
+        values: dict[str, Any] | None = None
+        try:
+            async with self._db.transaction() as conn:
+                number = await repo.insert_attempt(conn, attempt)
+                if number is None:
+                    raise _NotInserted
+                row = SimpleNamespace(
+                    id=attempt["id"],
+                    quiz_id=head.id,
+                    course_id=head.course_id,
+                    user_id=caller.user_id,
+                    attempt_number=number,
+                    instructor_id=head.instructor_id,
+                )
+                values = self._values(row, quiz, given, key, digest, now)
+                if not await repo.insert_submission(conn, values):
+                    raise _NotInserted
+                await self._record(conn, values, quiz, row)
+        except _NotInserted:
+            async with self._db.read() as conn:
+                existing = await repo.submission_by_key(conn, caller.user_id, key)
+            if existing is None:
+                raise FailedPrecondition(
+                    "another attempt at this quiz is in progress, or every attempt is used"
+                ) from None
+            return await self._repeat(caller, key, digest, quiz)
+        self._events.notify()
         out = views.submission(SimpleNamespace(**values, failure_reason=""))
         return views.withhold_for_student(out, quiz, now)
 
@@ -152,19 +198,24 @@ class Submissions:
         async with self._db.transaction() as conn:
             if not await repo.insert_submission(conn, values):
                 return False
-            status = values["grading_status"]
-            if status == pb.GRADING_STATUS_GRADED:
-                results = list(pb.Submission.FromString(values["results"]).results)
-                await self._grades.add_graded_event(
-                    conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
-                )
-            elif status == pb.GRADING_STATUS_PENDING:
-                sid = str(values["id"])
-                await self._events.add(conn, JOB_SUBJECT, str(uuid.uuid4()), job(sid))
-            else:
-                return True
+            await self._record(conn, values, quiz, row)
         self._events.notify()
         return True
+
+    async def _record(
+        self, conn: AsyncConnection, values: dict[str, Any], quiz: pb.Quiz, row: Any
+    ) -> None:
+        """The outbox row of a new submission: its SubmissionGraded event when graded inline,
+        its grading job when queued (essays waiting for the instructor need neither)."""
+        status = values["grading_status"]
+        if status == pb.GRADING_STATUS_GRADED:
+            results = list(pb.Submission.FromString(values["results"]).results)
+            await self._grades.add_graded_event(
+                conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
+            )
+        elif status == pb.GRADING_STATUS_PENDING:
+            sid = str(values["id"])
+            await self._events.add(conn, JOB_SUBJECT, str(uuid.uuid4()), job(sid))
 
     async def _repeat(
         self, caller: Caller, key: str, digest: bytes, quiz: pb.Quiz
@@ -324,15 +375,8 @@ class Submissions:
                     row.deadline_at,
                 )  # fmt: skip
                 values["submitted_at"] = datetime.now(UTC)
-                await repo.insert_submission(conn, values)
-                if values["grading_status"] == pb.GRADING_STATUS_GRADED:
-                    results = list(pb.Submission.FromString(values["results"]).results)
-                    await self._grades.add_graded_event(
-                        conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
-                    )
-                elif values["grading_status"] == pb.GRADING_STATUS_PENDING:
-                    sid = str(values["id"])
-                    await self._events.add(conn, JOB_SUBJECT, str(uuid.uuid4()), job(sid))
+                if await repo.insert_submission(conn, values):
+                    await self._record(conn, values, quiz, row)
         if handled:
             self._events.notify()
         return handled

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import grpc
+import psycopg
 import pytest
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
@@ -170,3 +173,80 @@ async def test_saved_answers_are_submitted_and_returned_on_resume(
         metadata=student.auth,
     )
     assert submitted.submission.score == 2
+
+
+async def test_submit_without_attempt_opens_and_submits_in_one_call(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    student = await classroom.student()
+    request = pb.SubmitQuizRequest(
+        quiz_id=quiz.quiz_id, answers=[answer_for(quiz.questions[0])], idempotency_key="once"
+    )
+    first = await quizzes.SubmitQuiz(request, metadata=student.auth)
+    again = await quizzes.SubmitQuiz(request, metadata=student.auth)
+    assert first.submission.grading_status == pb.GRADING_STATUS_GRADED
+    assert first.submission.score == 1
+    assert again.submission == first.submission
+    timed = await new_quiz(quizzes, classroom, [choice("a", 0)], time_limit={"seconds": 600})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await quizzes.SubmitQuiz(
+            pb.SubmitQuizRequest(quiz_id=timed.quiz_id, idempotency_key="k"), metadata=student.auth
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_server_enforces_the_deadline_plus_grace(
+    quizzes: QuizServiceStub, classroom: Classroom, sql: psycopg.Connection
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)], time_limit={"seconds": 600})
+    student = await classroom.student()
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k"), metadata=student.auth
+    )
+    assert started.attempt.HasField("deadline_time")
+    # The attempt's clock ran out a minute ago (beyond the 10 s grace).
+    sql.execute(
+        "UPDATE quizzes.attempts SET deadline_at = now() - interval '1 minute' WHERE id = %s",
+        (started.attempt.attempt_id,),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await quizzes.SubmitQuiz(
+            pb.SubmitQuizRequest(
+                quiz_id=quiz.quiz_id, attempt_id=started.attempt.attempt_id, idempotency_key="s"
+            ),
+            metadata=student.auth,
+        )
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_expired_attempt_is_submitted_with_its_saved_answers(
+    quizzes: QuizServiceStub, classroom: Classroom, sql: psycopg.Connection
+) -> None:
+    quiz = await new_quiz(
+        quizzes, classroom, [choice("a", 0), choice("b", 1)], time_limit={"seconds": 600}
+    )
+    student = await classroom.student()
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="k"), metadata=student.auth
+    )
+    await quizzes.SaveAnswers(
+        pb.SaveAnswersRequest(
+            attempt_id=started.attempt.attempt_id, answers=[answer_for(quiz.questions[0])]
+        ),
+        metadata=student.auth,
+    )
+    sql.execute(
+        "UPDATE quizzes.attempts SET deadline_at = now() - interval '1 minute' WHERE id = %s",
+        (started.attempt.attempt_id,),
+    )
+    deadline = time.monotonic() + 30
+    mine = pb.ListMySubmissionsResponse()
+    while time.monotonic() < deadline and not mine.submissions:
+        mine = await quizzes.ListMySubmissions(
+            pb.ListMySubmissionsRequest(quiz_id=quiz.quiz_id), metadata=student.auth
+        )
+        if not mine.submissions:
+            await asyncio.sleep(0.2)
+    assert [s.attempt_id for s in mine.submissions] == [started.attempt.attempt_id]
+    assert mine.submissions[0].score == 1
