@@ -60,7 +60,8 @@ class Worker:
         while True:
             try:
                 msgs = await psub.fetch(self._batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # An idle queue; nats-py raises either kind depending on where the wait ended.
                 continue
             await asyncio.gather(*(self.handle(m) for m in msgs))
 
