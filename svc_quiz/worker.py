@@ -63,6 +63,11 @@ class Worker:
             except (nats.errors.TimeoutError, TimeoutError):
                 # An idle queue; nats-py raises either kind depending on where the wait ended.
                 continue
+            except nats.errors.Error as exc:
+                # Reconnecting or draining: jobs wait in the stream meanwhile.
+                log.warning("fetching grading jobs failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
             await asyncio.gather(*(self.handle(m) for m in msgs))
 
     async def _keep_alive(self, msg: Msg) -> None:
