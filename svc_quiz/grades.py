@@ -20,7 +20,7 @@ from mesh.bus import Bus
 from mesh.db import Database
 from mesh.outbox import Outbox, new_event_id
 from svc_quiz import grading, views
-from svc_quiz import repository as repo
+from svc_quiz import submission_repository as srepo
 from svc_quiz.definitions import Definitions
 from svc_quiz.grading_queue import changed_subject
 
@@ -126,7 +126,7 @@ class GradeWriter:
             "seen_status": row.grading_status,
             "seen_grade_version": row.grade_version,
         }
-        version = await repo.finish_grade(conn, values)
+        version = await srepo.finish_grade(conn, values)
         if version is None:
             return False
         if final:
@@ -148,7 +148,7 @@ class GradeWriter:
         """Grade one queued submission; False when there was nothing to do (already graded,
         or someone else was first)."""
         async with self._db.read() as conn:
-            row = await repo.submission(conn, submission_id)
+            row = await srepo.submission(conn, submission_id)
         if row is None or row.grading_status not in (
             pb.GRADING_STATUS_PENDING,
             pb.GRADING_STATUS_REGRADING,
@@ -177,7 +177,7 @@ class GradeWriter:
 
     async def fail(self, submission_id: str, reason: str) -> bool:
         async with self._db.transaction() as conn:
-            failed = await repo.mark_failed(conn, submission_id, reason)
+            failed = await srepo.mark_failed(conn, submission_id, reason)
         if failed:
             await self.announce(submission_id)
         return failed

@@ -29,6 +29,7 @@ from mesh.outbox import Outbox
 from mesh.pagination import decode_token, encode_token, page_size
 from svc_quiz import grading, views
 from svc_quiz import repository as repo
+from svc_quiz import submission_repository as srepo
 from svc_quiz import validation as check
 from svc_quiz.attempts import Attempts, merged_answers, refuse_if_closed
 from svc_quiz.authoring import may_author
@@ -123,12 +124,12 @@ class Submissions:
                     instructor_id=head.instructor_id,
                 )
                 values = self._values(row, quiz, given, key, digest, now)
-                if not await repo.insert_submission(conn, values):
+                if not await srepo.insert_submission(conn, values):
                     raise _NotInserted
                 await self._record(conn, values, quiz, row)
         except _NotInserted:
             async with self._db.read() as conn:
-                existing = await repo.submission_by_key(conn, caller.user_id, key)
+                existing = await srepo.submission_by_key(conn, caller.user_id, key)
             if existing is None:
                 raise FailedPrecondition(
                     "another attempt at this quiz is in progress, or every attempt is used"
@@ -196,7 +197,7 @@ class Submissions:
 
     async def _insert(self, values: dict[str, Any], quiz: pb.Quiz, row: Any) -> bool:
         async with self._db.transaction() as conn:
-            if not await repo.insert_submission(conn, values):
+            if not await srepo.insert_submission(conn, values):
                 return False
             await self._record(conn, values, quiz, row)
         self._events.notify()
@@ -222,7 +223,7 @@ class Submissions:
     ) -> pb.Submission:
         """The answer to a repeated SubmitQuiz: the same submission, or a refusal."""
         async with self._db.read() as conn:
-            existing = await repo.submission_by_key(conn, caller.user_id, key)
+            existing = await srepo.submission_by_key(conn, caller.user_id, key)
         if existing is None:
             raise FailedPrecondition("the attempt was already submitted or has expired")
         if bytes(existing.answers_digest) != digest:
@@ -232,7 +233,7 @@ class Submissions:
     async def _readable(self, caller: Caller, submission_id: str) -> tuple[Any, pb.Quiz, bool]:
         sid = check.uuid_field(submission_id, "submission_id")
         async with self._db.read() as conn:
-            row = await repo.submission(conn, sid)
+            row = await srepo.submission(conn, sid)
         if row is None:
             raise NotFound("submission not found")
         author = may_author(caller, row.instructor_id)
@@ -256,7 +257,7 @@ class Submissions:
         size = min(request.page_size or 20, 100) if request.page_size >= 0 else page_size(-1)
         after = decode_token(request.page_token, 2)
         async with self._db.read() as conn:
-            rows = await repo.list_user_submissions(
+            rows = await srepo.list_user_submissions(
                 conn, caller.user_id, quiz_id, course_id, after, size + 1
             )
         out = []
@@ -281,7 +282,7 @@ class Submissions:
                 raise NotFound("quiz not found")
             if not may_author(caller, head.instructor_id):
                 raise PermissionDenied("only the course's instructor may list its submissions")
-            rows = await repo.list_quiz_submissions(
+            rows = await srepo.list_quiz_submissions(
                 conn, quiz_id, request.grading_status, after, size + 1
             )
         out = [views.submission(r, with_answers=False) for r in rows[:size]]
@@ -296,14 +297,14 @@ class Submissions:
         if request.idempotency_key:
             check.idempotency_key(request.idempotency_key)
         async with self._db.transaction() as conn:
-            row = await repo.submission(conn, sid, lock=True)
+            row = await srepo.submission(conn, sid, lock=True)
             if row is None:
                 raise NotFound("submission not found")
             if not may_author(caller, row.instructor_id):
                 raise PermissionDenied("only the course's instructor may grade this submission")
             quiz = await self._definitions.get(str(row.quiz_id), row.revision)
             check.manual_grades(quiz, list(request.grades))
-            repeated = request.idempotency_key and not await repo.claim_manual_key(
+            repeated = request.idempotency_key and not await srepo.claim_manual_key(
                 conn, sid, request.idempotency_key
             )
             if not repeated:
@@ -322,7 +323,7 @@ class Submissions:
         if not author:
             raise PermissionDenied("only the course's instructor may retry grading")
         async with self._db.transaction() as conn:
-            queued = await repo.retry_failed(conn, str(row.id))
+            queued = await srepo.retry_failed(conn, str(row.id))
         if queued:
             self._events.notify()
             await self._grades.announce(str(row.id))
@@ -375,7 +376,7 @@ class Submissions:
                     row.deadline_at,
                 )  # fmt: skip
                 values["submitted_at"] = datetime.now(UTC)
-                if await repo.insert_submission(conn, values):
+                if await srepo.insert_submission(conn, values):
                     await self._record(conn, values, quiz, row)
         if handled:
             self._events.notify()

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from svc_quiz import repository as repo
+from svc_quiz import submission_repository as srepo
 
 POPULATE = [
     """
@@ -83,14 +84,14 @@ def plan(sql: psycopg.Connection, statement: str, params: dict[str, Any]) -> str
 
 async def test_my_submissions_use_the_user_index(populated: psycopg.Connection) -> None:
     rec = Recorder()
-    await repo.list_user_submissions(rec, ident("xu", 7), None, None, None, 21)  # type: ignore[arg-type]
+    await srepo.list_user_submissions(rec, ident("xu", 7), None, None, None, 21)  # type: ignore[arg-type]
     assert "ix_submissions_user_time" in plan(populated, *rec.statements[0])
 
 
 async def test_quiz_submissions_use_the_quiz_index(populated: psycopg.Connection) -> None:
     rec = Recorder()
-    await repo.list_quiz_submissions(rec, ident("xq", 3), 0, None, 101)  # type: ignore[arg-type]
-    await repo.list_quiz_submissions(rec, ident("xq", 3), 2, None, 101)  # type: ignore[arg-type]
+    await srepo.list_quiz_submissions(rec, ident("xq", 3), 0, None, 101)  # type: ignore[arg-type]
+    await srepo.list_quiz_submissions(rec, ident("xq", 3), 2, None, 101)  # type: ignore[arg-type]
     assert "ix_submissions_quiz_time" in plan(populated, *rec.statements[0])
     # Filtered by a rare status, the status index is the cheaper way in; never a full scan.
     filtered = plan(populated, *rec.statements[1])

@@ -14,6 +14,7 @@ import nats
 import psycopg
 import pytest
 import pytest_asyncio
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.wrappers_pb2 import StringValue
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -185,7 +186,7 @@ async def test_changing_the_key_regrades_submissions_in_the_background(
     changed.CopyFrom(quiz)
     changed.questions[0].short_answer.accepted_answers[0].text = "Lyon"
     updated = await quizzes.UpdateQuiz(
-        pb.UpdateQuizRequest(quiz=changed, update_mask={"paths": ["questions"]}),
+        pb.UpdateQuizRequest(quiz=changed, update_mask=FieldMask(paths=["questions"])),
         metadata=classroom.instructor.auth,
     )
     assert updated.quiz.version == 2

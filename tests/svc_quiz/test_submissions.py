@@ -33,7 +33,7 @@ async def _start(quizzes: QuizServiceStub, quiz: pb.Quiz, who: Person) -> pb.Att
 def _fields(error: grpc.aio.AioRpcError) -> list[str]:
     status = rpc_status.from_call(error)
     assert status is not None
-    out = []
+    out: list[str] = []
     for detail in status.details:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):
