@@ -1,5 +1,6 @@
-"""The five services: what each is called, the environment each process gets, and how the
-launcher tells that a replica is ready (the standard gRPC health service says SERVING)."""
+"""The services (listed once, in mesh.platform): what each is called, the environment each
+process gets, and how the launcher tells that a replica is ready (the standard gRPC health
+service says SERVING)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.ports import LOOPBACK, SERVICE_ORDER, ServicePorts
+from devstack.ports import LOOPBACK, ServicePorts
+from mesh.platform import BY_NAME, SERVICES
 
-# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them.
-GRPC_SERVICES: Mapping[str, str] = {
-    "user": "elearn.user.v1.UserService",
-    "course": "elearn.course.v1.CourseService",
-    "quiz": "elearn.quiz.v1.QuizService",
-    "live": "elearn.live.v1.LiveService",
-    "analytics": "elearn.analytics.v1.AnalyticsService",
-}
-assert tuple(GRPC_SERVICES) == SERVICE_ORDER
+# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them
+# (derived from mesh.platform, the one list).
+GRPC_SERVICES: Mapping[str, str] = {s.name: s.grpc_service for s in SERVICES}
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -44,7 +40,7 @@ class SharedEnv:
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", f"svc_{name}"]
+    return [sys.executable, "-m", BY_NAME[name].module]
 
 
 def service_env(
