@@ -20,12 +20,25 @@ LOCAL_REPLY_CODES = {
     504: code_pb2.DEADLINE_EXCEEDED,
 }
 UNKNOWN = code_pb2.UNKNOWN
+# What a caller refused by the sign-in rate limit reads (the only 429 Envoy answers itself).
+RATE_LIMITED_MESSAGE = "too many sign-in requests at this edge; retry in a second"
 
 
 def json_local_replies() -> dict[str, Any]:
     """Errors Envoy itself answers (unknown path, bad query or JSON, body too large, no
     upstream) reach JSON callers in the shape of the services' errors: {"code", "message"}.
     gRPC and gRPC-Web callers keep grpc-status and grpc-message."""
+    grpc_caller = {
+        "and_filter": {
+            "filters": [
+                {"header_filter": {"header": h}}
+                for h in (
+                    {"name": "x-envoy-original-path", "present_match": False},
+                    {"name": "content-type", "string_match": {"prefix": "application/grpc"}},
+                )
+            ]
+        }
+    }
     json_caller = {
         "or_filter": {
             "filters": [
@@ -42,7 +55,33 @@ def json_local_replies() -> dict[str, Any]:
             ]
         }
     }
-    mappers = [
+    # The rate limiter's 429 reaches a gRPC-Web caller as HTTP 429 with a text body, which
+    # the grpc_web filter turns into UNAVAILABLE (Envoy's mapping of 429, and a status clients
+    # retry at once). A trailers-only gRPC answer says RESOURCE_EXHAUSTED to gRPC-Web and native
+    # gRPC callers alike.
+    mappers: list[dict[str, Any]] = [
+        {
+            "filter": {"and_filter": {"filters": [grpc_caller, _status_is(429)]}},
+            "status_code": 200,
+            "body": {"inline_string": ""},
+            "headers_to_add": [
+                {
+                    "header": {"key": "grpc-status", "value": str(code_pb2.RESOURCE_EXHAUSTED)},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+                {
+                    "header": {"key": "grpc-message", "value": RATE_LIMITED_MESSAGE},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+            ],
+        },
+        {
+            "filter": {"and_filter": {"filters": [json_caller, _status_is(429)]}},
+            "body": {"inline_string": RATE_LIMITED_MESSAGE},
+            "body_format_override": _status_body(code_pb2.RESOURCE_EXHAUSTED),
+        },
+    ]
+    mappers += [
         {
             "filter": {"and_filter": {"filters": [json_caller, _status_is(http_status)]}},
             "body_format_override": _status_body(code),
