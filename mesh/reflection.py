@@ -6,6 +6,10 @@ not a method's full name: `grpcurl describe elearn.user.v1.UserService.Login` an
 found". gRPC's reflection spec counts methods as symbols (the C++ and Go servers resolve them),
 so a name that is not found is retried as `<service>.<method>`: when the service is known and
 has that method, the answer is the service's file.
+
+It overrides `_file_containing_symbol`, the lookup hook grpcio-reflection's servicers share
+(pinned exactly in pyproject.toml); tests/edge/test_reflection.py runs grpcurl against it, so
+an upgrade that moves the hook fails there.
 """
 
 from __future__ import annotations
