@@ -13,6 +13,7 @@ import psycopg
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from svc_course.seed import parse, plan
 
 
 def test_seed_arguments_are_checked() -> None:
@@ -41,17 +42,23 @@ async def test_seed_makes_consistent_searchable_rows(
     assert proc.returncode == 0, err.decode()
     stdout = out.decode()
     assert "seeded 40 courses, 80 videos, 60 enrollments" in stdout
+    # The same arguments plan the same rows, so the check covers exactly what this run made.
+    seeded = [row["id"] for row in plan(parse(argv[3:]))["courses"]]
     mismatched = sql.execute(
         """
         SELECT count(*) FROM courses.courses c
-        WHERE c.video_count <> (SELECT count(*) FROM courses.videos v WHERE v.course_id = c.id)
+        WHERE c.id = ANY(%s)
+          AND (c.video_count <> (SELECT count(*) FROM courses.videos v WHERE v.course_id = c.id)
            OR c.total_duration_seconds <> (SELECT coalesce(sum(duration_seconds), 0)
                                            FROM courses.videos v WHERE v.course_id = c.id)
            OR c.enrollment_count <> (SELECT count(*) FROM courses.enrollments e
-                                     WHERE e.course_id = c.id AND e.state = 'active')
-        """
+                                     WHERE e.course_id = c.id AND e.state = 'active'))
+        """,
+        (seeded,),
     ).fetchone()
     assert mismatched == (0,)
+    present = sql.execute("SELECT count(*) FROM courses.courses WHERE id = ANY(%s)", (seeded,))
+    assert present.fetchone() == (40,)
     example = stdout.split("e.g. course ", 1)[1]
     course_id, title = example.split(" ", 1)
     title = title.strip().removeprefix("(").removesuffix(")").strip("'\"")
