@@ -12,3 +12,14 @@ from mesh.config import MeshSettings
 class CourseSettings(MeshSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore", populate_by_name=True)
     service: ClassVar[str] = "course"
+
+    # Cache TTLs from the review (M1); writes invalidate sooner, the TTL only bounds a miss.
+    course_cache_ttl_seconds: int = 3600
+    video_cache_ttl_seconds: int = 24 * 3600
+    enrollment_cache_ttl_seconds: int = 300
+    # Search result pages; catalog changes invalidate them at once (see svc_course.lookups).
+    search_cache_ttl_seconds: int = 60
+    # Write-behind progress (S1): how often pending samples are flushed to Postgres, and the
+    # most rows one flush statement carries.
+    progress_flush_interval_seconds: float = 5.0
+    progress_flush_batch: int = 1000
