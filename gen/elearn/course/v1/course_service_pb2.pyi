@@ -1738,6 +1738,7 @@ class VideoProgress(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FURTHEST_POSITION_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Viewer's user id (UUID)."""
     video_id: _builtins.str
@@ -1762,6 +1763,10 @@ class VideoProgress(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Player's clock time of the newest update applied."""
 
+    @_builtins.property
+    def furthest_position(self) -> _duration_pb2.Duration:
+        """Furthest playback position ever reached; never decreases (drop-off analytics)."""
+
     def __init__(
         self,
         *,
@@ -1773,10 +1778,11 @@ class VideoProgress(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         completed: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        furthest_position: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "furthest_position", b"furthest_position", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "duration", b"duration", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "duration", b"duration", "furthest_position", b"furthest_position", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
