@@ -1,0 +1,247 @@
+"""Unflushed video progress in the state Valkey: one hash per (viewer, video), a dirty set the
+flushers drain, and a lease set that keeps a claimed sample safe until its flush commits.
+
+Every field merges as a join (watched and furthest by max, position by newest client time,
+completion once set stays set), so applying a sample twice, or merging the Postgres row back
+in, never moves progress backwards. That is what makes retries, re-flushes after a crash and
+seeding a hash from Postgres all safe.
+
+Keys (single Valkey server: the claim and ack scripts touch hashes named from set members,
+which a cluster would need hash tags for):
+  vp:<user>:<video>   hash p (position ms), w (watched ms), f (furthest ms), t (client time ms),
+                      ca (completed at, ms; 0 = not yet), c (course id), d (duration ms),
+                      u (server time of the last sample, ms)
+  vp:dirty            set of "<user>:<video>" written since their last claim
+  vp:flushing         sorted set of claimed members; score = lease token (see `claim`)
+  vp:enr:<user>:<course>  "1" while the enrollment is known active (TTL)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+PREFIX = "vp:"
+DIRTY = "vp:dirty"
+FLUSHING = "vp:flushing"
+
+# Returns {status, p, w, f, t, ca, u}: status 1 = applied, -1 = enrollment not known (nothing
+# written), -2 = no hash yet and no seed given (nothing written; seed it from Postgres).
+_UPDATE = """
+if ARGV[8] == '0' then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+else
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[8])
+end
+local cur = redis.call('HMGET', KEYS[1], 'p', 'w', 'f', 't', 'ca')
+if not cur[2] then
+  if ARGV[9] == '0' then return {-2} end
+  cur = {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}
+end
+local p, w, f, t, ca = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3]),
+  tonumber(cur[4]), tonumber(cur[5])
+local pos, watched, ct, now, d = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), tonumber(ARGV[7])
+if ct >= t then p = pos; t = ct end
+if watched > w then w = watched end
+if pos > f then f = pos end
+if ca == 0 and d > 0 and w * 10 >= d * 9 then ca = now end
+redis.call('HSET', KEYS[1], 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', ARGV[6], 'd', d,
+  'u', now)
+redis.call('PERSIST', KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return {1, p, w, f, t, ca, now}
+"""
+
+# Claims up to ARGV[3] members: first those whose lease expired (a flusher died or stalled),
+# then fresh ones from the dirty set. Returns the lease token, then per member its name and
+# hash fields, read in the same atomic step as the claim.
+_CLAIM = """
+local limit = tonumber(ARGV[3])
+local members = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, limit)
+if #members < limit then
+  local fresh = redis.call('SPOP', KEYS[1], limit - #members)
+  for _, m in ipairs(fresh) do table.insert(members, m) end
+end
+local out = {ARGV[2]}
+for _, m in ipairs(members) do
+  redis.call('ZADD', KEYS[2], ARGV[2], m)
+  local h = redis.call('HMGET', ARGV[4] .. m, 'c', 'p', 'w', 'f', 't', 'ca', 'u', 'd')
+  table.insert(out, m)
+  for i = 1, 8 do table.insert(out, h[i] or '') end
+end
+return out
+"""
+
+# After the commit: drop our leases (not one another flusher re-took after ours expired) and
+# let a hash with no newer sample expire after ARGV[2] seconds; one written meanwhile is back
+# in the dirty set and stays persistent.
+_ACK = """
+local token = tonumber(ARGV[1])
+local n = 0
+for i = 3, #ARGV do
+  local m = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[2], m)
+  if score and tonumber(score) == token then
+    redis.call('ZREM', KEYS[2], m)
+    score = false
+    n = n + 1
+  end
+  if not score and redis.call('SISMEMBER', KEYS[1], m) == 0 then
+    redis.call('EXPIRE', KEYS[3] .. m, ARGV[2])
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One viewer's merged progress on one video, times in ms since the epoch."""
+
+    position_ms: int
+    watched_ms: int
+    furthest_ms: int
+    client_time_ms: int
+    completed_at_ms: int  # 0 until the completion threshold is reached
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """The Postgres row merged into a new hash, so its history is not forgotten."""
+
+    position_ms: int = 0
+    watched_ms: int = 0
+    furthest_ms: int = 0
+    client_time_ms: int = 0
+    completed_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    member: str
+    user_id: str
+    video_id: str
+    course_id: str
+    duration_ms: int
+    stored: Stored
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    token: str
+    # Every member claimed; `samples` leaves out any whose hash was gone.
+    members: list[str]
+    samples: list[Claimed]
+
+
+class EnrollmentUnknown(Exception):
+    """The enrollment mark is absent: check Postgres, then retry with `enrollment_ttl`."""
+
+
+class NotSeeded(Exception):
+    """No hash yet: read the Postgres row, then retry with `seed`."""
+
+
+def member(user_id: str, video_id: str) -> str:
+    return f"{user_id}:{video_id}"
+
+
+class ProgressState:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._update = client.register_script(_UPDATE)
+        self._claim = client.register_script(_CLAIM)
+        self._ack = client.register_script(_ACK)
+
+    async def apply(
+        self,
+        *,
+        user_id: str,
+        video_id: str,
+        course_id: str,
+        duration_ms: int,
+        position_ms: int,
+        watched_ms: int,
+        client_time_ms: int,
+        now_ms: int,
+        enrollment_ttl: int = 0,
+        seed: Seed | None = None,
+    ) -> Stored:
+        """Merge one sample in one round trip. `enrollment_ttl` 0 requires the enrollment mark
+        to exist; > 0 (the caller checked Postgres) sets it for that many seconds."""
+        m = member(user_id, video_id)
+        s = seed or Seed()
+        reply = await self._update(
+            keys=[PREFIX + m, f"{PREFIX}enr:{user_id}:{course_id}", DIRTY],
+            args=[
+                m, position_ms, watched_ms, client_time_ms, now_ms, course_id, duration_ms,
+                enrollment_ttl, 0 if seed is None else 1,
+                s.position_ms, s.watched_ms, s.furthest_ms, s.client_time_ms, s.completed_at_ms,
+            ],
+        )  # fmt: skip
+        status = int(reply[0])
+        if status == -1:
+            raise EnrollmentUnknown
+        if status == -2:
+            raise NotSeeded
+        return Stored(*(int(x) for x in reply[1:7]))
+
+    async def forget_enrollment(self, user_id: str, course_id: str) -> None:
+        """Drop the enrollment mark (call on unenroll) so the next sample re-checks Postgres."""
+        await self._client.delete(f"{PREFIX}enr:{user_id}:{course_id}")
+
+    async def read_many(self, pairs: list[tuple[str, str]]) -> list[Stored | None]:
+        """The unflushed-or-kept progress for each (user, video), None where Valkey has none."""
+        if not pairs:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for user_id, video_id in pairs:
+                pipe.hmget(PREFIX + member(user_id, video_id), "p", "w", "f", "t", "ca", "u")
+            replies = await pipe.execute()
+        return [
+            None if h[1] is None else Stored(*(int(x or 0) for x in h))  # type: ignore[misc]
+            for h in replies
+        ]
+
+    async def claim(self, *, now_ms: int, lease_ms: int, limit: int) -> Claim:
+        # The token is the lease's expiry in µs plus a random tail, so two flushers claiming in
+        # the same millisecond still hold different tokens (exact below 2**53 as a double).
+        token = (now_ms + lease_ms) * 1000 + random.randrange(1000)
+        reply = await self._claim(
+            keys=[DIRTY, FLUSHING], args=[now_ms * 1000, token, limit, PREFIX]
+        )
+        samples: list[Claimed] = []
+        members: list[str] = []
+        for i in range(1, len(reply), 9):
+            name = _text(reply[i])
+            members.append(name)
+            course, p, w, f, t, ca, u, d = (_text(x) for x in reply[i + 1 : i + 9])
+            user_id, _, video_id = name.partition(":")
+            if not course:
+                continue  # no hash behind the member: nothing to write
+            stored = Stored(int(p), int(w), int(f), int(t), int(ca or 0), int(u or 0))
+            samples.append(Claimed(name, user_id, video_id, course, int(d or 0), stored))
+        return Claim(_text(reply[0]), members, samples)
+
+    async def ack(self, claim: Claim, keep_seconds: int) -> int:
+        """Release the claim after its flush committed; returns how many leases were ours."""
+        if not claim.members:
+            return 0
+        reply = await self._ack(
+            keys=[DIRTY, FLUSHING, PREFIX], args=[claim.token, keep_seconds, *claim.members]
+        )
+        return int(reply)
+
+    async def dirty(self) -> int:
+        """Samples written since their last claim."""
+        return int(await self._client.scard(DIRTY))
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
