@@ -67,7 +67,7 @@ class Progress:
             db,
             self._state,
             outbox,
-            interval_seconds=settings.flush_interval_seconds,
+            interval_seconds=settings.progress_flush_interval_seconds,
             batch_size=settings.progress_flush_batch,
             lease_seconds=settings.progress_flush_lease_seconds,
             keep_seconds=settings.progress_keep_seconds,
@@ -311,7 +311,7 @@ def _message(user_id: str, video_id: str, video: VideoMeta, s: Stored | None) ->
     s = s or Stored(0, 0, 0, 0, 0, 0)
     message.position.CopyFrom(duration_ms(s.position_ms))
     message.watched.CopyFrom(duration_ms(s.watched_ms))
-    message.furthest_position.CopyFrom(duration_ms(s.furthest_ms))
+    message.furthest.CopyFrom(duration_ms(s.furthest_ms))
     message.completed = s.completed_at_ms > 0
     if s.client_time_ms:
         message.update_time.FromMilliseconds(s.client_time_ms)

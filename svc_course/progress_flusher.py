@@ -171,7 +171,7 @@ def _entry(
         completed=row.completed_at is not None,
         course_progress_percent=float(percent.get((user, course), 0.0)),
         update_time=update_time,
-        furthest_position=duration_ms(row.furthest_ms),
+        furthest=duration_ms(row.furthest_ms),
     )
 
 

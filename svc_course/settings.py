@@ -13,11 +13,13 @@ class CourseSettings(MeshSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore", populate_by_name=True)
     service: ClassVar[str] = "course"
 
-    # Video progress (S1). Samples wait in the state Valkey this long before a flusher
-    # upserts them; the review allows 5 minutes, and a crash of Valkey loses at most its AOF
-    # second, not this interval.
-    flush_interval_seconds: float = 5.0
-    # Samples per flush statement (and per VideoProgressFlushed event).
+    # Cache TTLs from the review (M1); writes invalidate sooner, the TTL only bounds a miss.
+    course_cache_ttl_seconds: int = 3600
+    video_cache_ttl_seconds: int = 24 * 3600
+    enrollment_cache_ttl_seconds: int = 300
+    # Write-behind progress (S1): how often pending samples are flushed to Postgres, and the
+    # most rows one flush statement carries.
+    progress_flush_interval_seconds: float = 5.0
     progress_flush_batch: int = 1000
     # A claimed batch not released within this time (its flusher died) is re-taken by any
     # replica; long enough that a slow but live flush is never taken over.

@@ -329,7 +329,7 @@ class VideoProgressEntry(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     COURSE_PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
-    FURTHEST_POSITION_FIELD_NUMBER: _builtins.int
+    FURTHEST_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Viewer's user id (UUID)."""
     course_id: _builtins.str
@@ -357,7 +357,7 @@ class VideoProgressEntry(_message.Message):
         """Time of the newest progress update included (the viewer's last activity)."""
 
     @_builtins.property
-    def furthest_position(self) -> _duration_pb2.Duration:
+    def furthest(self) -> _duration_pb2.Duration:
         """Furthest playback position ever reached; never decreases (drop-off analytics)."""
 
     def __init__(
@@ -372,11 +372,11 @@ class VideoProgressEntry(_message.Message):
         completed: _builtins.bool = ...,
         course_progress_percent: _builtins.float = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
-        furthest_position: _duration_pb2.Duration | None = ...,
+        furthest: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "furthest_position", b"furthest_position", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "course_progress_percent", b"course_progress_percent", "duration", b"duration", "furthest_position", b"furthest_position", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "course_progress_percent", b"course_progress_percent", "duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
