@@ -69,7 +69,7 @@ class Http1Connection:
 
     @staticmethod
     async def _read_chunks(reader: asyncio.StreamReader) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
