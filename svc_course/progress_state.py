@@ -27,32 +27,38 @@ PREFIX = "vp:"
 DIRTY = "vp:dirty"
 FLUSHING = "vp:flushing"
 
-# Returns {status, p, w, f, t, ca, u}: status 1 = applied, -1 = enrollment not known (nothing
-# written), -2 = no hash yet and no seed given (nothing written; seed it from Postgres).
+# ARGV: 1 member, 2 the sample "position watched client_time now duration course", 3 the
+# Postgres seed "p w f t ca" or "" when none was read, 4 enrollment TTL ("0": the mark must
+# already exist). Packed into a few strings because the client's per-argument encoding is a
+# measurable share of the hot path. Returns "p w f t ca u" once applied, or the status
+# "-1" (enrollment not known) / "-2" (no hash yet and no seed): nothing is written then.
 _UPDATE = """
-if ARGV[8] == '0' then
-  if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+if ARGV[4] == '0' then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return '-1' end
 else
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[8])
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
 end
 local cur = redis.call('HMGET', KEYS[1], 'p', 'w', 'f', 't', 'ca')
 if not cur[2] then
-  if ARGV[9] == '0' then return {-2} end
-  cur = {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}
+  if ARGV[3] == '' then return '-2' end
+  local i = 1
+  for x in string.gmatch(ARGV[3], '%S+') do cur[i] = x; i = i + 1 end
 end
 local p, w, f, t, ca = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3]),
   tonumber(cur[4]), tonumber(cur[5])
-local pos, watched, ct, now, d = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  tonumber(ARGV[5]), tonumber(ARGV[7])
+local pos, watched, ct, now, d, course = string.match(ARGV[2],
+  '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
+pos, watched, ct, now, d = tonumber(pos), tonumber(watched), tonumber(ct), tonumber(now),
+  tonumber(d)
 if ct >= t then p = pos; t = ct end
 if watched > w then w = watched end
 if pos > f then f = pos end
 if ca == 0 and d > 0 and w * 10 >= d * 9 then ca = now end
-redis.call('HSET', KEYS[1], 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', ARGV[6], 'd', d,
+redis.call('HSET', KEYS[1], 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', course, 'd', d,
   'u', now)
 redis.call('PERSIST', KEYS[1])
 redis.call('SADD', KEYS[3], ARGV[1])
-return {1, p, w, f, t, ca, now}
+return string.format('%d %d %d %d %d %d', p, w, f, t, ca, now)
 """
 
 # Claims up to ARGV[3] members: first those whose lease expired (a flusher died or stalled),
@@ -174,21 +180,28 @@ class ProgressState:
         """Merge one sample in one round trip. `enrollment_ttl` 0 requires the enrollment mark
         to exist; > 0 (the caller checked Postgres) sets it for that many seconds."""
         m = member(user_id, video_id)
-        s = seed or Seed()
+        packed_seed = ""
+        if seed is not None:
+            packed_seed = (
+                f"{seed.position_ms} {seed.watched_ms} {seed.furthest_ms}"
+                f" {seed.client_time_ms} {seed.completed_at_ms}"
+            )
         reply = await self._update(
             keys=[PREFIX + m, f"{PREFIX}enr:{user_id}:{course_id}", DIRTY],
             args=[
-                m, position_ms, watched_ms, client_time_ms, now_ms, course_id, duration_ms,
-                enrollment_ttl, 0 if seed is None else 1,
-                s.position_ms, s.watched_ms, s.furthest_ms, s.client_time_ms, s.completed_at_ms,
+                m,
+                f"{position_ms} {watched_ms} {client_time_ms} {now_ms} {duration_ms} {course_id}",
+                packed_seed,
+                enrollment_ttl,
             ],
-        )  # fmt: skip
-        status = int(reply[0])
-        if status == -1:
+        )
+        reply = _text(reply)
+        if reply == "-1":
             raise EnrollmentUnknown
-        if status == -2:
+        if reply == "-2":
             raise NotSeeded
-        return Stored(*(int(x) for x in reply[1:7]))
+        p, w, f, t, ca, u = map(int, reply.split())
+        return Stored(p, w, f, t, ca, u)
 
     async def forget_enrollment(self, user_id: str, course_id: str) -> None:
         """Drop the enrollment mark (call on unenroll) so the next sample re-checks Postgres."""
