@@ -14,11 +14,17 @@ from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
 from mesh.state import open_state
+from svc_course import cache_events
+from svc_course.catalog import Catalog
+from svc_course.enrollment import Enrollments
+from svc_course.lookups import Lookups
 from svc_course.models import SCHEMA, outbox
 from svc_course.policy import POLICY
 from svc_course.progress import Progress
+from svc_course.search import Search
 from svc_course.servicer import CourseServicer
 from svc_course.settings import CourseSettings
+from svc_course.videos import Videos
 
 SERVICE = course_service_pb2.DESCRIPTOR.services_by_name["CourseService"].full_name
 
@@ -38,8 +44,14 @@ async def serve() -> None:
             # Registered last, so it runs first on the way out: pending progress is flushed
             # while the pools are still open.
             stack.push_async_callback(progress.close)
-            servicer = CourseServicer(progress)
-            del cache
+            lookups = Lookups(db, cache, settings)
+            servicer = CourseServicer(
+                Catalog(db, lookups, events),
+                Videos(db, lookups),
+                Search(db),
+                Enrollments(db, lookups, events),
+                progress,
+            )
 
             def register(srv: grpc.aio.Server) -> None:
                 course_service_pb2_grpc.add_CourseServiceServicer_to_server(servicer, srv)
@@ -47,12 +59,15 @@ async def serve() -> None:
             async def relay() -> None:
                 await events.relay(db, bus)
 
+            async def invalidate_cache() -> None:
+                await cache_events.consume(bus, lookups)
+
             spec = server.ServiceSpec(
                 name="course",
                 services=[SERVICE],
                 register=register,
                 policy=POLICY,
-                background=[relay, *progress.background_tasks()],
+                background=[relay, invalidate_cache, *progress.background_tasks()],
             )
             await server.run(settings, spec)
     finally:
