@@ -1,7 +1,7 @@
-"""Rows and waits the progress tests share.
+"""Courses, students and waits the progress tests share.
 
-Courses, videos and enrollments are inserted with SQL: these tests are about progress, and a
-row written here is exactly what the catalog's write paths store.
+Courses, videos and enrollments are made through the course service's own API, with tokens
+minted by the `people` fixture (see conftest), so each test has fresh students cheaply.
 """
 
 from __future__ import annotations
@@ -15,47 +15,41 @@ from typing import TypeVar
 
 import psycopg
 
+from elearn.course.v1 import course_service_pb2 as pb
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from tests.svc_course.conftest import People, Person, new_course, new_video
+
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class CourseRows:
     course_id: str
-    instructor_id: str
+    instructor: Person
     video_ids: list[str]
     durations_s: list[int]
 
 
-def make_course(
-    sql: psycopg.Connection, durations_s: list[int], instructor_id: str | None = None
+async def make_course(
+    courses: CourseServiceStub, people: People, durations_s: list[int]
 ) -> CourseRows:
-    instructor = instructor_id or str(uuid.uuid4())
-    row = sql.execute(
-        "INSERT INTO courses.courses (instructor_id, title, category, language, state,"
-        " video_count, total_duration_seconds)"
-        " VALUES (%s, %s, 'testing', 'en', 'published', %s, %s) RETURNING id",
-        (instructor, f"Progress {uuid.uuid4().hex[:8]}", len(durations_s), sum(durations_s)),
-    ).fetchone()
-    assert row is not None
-    course_id = str(row[0])
-    videos = []
-    for position, duration in enumerate(durations_s, start=1):
-        v = sql.execute(
-            "INSERT INTO courses.videos (course_id, title, position, duration_seconds)"
-            " VALUES (%s, %s, %s, %s) RETURNING id",
-            (course_id, f"Part {position}", position, duration),
-        ).fetchone()
-        assert v is not None
-        videos.append(str(v[0]))
-    return CourseRows(course_id, instructor, videos, durations_s)
+    """A published course with one video per duration, in that order."""
+    teacher = people.instructor()
+    course = await new_course(courses, teacher)
+    videos = [
+        (await new_video(courses, teacher, course.course_id, seconds)).video_id
+        for seconds in durations_s
+    ]
+    await courses.PublishCourse(
+        pb.PublishCourseRequest(course_id=course.course_id), metadata=teacher.auth
+    )
+    return CourseRows(course.course_id, teacher, videos, durations_s)
 
 
-def enroll(sql: psycopg.Connection, user_ids: list[str], course_id: str) -> None:
-    with sql.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO courses.enrollments (user_id, course_id) VALUES (%s, %s)",
-            [(u, course_id) for u in user_ids],
-        )
+async def enroll(courses: CourseServiceStub, students: list[Person], course_id: str) -> None:
+    await asyncio.gather(
+        *(courses.Enroll(pb.EnrollRequest(course_id=course_id), metadata=s.auth) for s in students)
+    )
 
 
 def progress_rows(sql: psycopg.Connection, video_ids: list[str]) -> dict[tuple[str, str], tuple]:

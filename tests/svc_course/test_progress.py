@@ -17,10 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from devstack.stack import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_course.progress_state import DIRTY, PREFIX, member
-from tests.conftest import Account, make_account
 from tests.grpc_assert import fails_with, violated_fields
+from tests.svc_course.conftest import People, Person
 from tests.svc_course.progress_support import (
     CourseRows,
     enroll,
@@ -28,12 +27,6 @@ from tests.svc_course.progress_support import (
     make_course,
     progress_rows,
 )
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def courses(stack: Endpoints) -> AsyncIterator[CourseServiceStub]:
-    async with grpc.aio.insecure_channel(stack.services["course"][0]) as channel:
-        yield CourseServiceStub(channel)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -61,18 +54,18 @@ def sample(
 
 
 async def student_in(
-    users: UserServiceStub, sql: psycopg.Connection, durations: list[int]
-) -> tuple[Account, CourseRows]:
-    account = await make_account(users, "viewer")
-    course = make_course(sql, durations)
-    enroll(sql, [account.user.user_id], course.course_id)
-    return account, course
+    courses: CourseServiceStub, people: People, durations: list[int]
+) -> tuple[Person, CourseRows]:
+    student = people.student()
+    course = await make_course(courses, people, durations)
+    await enroll(courses, [student], course.course_id)
+    return student, course
 
 
 async def test_watched_never_decreases_and_position_follows_the_newest_sample(
-    users: UserServiceStub, courses: CourseServiceStub, sql: psycopg.Connection
+    courses: CourseServiceStub, people: People, sql: psycopg.Connection
 ) -> None:
-    me, course = await student_in(users, sql, [600])
+    me, course = await student_in(courses, people, [600])
     video = course.video_ids[0]
     now = time.time()
     await courses.UpdateVideoProgress(sample(video, 300, 300, now - 30), metadata=me.auth)
@@ -87,9 +80,9 @@ async def test_watched_never_decreases_and_position_follows_the_newest_sample(
 
 
 async def test_a_client_clock_in_the_future_does_not_freeze_position(
-    users: UserServiceStub, courses: CourseServiceStub, sql: psycopg.Connection
+    courses: CourseServiceStub, people: People, sql: psycopg.Connection
 ) -> None:
-    me, course = await student_in(users, sql, [600])
+    me, course = await student_in(courses, people, [600])
     video = course.video_ids[0]
     ahead = await courses.UpdateVideoProgress(
         sample(video, 50, 50, time.time() + 86_400), metadata=me.auth
@@ -100,9 +93,9 @@ async def test_a_client_clock_in_the_future_does_not_freeze_position(
 
 
 async def test_reads_return_the_newest_sample_before_it_is_flushed_and_after(
-    users: UserServiceStub, courses: CourseServiceStub, sql: psycopg.Connection
+    courses: CourseServiceStub, people: People, sql: psycopg.Connection
 ) -> None:
-    me, course = await student_in(users, sql, [100, 100, 100, 100])
+    me, course = await student_in(courses, people, [100, 100, 100, 100])
     first, second = course.video_ids[:2]
     await courses.UpdateVideoProgress(sample(first, 95, 95), metadata=me.auth)
     await courses.UpdateVideoProgress(sample(second, 12.5, 12.5), metadata=me.auth)
@@ -126,7 +119,7 @@ async def test_reads_return_the_newest_sample_before_it_is_flushed_and_after(
         30,
         "the service's flusher to write both samples",
     )
-    assert rows[(me.user.user_id, first)] == (95_000, 95_000, 95_000, True)
+    assert rows[(me.user_id, first)] == (95_000, 95_000, 95_000, True)
     unplayed = await courses.GetVideoProgress(
         pb.GetVideoProgressRequest(video_id=course.video_ids[3]), metadata=me.auth
     )
@@ -134,9 +127,9 @@ async def test_reads_return_the_newest_sample_before_it_is_flushed_and_after(
 
 
 async def test_bad_samples_are_invalid_argument_and_write_nothing(
-    users: UserServiceStub, courses: CourseServiceStub, sql: psycopg.Connection, state: redis.Redis
+    courses: CourseServiceStub, people: People, state: redis.Redis
 ) -> None:
-    me, course = await student_in(users, sql, [60])
+    me, course = await student_in(courses, people, [60])
     video = course.video_ids[0]
     beyond = await fails_with(
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -158,51 +151,61 @@ async def test_bad_samples_are_invalid_argument_and_write_nothing(
         grpc.StatusCode.NOT_FOUND,
         courses.UpdateVideoProgress(sample(str(uuid.uuid4()), 1, 1), metadata=me.auth),
     )
-    assert await state.exists(PREFIX + member(me.user.user_id, video)) == 0
+    assert await state.exists(PREFIX + member(me.user_id, video)) == 0
 
 
 async def test_progress_on_a_course_not_enrolled_in_is_refused_and_not_written(
-    users: UserServiceStub, courses: CourseServiceStub, sql: psycopg.Connection, state: redis.Redis
+    courses: CourseServiceStub, people: People, state: redis.Redis
 ) -> None:
-    me = await make_account(users, "outsider")
-    course = make_course(sql, [60])
+    me = people.student()
+    course = await make_course(courses, people, [60])
     video = course.video_ids[0]
     await fails_with(
         grpc.StatusCode.PERMISSION_DENIED,
         courses.UpdateVideoProgress(sample(video, 1, 1), metadata=me.auth),
         "not enrolled",
     )
-    name = member(me.user.user_id, video)
+    name = member(me.user_id, video)
     assert await state.exists(PREFIX + name) == 0
     assert not await state.sismember(DIRTY, name)
 
 
-async def test_only_the_viewer_the_instructor_or_an_admin_reads_progress(
-    users: UserServiceStub,
-    courses: CourseServiceStub,
-    sql: psycopg.Connection,
-    admin: Account,
+async def test_after_unenrolling_the_next_sample_is_refused(
+    courses: CourseServiceStub, people: People
 ) -> None:
-    teacher = await make_account(users, "teacher")
-    viewer, other = await make_account(users, "viewer"), await make_account(users, "nosy")
-    course = make_course(sql, [60], instructor_id=teacher.user.user_id)
-    enroll(sql, [viewer.user.user_id, other.user.user_id], course.course_id)
+    me, course = await student_in(courses, people, [60])
+    video = course.video_ids[0]
+    await courses.UpdateVideoProgress(sample(video, 10, 10), metadata=me.auth)
+    await courses.Unenroll(pb.UnenrollRequest(course_id=course.course_id), metadata=me.auth)
+    await fails_with(
+        grpc.StatusCode.PERMISSION_DENIED,
+        courses.UpdateVideoProgress(sample(video, 20, 20), metadata=me.auth),
+        "not enrolled",
+    )
+
+
+async def test_only_the_viewer_the_instructor_or_an_admin_reads_progress(
+    courses: CourseServiceStub, people: People
+) -> None:
+    viewer, other = people.student(), people.student()
+    course = await make_course(courses, people, [60])
+    await enroll(courses, [viewer, other], course.course_id)
     video = course.video_ids[0]
     await courses.UpdateVideoProgress(sample(video, 30, 30), metadata=viewer.auth)
-    theirs = pb.GetVideoProgressRequest(video_id=video, user_id=viewer.user.user_id)
+    theirs = pb.GetVideoProgressRequest(video_id=video, user_id=viewer.user_id)
     await fails_with(
         grpc.StatusCode.PERMISSION_DENIED, courses.GetVideoProgress(theirs, metadata=other.auth)
     )
-    for reader in (teacher, admin):
+    for reader in (course.instructor, people.admin()):
         got = await courses.GetVideoProgress(theirs, metadata=reader.auth)
         assert got.progress.watched.seconds == 30
 
 
 async def test_progress_through_the_edge_as_json(
-    stack: Endpoints, users: UserServiceStub, sql: psycopg.Connection
+    stack: Endpoints, courses: CourseServiceStub, people: People
 ) -> None:
-    me, course = await student_in(users, sql, [120])
-    outsider = await make_account(users, "outsider")
+    me, course = await student_in(courses, people, [120])
+    outsider = people.student()
     video = course.video_ids[0]
     url = f"http://{stack.edge}/api/videos/{video}/progress"
     body = {"position": "42.500s", "watched": "40s"}
@@ -218,5 +221,5 @@ async def test_progress_through_the_edge_as_json(
         assert bad.status_code == 400
 
 
-def _bearer(account: Account) -> dict[str, str]:
-    return {"authorization": f"Bearer {account.tokens.access_token}"}
+def _bearer(person: Person) -> dict[str, str]:
+    return {"authorization": f"Bearer {person.token}"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from sqlalchemy import event
 
 from devstack.stack import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import course_events_pb2
 from mesh.context import Caller, current_caller
 from mesh.db import Database
@@ -28,8 +28,8 @@ from svc_course.models import SCHEMA, outbox
 from svc_course.progress import Progress
 from svc_course.progress_flusher import ProgressFlusher
 from svc_course.settings import CourseSettings
-from tests.svc_course.progress_support import enroll as enroll_rows
-from tests.svc_course.progress_support import make_course, progress_rows
+from tests.svc_course.conftest import People
+from tests.svc_course.progress_support import enroll, make_course, progress_rows
 
 
 @dataclass
@@ -89,11 +89,12 @@ def upserts(statements: list[str]) -> int:
 
 
 async def test_a_flush_is_one_upsert_per_batch_not_one_per_sample(
-    rig: Rig, sql: psycopg.Connection
+    rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
 ) -> None:
-    course = make_course(sql, [600, 600, 600])
-    users = [str(uuid.uuid4()) for _ in range(40)]
-    enroll_rows(sql, users, course.course_id)
+    course = await make_course(courses, people, [600, 600, 600])
+    students = [people.student() for _ in range(40)]
+    await enroll(courses, students, course.course_id)
+    users = [s.user_id for s in students]
     progress = rig.progress(progress_flush_batch=50)
     for user in users:
         for i, video in enumerate(course.video_ids):
@@ -111,11 +112,12 @@ async def test_a_flush_is_one_upsert_per_batch_not_one_per_sample(
 
 
 async def test_two_flushers_never_write_a_sample_twice_nor_lose_one(
-    rig: Rig, sql: psycopg.Connection
+    rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
 ) -> None:
-    course = make_course(sql, [600, 600])
-    users = [str(uuid.uuid4()) for _ in range(60)]
-    enroll_rows(sql, users, course.course_id)
+    course = await make_course(courses, people, [600, 600])
+    students = [people.student() for _ in range(60)]
+    await enroll(courses, students, course.course_id)
+    users = [s.user_id for s in students]
     writer = rig.progress()
     pairs = [(u, v) for u in users for v in course.video_ids]
     for user, video in pairs:
@@ -151,10 +153,13 @@ async def test_two_flushers_never_write_a_sample_twice_nor_lose_one(
     assert {rows[p] for p in pairs} == {(55_000, 55_000, 55_000, False)}
 
 
-async def test_graceful_close_flushes_pending_samples(rig: Rig, sql: psycopg.Connection) -> None:
-    course = make_course(sql, [300])
-    user = str(uuid.uuid4())
-    enroll_rows(sql, [user], course.course_id)
+async def test_graceful_close_flushes_pending_samples(
+    rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
+) -> None:
+    course = await make_course(courses, people, [300])
+    student = people.student()
+    await enroll(courses, [student], course.course_id)
+    user = student.user_id
     progress = rig.progress()
     await update(progress, user, course.video_ids[0], position=100, watched=120)
     assert progress_rows(sql, course.video_ids) == {}
@@ -165,11 +170,16 @@ async def test_graceful_close_flushes_pending_samples(rig: Rig, sql: psycopg.Con
 
 
 async def test_completion_sets_percent_emits_course_completed_once_and_never_reverts(
-    rig: Rig, sql: psycopg.Connection, stack: Endpoints
+    rig: Rig,
+    sql: psycopg.Connection,
+    stack: Endpoints,
+    courses: CourseServiceStub,
+    people: People,
 ) -> None:
-    course = make_course(sql, [100, 200])
-    user = str(uuid.uuid4())
-    enroll_rows(sql, [user], course.course_id)
+    course = await make_course(courses, people, [100, 200])
+    student = people.student()
+    await enroll(courses, [student], course.course_id)
+    user = student.user_id
     progress = rig.progress()
     nc = await nats.connect(stack.nats_url)
     try:
@@ -191,7 +201,7 @@ async def test_completion_sets_percent_emits_course_completed_once_and_never_rev
     finally:
         await nc.close()
     assert len(events) == 1
-    assert events[0].user_id == user and events[0].instructor_id == course.instructor_id
+    assert events[0].user_id == user and events[0].instructor_id == course.instructor.user_id
 
 
 def enrollment(sql: psycopg.Connection, user: str, course: str) -> tuple[str, float, bool]:
