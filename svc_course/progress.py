@@ -204,8 +204,7 @@ class Progress:
         now: int,
     ) -> Stored:
         enrollment_ttl = 0
-        seed: Seed | None = None
-        # At most: enrollment unknown, then no hash yet, then applied.
+        # At most: enrollment unknown, then the course not seeded, then applied.
         for _ in range(3):
             try:
                 return await _valkey(
@@ -219,7 +218,6 @@ class Progress:
                         client_time_ms=client_time,
                         now_ms=now,
                         enrollment_ttl=enrollment_ttl,
-                        seed=seed,
                     )
                 )
             except EnrollmentUnknown:
@@ -232,8 +230,15 @@ class Progress:
                 enrollment_ttl = self._settings.progress_enrollment_ttl_seconds
             except NotSeeded:
                 async with self._db.read() as conn:
-                    row = await repo.progress_row(conn, uuid.UUID(user_id), uuid.UUID(video_id))
-                seed = Seed() if row is None else _seed(_from_row(row))
+                    rows = await repo.viewer_course_rows(
+                        conn, uuid.UUID(user_id), uuid.UUID(video.course_id)
+                    )
+                seeds = [Seed(str(r.video_id), _from_row(r)) for r in rows]
+                await _valkey(
+                    self._state.seed(
+                        user_id, video.course_id, seeds, self._settings.progress_keep_seconds
+                    )
+                )
         raise Unavailable("progress store changed during the update; retry")
 
 
@@ -279,10 +284,6 @@ def _from_row(row: Row) -> Stored:
         completed_at_ms=_ms(row.completed_at),
         updated_at_ms=_ms(row.updated_at),
     )
-
-
-def _seed(s: Stored) -> Seed:
-    return Seed(s.position_ms, s.watched_ms, s.furthest_ms, s.client_time_ms, s.completed_at_ms)
 
 
 def _merge(a: Stored | None, b: Stored | None) -> Stored | None:

@@ -30,6 +30,12 @@ _ROW = text(
     " FROM video_progress WHERE user_id = :user_id AND video_id = :video_id"
 )
 
+# A viewer's flushed rows in one course, to seed Valkey (index ix_video_progress_user_course).
+_VIEWER_COURSE = text(
+    "SELECT video_id, position_ms, watched_ms, furthest_ms, client_time, completed_at, updated_at"
+    " FROM video_progress WHERE user_id = :user_id AND course_id = :course_id"
+)
+
 # Every video of a course in course order, with the viewer's flushed progress where there is
 # some; a course has at most a few hundred videos, so one page of them is one read.
 _COURSE = text(
@@ -128,6 +134,13 @@ async def progress_row(
     conn: AsyncConnection, user_id: uuid.UUID, video_id: uuid.UUID
 ) -> Row | None:
     return (await conn.execute(_ROW, {"user_id": user_id, "video_id": video_id})).first()
+
+
+async def viewer_course_rows(
+    conn: AsyncConnection, user_id: uuid.UUID, course_id: uuid.UUID
+) -> Sequence[Row]:
+    params = {"user_id": user_id, "course_id": course_id}
+    return (await conn.execute(_VIEWER_COURSE, params)).all()
 
 
 async def course_progress(

@@ -4,7 +4,14 @@ flushers drain, and a lease set that keeps a claimed sample safe until its flush
 Every field merges as a join (watched and furthest by max, position by newest client time,
 completion once set stays set), so applying a sample twice, or merging the Postgres row back
 in, never moves progress backwards. That is what makes retries, re-flushes after a crash and
-seeding a hash from Postgres all safe.
+seeding hashes from Postgres all safe.
+
+A hash missing for a viewer's video means either "never played" or "flushed and expired";
+only Postgres can tell. So the first sample of a viewer in a course (per `keep` period) loads
+all their flushed rows for that course in ONE query into hashes and sets a `seeded` mark;
+while it lives, a missing hash means "never played". Every seeded or flushed hash expires
+no earlier than the mark, and an unflushed one never expires, so the mark cannot outlive
+history it vouches for.
 
 Keys (single Valkey server: the claim and ack scripts touch hashes named from set members,
 which a cluster would need hash tags for):
@@ -14,6 +21,7 @@ which a cluster would need hash tags for):
   vp:dirty            set of "<user>:<video>" written since their last claim
   vp:flushing         sorted set of claimed members; score = lease token (see `claim`)
   vp:enr:<user>:<course>  "1" while the enrollment is known active (TTL)
+  vp:seeded:<user>:<course>  "1" while every flushed row of theirs in the course is in Valkey
 """
 
 from __future__ import annotations
@@ -27,22 +35,21 @@ PREFIX = "vp:"
 DIRTY = "vp:dirty"
 FLUSHING = "vp:flushing"
 
-# ARGV: 1 member, 2 the sample "position watched client_time now duration course", 3 the
-# Postgres seed "p w f t ca" or "" when none was read, 4 enrollment TTL ("0": the mark must
-# already exist). Packed into a few strings because the client's per-argument encoding is a
-# measurable share of the hot path. Returns "p w f t ca u" once applied, or the status
-# "-1" (enrollment not known) / "-2" (no hash yet and no seed): nothing is written then.
+# KEYS: the hash, the enrollment mark, the dirty set, the seeded mark. ARGV: 1 member, 2 the
+# sample "position watched client_time now duration course" (packed: the client's
+# per-argument encoding is a measurable share of the hot path), 3 enrollment TTL ("0": the
+# mark must already exist). Returns "p w f t ca u" once applied, or "-1" (enrollment not
+# known) / "-2" (no hash and the course not seeded): nothing is written then.
 _UPDATE = """
-if ARGV[4] == '0' then
+if ARGV[3] == '0' then
   if redis.call('EXISTS', KEYS[2]) == 0 then return '-1' end
 else
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 end
 local cur = redis.call('HMGET', KEYS[1], 'p', 'w', 'f', 't', 'ca')
 if not cur[2] then
-  if ARGV[3] == '' then return '-2' end
-  local i = 1
-  for x in string.gmatch(ARGV[3], '%S+') do cur[i] = x; i = i + 1 end
+  if redis.call('EXISTS', KEYS[4]) == 0 then return '-2' end
+  cur = {0, 0, 0, 0, 0}
 end
 local p, w, f, t, ca = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3]),
   tonumber(cur[4]), tonumber(cur[5])
@@ -59,6 +66,31 @@ redis.call('HSET', KEYS[1], 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', cours
 redis.call('PERSIST', KEYS[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 return string.format('%d %d %d %d %d %d', p, w, f, t, ca, now)
+"""
+
+# Merges a viewer's flushed rows of one course into their hashes and sets the seeded mark.
+# KEYS[1] the mark; ARGV: 1 keep seconds, 2 "vp:<user>:", 3 course, then "video p w f t ca"
+# per row. A hash that can expire lives at least a minute longer than the mark (covering a
+# row flushed between the query and this script); a persistent (unflushed) one stays so.
+_SEED = """
+local keep = tonumber(ARGV[1])
+for i = 4, #ARGV do
+  local video, p, w, f, t, ca = string.match(ARGV[i], '^(%S+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  local key = ARGV[2] .. video
+  local ttl = redis.call('TTL', key)
+  local cur = redis.call('HMGET', key, 'p', 'w', 'f', 't', 'ca')
+  p, w, f, t, ca = tonumber(p), tonumber(w), tonumber(f), tonumber(t), tonumber(ca)
+  if cur[2] then
+    if tonumber(cur[4]) > t then p = tonumber(cur[1]); t = tonumber(cur[4]) end
+    if tonumber(cur[2]) > w then w = tonumber(cur[2]) end
+    if tonumber(cur[3]) > f then f = tonumber(cur[3]) end
+    if tonumber(cur[5]) > 0 and (ca == 0 or tonumber(cur[5]) < ca) then ca = tonumber(cur[5]) end
+  end
+  redis.call('HSET', key, 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', ARGV[3])
+  if ttl ~= -1 and ttl < keep + 60 then redis.call('EXPIRE', key, keep + 60) end
+end
+redis.call('SET', KEYS[1], '1', 'EX', math.max(keep - 60, 1))
+return #ARGV - 3
 """
 
 # Claims up to ARGV[3] members: first those whose lease expired (a flusher died or stalled),
@@ -117,13 +149,10 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Seed:
-    """The Postgres row merged into a new hash, so its history is not forgotten."""
+    """One flushed Postgres row, merged into its hash so its history is not forgotten."""
 
-    position_ms: int = 0
-    watched_ms: int = 0
-    furthest_ms: int = 0
-    client_time_ms: int = 0
-    completed_at_ms: int = 0
+    video_id: str
+    stored: Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +178,7 @@ class EnrollmentUnknown(Exception):
 
 
 class NotSeeded(Exception):
-    """No hash yet: read the Postgres row, then retry with `seed`."""
+    """No hash and the course is not seeded: load the viewer's rows, `seed`, then retry."""
 
 
 def member(user_id: str, video_id: str) -> str:
@@ -162,6 +191,7 @@ class ProgressState:
         self._update = client.register_script(_UPDATE)
         self._claim = client.register_script(_CLAIM)
         self._ack = client.register_script(_ACK)
+        self._seed = client.register_script(_SEED)
 
     async def apply(
         self,
@@ -175,23 +205,20 @@ class ProgressState:
         client_time_ms: int,
         now_ms: int,
         enrollment_ttl: int = 0,
-        seed: Seed | None = None,
     ) -> Stored:
         """Merge one sample in one round trip. `enrollment_ttl` 0 requires the enrollment mark
         to exist; > 0 (the caller checked Postgres) sets it for that many seconds."""
         m = member(user_id, video_id)
-        packed_seed = ""
-        if seed is not None:
-            packed_seed = (
-                f"{seed.position_ms} {seed.watched_ms} {seed.furthest_ms}"
-                f" {seed.client_time_ms} {seed.completed_at_ms}"
-            )
         reply = await self._update(
-            keys=[PREFIX + m, f"{PREFIX}enr:{user_id}:{course_id}", DIRTY],
+            keys=[
+                PREFIX + m,
+                f"{PREFIX}enr:{user_id}:{course_id}",
+                DIRTY,
+                f"{PREFIX}seeded:{user_id}:{course_id}",
+            ],
             args=[
                 m,
                 f"{position_ms} {watched_ms} {client_time_ms} {now_ms} {duration_ms} {course_id}",
-                packed_seed,
                 enrollment_ttl,
             ],
         )
@@ -202,6 +229,18 @@ class ProgressState:
             raise NotSeeded
         p, w, f, t, ca, u = map(int, reply.split())
         return Stored(p, w, f, t, ca, u)
+
+    async def seed(self, user_id: str, course_id: str, rows: list[Seed], keep_seconds: int) -> None:
+        """Merge the viewer's flushed rows of the course and mark the course seeded."""
+        packed = [
+            f"{r.video_id} {r.stored.position_ms} {r.stored.watched_ms} {r.stored.furthest_ms}"
+            f" {r.stored.client_time_ms} {r.stored.completed_at_ms}"
+            for r in rows
+        ]
+        await self._seed(
+            keys=[f"{PREFIX}seeded:{user_id}:{course_id}"],
+            args=[keep_seconds, f"{PREFIX}{user_id}:", course_id, *packed],
+        )
 
     async def forget_enrollment(self, user_id: str, course_id: str) -> None:
         """Drop the enrollment mark (call on unenroll) so the next sample re-checks Postgres."""

@@ -232,3 +232,26 @@ async def completed_events(
         if evt.course_id == course_id:
             found.append(evt)
     return found
+
+
+async def test_history_flushed_and_expired_from_valkey_is_seeded_back_from_postgres(
+    rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
+) -> None:
+    course = await make_course(courses, people, [600, 600])
+    student = people.student()
+    await enroll(courses, [student], course.course_id)
+    progress = rig.progress()
+    first, second = course.video_ids
+    await update(progress, student.user_id, first, position=300, watched=400)
+    await progress.flusher.flush()
+    # What the keep TTL does after a day: the Valkey copy and the seeded mark are gone.
+    await rig.valkey.delete(
+        f"vp:{student.user_id}:{first}", f"vp:seeded:{student.user_id}:{course.course_id}"
+    )
+    rig.statements.clear()
+    later = await update(progress, student.user_id, first, position=10, watched=20)
+    assert later.progress.watched.seconds == 400, "the flushed history must not be forgotten"
+    assert later.progress.furthest.seconds == 300 and later.progress.position.seconds == 10
+    # One query seeded the whole course: the next video's first sample needs none.
+    await update(progress, student.user_id, second, position=5, watched=5)
+    assert sum("FROM video_progress" in s for s in rig.statements) == 1

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
@@ -27,7 +28,6 @@ from svc_course.progress_state import (
 )
 
 MINUTE = 60_000
-EMPTY = Seed()
 DURATION = 10 * MINUTE
 NOW = 1_800_000_000_000
 
@@ -58,9 +58,11 @@ async def sample(
     watched: int,
     at: int,
     enrollment_ttl: int = 60,
-    seed: Seed | None = EMPTY,
+    seeded: bool = True,
     now: int = NOW,
 ) -> Stored:
+    if seeded:
+        await state.seed(user, course, [], keep_seconds=3600)
     return await state.apply(
         user_id=user,
         video_id=video,
@@ -71,7 +73,6 @@ async def sample(
         client_time_ms=at,
         now_ms=now,
         enrollment_ttl=enrollment_ttl,
-        seed=seed,
     )
 
 
@@ -105,19 +106,16 @@ async def test_completion_at_ninety_percent_never_reverts(valkey: redis.Redis) -
     assert later.completed_at_ms == NOW
 
 
-async def test_unknown_enrollment_and_missing_seed_write_nothing(valkey: redis.Redis) -> None:
+async def test_unknown_enrollment_and_unseeded_course_write_nothing(
+    valkey: redis.Redis,
+) -> None:
     state = ProgressState(valkey)
     user, video, course = ids()
-    try:
-        await sample(state, user, video, course, position=1, watched=1, at=1, enrollment_ttl=0)
-        raise AssertionError("an unknown enrollment was accepted")
-    except EnrollmentUnknown:
-        pass
-    try:
-        await sample(state, user, video, course, position=1, watched=1, at=1, seed=None)
-        raise AssertionError("a sample without its Postgres history was accepted")
-    except NotSeeded:
-        pass
+    with pytest.raises(EnrollmentUnknown):
+        await sample(state, user, video, course, position=1, watched=1, at=1, enrollment_ttl=0,
+                     seeded=False)  # fmt: skip
+    with pytest.raises(NotSeeded):
+        await sample(state, user, video, course, position=1, watched=1, at=1, seeded=False)
     assert await valkey.exists(PREFIX + member(user, video)) == 0
     assert not await valkey.sismember(DIRTY, member(user, video))
     # The enrollment mark set by the second call is trusted by the next one.
@@ -127,16 +125,27 @@ async def test_unknown_enrollment_and_missing_seed_write_nothing(valkey: redis.R
     assert applied.watched_ms == 1
 
 
-async def test_seed_from_postgres_is_merged_not_overwritten(valkey: redis.Redis) -> None:
+async def test_seeding_merges_flushed_rows_and_never_lowers_newer_values(
+    valkey: redis.Redis,
+) -> None:
     state = ProgressState(valkey)
     user, video, course = ids()
-    seed = Seed(position_ms=5 * MINUTE, watched_ms=6 * MINUTE, furthest_ms=7 * MINUTE,
-                client_time_ms=NOW - 1, completed_at_ms=0)  # fmt: skip
-    merged = await sample(state, user, video, course, position=MINUTE, watched=MINUTE, at=NOW - 2,
-                          seed=seed)  # fmt: skip
-    assert (merged.position_ms, merged.watched_ms, merged.furthest_ms) == (
-        5 * MINUTE, 6 * MINUTE, 7 * MINUTE,
+    other = str(uuid.uuid4())
+    await state.seed(user, course, [], keep_seconds=3600)
+    newer = await sample(state, user, video, course, position=MINUTE, watched=MINUTE, at=NOW,
+                         seeded=False)  # fmt: skip
+    flushed = Stored(5 * MINUTE, 6 * MINUTE, 7 * MINUTE, NOW - 1, 0, 0)
+    await state.seed(user, course, [Seed(video, flushed), Seed(other, flushed)], 3600)
+    # The unflushed hash keeps its newer position and persists; the others take the maxima.
+    merged = await state.read_many([(user, video), (user, other)])
+    assert merged[0] is not None and merged[1] is not None
+    assert (merged[0].position_ms, merged[0].watched_ms, merged[0].furthest_ms) == (
+        newer.position_ms, 6 * MINUTE, 7 * MINUTE,
     )  # fmt: skip
+    assert (merged[1].position_ms, merged[1].watched_ms) == (5 * MINUTE, 6 * MINUTE)
+    assert await valkey.ttl(PREFIX + member(user, video)) == -1
+    mark = await valkey.ttl(f"{PREFIX}seeded:{user}:{course}")
+    assert 0 < mark < await valkey.ttl(PREFIX + member(user, other)), "rows outlive the mark"
 
 
 async def test_sample_during_a_flush_stays_dirty_and_the_hash_is_kept(valkey: redis.Redis) -> None:
