@@ -79,8 +79,14 @@ class ProgressFlusher:
                 )
                 if not claim.members:
                     break
-                if claim.samples:
-                    await self._write(claim)
+                try:
+                    if claim.samples:
+                        await self._write(claim)
+                except asyncio.CancelledError:
+                    # Shutting down mid-flush: the transaction rolled back; hand the samples
+                    # back so the final drain (or another replica) writes them now.
+                    await asyncio.shield(self._state.release(claim))
+                    raise
                 await self._state.ack(claim, self._keep)
                 written += len(claim.samples)
                 if len(claim.members) < self.batch_size:

@@ -135,6 +135,21 @@ return n
 """
 
 
+# Gives a claim back (a flush cancelled at shutdown): our leased members return to the dirty
+# set at once instead of waiting for the lease to expire.
+_RELEASE = """
+local token = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if score and tonumber(score) == token then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('SADD', KEYS[1], ARGV[i])
+  end
+end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """One viewer's merged progress on one video, times in ms since the epoch."""
@@ -192,6 +207,7 @@ class ProgressState:
         self._claim = client.register_script(_CLAIM)
         self._ack = client.register_script(_ACK)
         self._seed = client.register_script(_SEED)
+        self._release = client.register_script(_RELEASE)
 
     async def apply(
         self,
@@ -287,6 +303,11 @@ class ProgressState:
             keys=[DIRTY, FLUSHING, PREFIX], args=[claim.token, keep_seconds, *claim.members]
         )
         return int(reply)
+
+    async def release(self, claim: Claim) -> None:
+        """Return an unwritten claim's samples to the dirty set."""
+        if claim.members:
+            await self._release(keys=[DIRTY, FLUSHING], args=[claim.token, *claim.members])
 
     async def dirty(self) -> int:
         """Samples written since their last claim."""

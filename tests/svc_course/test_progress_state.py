@@ -192,3 +192,15 @@ async def test_concurrent_claims_are_disjoint_and_an_expired_lease_is_retaken(
     # The dead flusher's late acknowledgement does not release the new holder's lease.
     assert await state.ack(lost, keep_seconds=60) == 0
     assert await state.ack(retaken, keep_seconds=60) == len(retaken.members)
+
+
+async def test_a_released_claim_goes_back_to_the_dirty_set(valkey: redis.Redis) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    await sample(state, user, video, course, position=1, watched=1, at=1)
+    claim = await state.claim(now_ms=NOW, lease_ms=MINUTE, limit=10)
+    assert claim.members == [member(user, video)]
+    assert not await valkey.sismember(DIRTY, member(user, video))
+    await state.release(claim)
+    assert await valkey.sismember(DIRTY, member(user, video))
+    assert await valkey.zscore(FLUSHING, member(user, video)) is None
