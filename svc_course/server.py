@@ -49,7 +49,7 @@ async def serve() -> None:
                 Catalog(db, lookups, events),
                 Videos(db, lookups),
                 Search(db, lookups),
-                Enrollments(db, lookups, events),
+                Enrollments(db, lookups, events, on_unenroll=progress.forget_enrollment),
                 progress,
             )
 
