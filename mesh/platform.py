@@ -35,9 +35,12 @@ class PlatformWorker:
 
     name: str
     module: str  # run as `python -m <module>`
+    service: str  # the service whose work it does; without that service it is not started
 
 
-WORKERS: tuple[PlatformWorker, ...] = (PlatformWorker("quiz-worker", "svc_quiz.worker"),)
+WORKERS: tuple[PlatformWorker, ...] = (
+    PlatformWorker("quiz-worker", "svc_quiz.worker", service="quiz"),
+)
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 # Every process the launcher can start, services first: the order fixes default ports.

@@ -38,8 +38,10 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "course": 1,
         "live": 3,
         "analytics": 1,
-        "quiz-worker": 1,
     }
+    # A worker follows its service unless named.
+    assert resolve_replicas({})["quiz-worker"] == 1
+    assert resolve_replicas({"quiz": 0, "quiz-worker": 2})["quiz-worker"] == 2
     with pytest.raises(StackError, match="unknown service 'video'"):
         resolve_replicas({"video": 1})
     with pytest.raises(StackError, match="between 0 and 9"):
