@@ -9,6 +9,7 @@ import uuid
 import grpc
 import psycopg
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
@@ -250,3 +251,51 @@ async def test_expired_attempt_is_submitted_with_its_saved_answers(
             await asyncio.sleep(0.2)
     assert [s.attempt_id for s in mine.submissions] == [started.attempt.attempt_id]
     assert mine.submissions[0].score == 1
+
+
+async def test_lists_and_overview_show_students_published_quizzes_only(
+    quizzes: QuizServiceStub, classroom: Classroom
+) -> None:
+    draft = await new_quiz(quizzes, classroom, [choice("a", 0)], publish=False)
+    published = await new_quiz(quizzes, classroom, [choice("a", 0)], max_attempts=3)
+    renamed = pb.Quiz(quiz_id=published.quiz_id, title="Renamed")
+    updated = await quizzes.UpdateQuiz(
+        pb.UpdateQuizRequest(quiz=renamed, update_mask=FieldMask(paths=["title"])),
+        metadata=classroom.instructor.auth,
+    )
+    assert updated.quiz.title == "Renamed"
+    assert updated.quiz.version == 1 and updated.regrade_count == 0
+    student = await classroom.student()
+    seen = await quizzes.ListQuizzes(
+        pb.ListQuizzesRequest(course_id=classroom.course_id), metadata=student.auth
+    )
+    assert [q.quiz_id for q in seen.quizzes] == [published.quiz_id]
+    assert seen.quizzes[0].title == "Renamed"
+    authored = await quizzes.ListQuizzes(
+        pb.ListQuizzesRequest(course_id=classroom.course_id, page_size=1),
+        metadata=classroom.instructor.auth,
+    )
+    rest = await quizzes.ListQuizzes(
+        pb.ListQuizzesRequest(
+            course_id=classroom.course_id, page_size=1, page_token=authored.next_page_token
+        ),
+        metadata=classroom.instructor.auth,
+    )
+    assert {authored.quizzes[0].quiz_id, rest.quizzes[0].quiz_id} == {
+        draft.quiz_id,
+        published.quiz_id,
+    }
+    assert not rest.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await quizzes.GetQuiz(pb.GetQuizRequest(quiz_id=draft.quiz_id), metadata=student.auth)
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=published.quiz_id, idempotency_key="k"),
+        metadata=student.auth,
+    )
+    overview = await quizzes.GetQuiz(
+        pb.GetQuizRequest(quiz_id=published.quiz_id), metadata=student.auth
+    )
+    assert overview.quiz.max_attempts == 3 and overview.quiz.question_count == 1
+    assert overview.attempts_used == 1
+    assert overview.open_attempt_id == started.attempt.attempt_id
