@@ -8,6 +8,8 @@ Create Date: 2026-12-04
 import sqlalchemy as sa
 from alembic import op
 
+from mesh.outbox_migrations import create_outbox_tables, drop_outbox_tables
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -149,48 +151,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("submission_id", "idempotency_key"),
         schema=S,
     )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False, unique=True),
-        sa.Column("subject", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", tz, nullable=False, server_default=_now()),
-        sa.Column("aggregate_id", sa.Text(), nullable=False, server_default=""),
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False, server_default="0"),
-        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column("last_error", sa.Text()),
-        sa.Column("next_attempt_at", tz, nullable=False, server_default=_now()),
-        schema=S,
-    )
-    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"], schema=S)
-    op.create_table(
-        "outbox_dead_letter",
-        sa.Column("id", sa.BigInteger(), primary_key=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("subject", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", tz, nullable=False),
-        sa.Column("aggregate_id", sa.Text(), nullable=False),
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=False),
-        sa.Column("dead_at", tz, nullable=False, server_default=_now()),
-        schema=S,
-    )
-    op.create_table(
-        "outbox_sequence",
-        sa.Column("aggregate_id", sa.Text(), primary_key=True),
-        sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        schema=S,
-    )
+    create_outbox_tables(S)
 
 
 def downgrade() -> None:
+    drop_outbox_tables(S)
     for table in (
-        "outbox_sequence",
-        "outbox_dead_letter",
-        "outbox",
         "manual_grade_keys",
         "submissions",
         "attempts",
