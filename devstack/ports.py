@@ -12,12 +12,15 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mesh.platform import PROCESS_NAMES
+
 LOOPBACK = "127.0.0.1"
 
-# Service order fixes the default port of each service's first replica (user 50051 … analytics
-# 50055); further replicas add 10 per replica index (user-1 50061, live-2 50074), and metrics
-# ports sit 9000 above their gRPC port (user-0 59051).
-SERVICE_ORDER = ("user", "course", "quiz", "live", "analytics")
+# The platform's order (mesh.platform) fixes the default port of each service's first replica
+# (user 50051 … analytics 50055); further replicas add 10 per replica index (user-1 50061, live-2
+# 50074), and metrics ports sit 9000 above their gRPC port (user-0 59051). Workers come after
+# the services (quiz-worker-0 50056).
+SERVICE_ORDER = PROCESS_NAMES
 GRPC_BASE_PORT = 50051
 REPLICA_PORT_STRIDE = 10
 METRICS_PORT_OFFSET = 9000
@@ -33,7 +36,8 @@ class ServicePorts:
 @dataclass(frozen=True)
 class PortPlan:
     postgres: int
-    valkey: int
+    valkey_cache: int
+    valkey_state: int
     nats: int
     nats_monitor: int
     edge: int
@@ -52,7 +56,8 @@ class PortPlan:
             services[name] = tuple(ServicePorts(p, p + METRICS_PORT_OFFSET) for p in grpc_ports)
         return cls(
             postgres=15432,
-            valkey=16379,
+            valkey_cache=16379,
+            valkey_state=16380,
             nats=14222,
             nats_monitor=18222,
             edge=edge_port,
@@ -62,7 +67,7 @@ class PortPlan:
 
     @classmethod
     def free(cls, replicas: Mapping[str, int]) -> PortPlan:
-        needed = 6 + 2 * sum(replicas.values())
+        needed = 7 + 2 * sum(replicas.values())
         ports = iter(free_ports(needed))
         services = {
             name: tuple(ServicePorts(next(ports), next(ports)) for _ in range(count))
@@ -70,7 +75,8 @@ class PortPlan:
         }
         return cls(
             postgres=next(ports),
-            valkey=next(ports),
+            valkey_cache=next(ports),
+            valkey_state=next(ports),
             nats=next(ports),
             nats_monitor=next(ports),
             edge=next(ports),

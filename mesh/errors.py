@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 import nats.errors
@@ -28,11 +29,19 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, *, violations: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[tuple[str, str]] = (),
+        retry_after_seconds: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         # (field path, what is wrong with it) pairs, sent as google.rpc.BadRequest.
         self.violations = tuple(violations)
+        # When the caller may try again (load shedding), sent as google.rpc.RetryInfo.
+        self.retry_after_seconds = retry_after_seconds
 
     def to_status(self) -> grpc.Status:
         proto = status_pb2.Status(code=self.code.value[0], message=self.message)
@@ -44,6 +53,10 @@ class ServiceError(Exception):
                 ]
             )
             proto.details.add().Pack(detail)
+        if self.retry_after_seconds is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromTimedelta(timedelta(seconds=self.retry_after_seconds))
+            proto.details.add().Pack(retry)
         return rpc_status.to_status(proto)
 
 
@@ -168,21 +181,6 @@ class FieldErrors:
         if self._violations:
             summary = "; ".join(f"{f}: {p}" for f, p in self._violations)
             raise InvalidArgument(f"invalid request: {summary}", violations=self._violations)
-
-
-class RateLimited(ResourceExhausted):
-    """A limit that frees up with time: carries google.rpc.RetryInfo so clients back off."""
-
-    def __init__(self, message: str, retry_after_seconds: float) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-
-    def to_status(self) -> grpc.Status:
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message)
-        info = error_details_pb2.RetryInfo()
-        info.retry_delay.FromMilliseconds(max(1, int(self.retry_after_seconds * 1000)))
-        proto.details.add().Pack(info)
-        return rpc_status.to_status(proto)
 
 
 assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

@@ -14,8 +14,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from mesh.platform import NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("user", "course", "quiz", "live", "analytics")
+SERVICES = NAMES
 
 
 def migrate(database_url: str, services: tuple[str, ...] = SERVICES) -> list[str]:

@@ -10,6 +10,7 @@ across round trips, and a full course fails fast with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import psycopg
@@ -33,10 +34,19 @@ class _AlreadyHolding(Exception):
 
 
 class Enrollments:
-    def __init__(self, db: Database, lookups: Lookups, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        db: Database,
+        lookups: Lookups,
+        outbox: Outbox,
+        on_unenroll: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = db
         self._lookups = lookups
         self._outbox = outbox
+        # (user id, course id) -> drop what other areas trust about the enrollment (progress
+        # keeps an "enrolled" mark in the state Valkey so its hot path needs no query).
+        self._on_unenroll = on_unenroll
 
     async def enroll(
         self, caller: Caller, course_id: uuid.UUID, key: str | None
@@ -69,7 +79,10 @@ class Enrollments:
                     user_id=enrollment.user_id,
                     reactivated=not row.inserted,
                 )
-                await self._outbox.add(conn, "elearn.course.enrolled", event_id, event)
+                await self._outbox.add(
+                    conn, "elearn.course.enrolled", event_id, event,
+                    aggregate_id=f"enrollment:{enrollment.enrollment_id}",
+                )  # fmt: skip
         except _AlreadyHolding:
             async with self._db.read() as conn:
                 existing = await repo.enrollment_of(conn, user_id, course_id)
@@ -84,6 +97,8 @@ class Enrollments:
             raise
         self._outbox.notify()
         await self._forget(enrollment.course_id, enrollment.user_id)
+        if self._on_unenroll is not None:
+            await self._on_unenroll(enrollment.user_id, enrollment.course_id)
         return enrollment, True
 
     @staticmethod
@@ -122,9 +137,14 @@ class Enrollments:
                 instructor_id=str(course.instructor_id),
                 user_id=enrollment.user_id,
             )
-            await self._outbox.add(conn, "elearn.course.unenrolled", event_id, event)
+            await self._outbox.add(
+                conn, "elearn.course.unenrolled", event_id, event,
+                aggregate_id=f"enrollment:{enrollment.enrollment_id}",
+            )  # fmt: skip
         self._outbox.notify()
         await self._forget(enrollment.course_id, enrollment.user_id)
+        if self._on_unenroll is not None:
+            await self._on_unenroll(enrollment.user_id, enrollment.course_id)
         return enrollment
 
     async def _forget(self, course_id: str, user_id: str) -> None:

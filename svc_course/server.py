@@ -48,8 +48,8 @@ async def serve() -> None:
             servicer = CourseServicer(
                 Catalog(db, lookups, events),
                 Videos(db, lookups),
-                Search(db),
-                Enrollments(db, lookups, events),
+                Search(db, lookups),
+                Enrollments(db, lookups, events, on_unenroll=progress.forget_enrollment),
                 progress,
             )
 
@@ -57,7 +57,7 @@ async def serve() -> None:
                 course_service_pb2_grpc.add_CourseServiceServicer_to_server(servicer, srv)
 
             async def relay() -> None:
-                await events.relay(db, bus)
+                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
 
             async def invalidate_cache() -> None:
                 await cache_events.consume(bus, lookups)
@@ -68,6 +68,7 @@ async def serve() -> None:
                 register=register,
                 policy=POLICY,
                 background=[relay, invalidate_cache, *progress.background_tasks()],
+                bus=bus,
             )
             await server.run(settings, spec)
     finally:

@@ -1,7 +1,7 @@
 """What participants do: each client event is validated, authorized, rate-limited, applied to
 the room state and, when public, sequenced and fanned out. Join, Subscribe and Send share this
 one path; refusals are ServiceErrors that Join turns into a rejected Ack and Send into a call
-status (RateLimited carries google.rpc.RetryInfo)."""
+status (a rate limit carries google.rpc.RetryInfo)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mesh.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    RateLimited,
+    ResourceExhausted,
     ServiceError,
 )
 from svc_live import live_metrics, wire
@@ -114,7 +114,9 @@ class Actions:
         wait = await self._room.take(key, rate, burst)
         if wait:
             live_metrics.REFUSED.labels("rate_limited").inc()
-            raise RateLimited(f"{what} rate limit reached; retry in {wait:.2f} s", wait)
+            raise ResourceExhausted(
+                f"{what} rate limit reached; retry in {wait:.2f} s", retry_after_seconds=wait
+            )
 
     async def _student_limit(self, actor: Actor, what: str) -> None:
         if actor.role != INSTRUCTOR:
@@ -277,6 +279,6 @@ def rejected(client_event_id: str, error: ServiceError) -> pb.Ack:
         error_code=error.code.value[0],
         error_message=error.message,
     )
-    if isinstance(error, RateLimited):
+    if error.retry_after_seconds is not None:
         ack.retry_after.CopyFrom(wire.seconds(error.retry_after_seconds))
     return ack

@@ -19,6 +19,7 @@ from mesh.cache import open_cache
 from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
+from mesh.platform import GRPC_SERVICE_NAMES
 from mesh.state import open_state
 from svc_user.accounts import Accounts, registration_digest_key
 from svc_user.client_address import ClientAddresses
@@ -35,13 +36,7 @@ from svc_user.tokens import AccessTokens, load_private_key
 
 SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
 # The edge sends reflection here, so this service lists the whole platform for grpcurl users.
-PLATFORM = (
-    "elearn.user.v1.UserService",
-    "elearn.course.v1.CourseService",
-    "elearn.quiz.v1.QuizService",
-    "elearn.live.v1.LiveService",
-    "elearn.analytics.v1.AnalyticsService",
-)
+PLATFORM = GRPC_SERVICE_NAMES
 
 
 async def serve() -> None:

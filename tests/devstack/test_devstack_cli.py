@@ -42,7 +42,7 @@ def devstack(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # The fewest Python processes that still show what each test checks: they dominate start-up.
-ONE_SERVICE = "user=1,course=0,quiz=0,live=0,analytics=0"
+ONE_SERVICE = "user=1,course=0,quiz=0,live=0,analytics=0,quiz-worker=0"
 
 
 def start_args(data_dir: Path, replicas: str = ONE_SERVICE) -> list[str]:
@@ -68,17 +68,29 @@ def live_pids(records: Iterable[tuple[int, float]]) -> list[int]:
 
 def test_cli_start_status_stop(data_dir: Path) -> None:
     try:
-        replicas = "user=1,course=0,quiz=0,live=2,analytics=0"
+        replicas = "user=1,course=0,quiz=0,live=2,analytics=0,quiz-worker=0"
         started = devstack("start", *start_args(data_dir, replicas))
         assert started.returncode == 0, started.stdout + started.stderr
         assert "elearn stack is up" in started.stdout
         endpoints = Endpoints.load(data_dir / ENDPOINTS_FILE)
         assert len(endpoints.services["live"]) == 2
+        assert endpoints.cache_url != endpoints.state_url
+        table = started.stdout.splitlines()
+        for role, url in (("cache", endpoints.cache_url), ("state", endpoints.state_url)):
+            assert any(f"valkey ({role})" in line and line.endswith(url) for line in table)
 
         supervisor, children = read_pids(data_dir)
         assert supervisor is not None
         keys = {c.key for c in children}
-        assert keys == {"postgres-0", "valkey-0", "nats-0", "user-0", "live-0", "live-1"}
+        assert keys == {
+            "postgres-0",
+            "valkey-cache-0",
+            "valkey-state-0",
+            "nats-0",
+            "user-0",
+            "live-0",
+            "live-1",
+        }
 
         status = devstack("status", "--data-dir", str(data_dir))
         assert status.returncode == 0

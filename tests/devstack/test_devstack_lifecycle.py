@@ -39,7 +39,15 @@ def test_stop_leaves_no_process_behind(
     )
     stack = Stack(config)
     stack.start(timeout=120)
-    assert {p.name for p in spawned} >= {"postgres", "valkey", "nats", "envoy", "user", "quiz"}
+    assert {p.name for p in spawned} >= {
+        "postgres",
+        "valkey-cache",
+        "valkey-state",
+        "nats",
+        "envoy",
+        "user",
+        "quiz",
+    }
     assert still_running(spawned)
     stack.stop()
     assert still_running(spawned) == []

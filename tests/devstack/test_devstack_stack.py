@@ -32,7 +32,7 @@ def running(
 ) -> Iterator[Stack]:
     config = StackConfig.for_tests(
         tmp_path_factory.mktemp("devstack"),
-        replicas={"user": 2, "course": 0, "quiz": 0, "analytics": 0},
+        replicas={"user": 2, "course": 0, "quiz": 0, "analytics": 0, "quiz-worker": 0},
         service_command=fake_command(),
         migrate_command=None,
         render_envoy=stub_edge_config,
@@ -77,15 +77,72 @@ def test_postgres_answers_as_elearn_with_dev_settings(running: Stack) -> None:
         assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("18")  # type: ignore[index]
 
 
-def test_valkey_answers_ping_with_lru_eviction_and_aof(running: Stack) -> None:
-    client = redis.Redis.from_url(running.endpoints.state_url, decode_responses=True)
+def test_postgres_has_the_extensions_services_rely_on(running: Stack) -> None:
+    with psycopg.connect(libpq_url(running.endpoints.database_url)) as conn:
+        installed = dict(
+            conn.execute(
+                "SELECT e.extname, n.nspname FROM pg_extension e "
+                "JOIN pg_namespace n ON n.oid = e.extnamespace"
+            ).fetchall()
+        )
+        assert {
+            name: installed.get(name) for name in ("pg_stat_statements", "pg_trgm", "unaccent")
+        } == dict.fromkeys(("pg_stat_statements", "pg_trgm", "unaccent"), "public")
+        # Each works for the unprivileged app role, not merely exists.
+        assert conn.execute("SELECT unaccent('Élève')").fetchone() == ("Eleve",)
+        assert conn.execute("SELECT similarity('postgres', 'postgre') > 0.5").fetchone() == (True,)
+        # The view fails to read unless the library was preloaded at server start, and its
+        # counters must move: each statement of ours is counted.
+        calls = "SELECT sum(calls) FROM pg_stat_statements WHERE userid = current_user::regrole"
+        before = conn.execute(calls).fetchone()
+        after = conn.execute(calls).fetchone()
+        assert before is not None and after is not None and after[0] > before[0]
+
+
+def valkey_config(url: str, *names: str) -> dict[str, str]:
+    client = redis.Redis.from_url(url, decode_responses=True)
     try:
         assert client.ping() is True
-        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
-        assert client.config_get("maxmemory") == {"maxmemory": str(256 * 1024 * 1024)}
-        assert client.config_get("appendonly") == {"appendonly": "yes"}
-        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
-        assert client.config_get("bind") == {"bind": "127.0.0.1"}
+        return {name: client.config_get(name)[name] for name in names}
+    finally:
+        client.close()
+
+
+SETTINGS = ("maxmemory-policy", "maxmemory", "appendonly", "appendfsync", "save", "bind", "dir")
+
+
+def test_cache_valkey_evicts_lru_and_keeps_nothing_on_disk(running: Stack) -> None:
+    cache = valkey_config(running.endpoints.cache_url, *SETTINGS)
+    assert cache["maxmemory-policy"] == "allkeys-lru"
+    assert cache["maxmemory"] == str(256 * 1024 * 1024)
+    assert cache["appendonly"] == "no"
+    assert cache["save"] == ""
+    assert cache["bind"] == "127.0.0.1"
+    assert cache["dir"] == str(Path(running.endpoints.data_dir) / "valkey-cache")
+
+
+def test_state_valkey_never_evicts_and_appends_every_write(running: Stack) -> None:
+    state = valkey_config(running.endpoints.state_url, *SETTINGS)
+    assert state["maxmemory-policy"] == "noeviction"
+    assert state["appendonly"] == "yes"
+    assert state["appendfsync"] == "everysec"
+    assert state["save"] == ""
+    assert state["bind"] == "127.0.0.1"
+    assert state["dir"] == str(Path(running.endpoints.data_dir) / "valkey-state")
+
+
+def test_cache_and_state_are_separate_server_processes(running: Stack) -> None:
+    cache, state = running.process("valkey-cache"), running.process("valkey-state")
+    assert cache.pid != state.pid and cache.running() and state.running()
+    assert running.endpoints.cache_url != running.endpoints.state_url
+    client = redis.Redis.from_url(running.endpoints.state_url)
+    try:
+        client.set("devstack:role-probe", b"state")
+    finally:
+        client.close()
+    client = redis.Redis.from_url(running.endpoints.cache_url)
+    try:
+        assert client.get("devstack:role-probe") is None
     finally:
         client.close()
 
@@ -186,7 +243,7 @@ def test_external_servers_are_used_instead_of_starting_ours(
     shared = running.endpoints
     config = StackConfig.for_tests(
         tmp_path,
-        replicas={"course": 0, "quiz": 0, "live": 0, "analytics": 0},
+        replicas={"course": 0, "quiz": 0, "live": 0, "analytics": 0, "quiz-worker": 0},
         service_command=fake_command(),
         migrate_command=None,
         with_envoy=False,
@@ -197,4 +254,28 @@ def test_external_servers_are_used_instead_of_starting_ours(
     with Stack(config) as second:
         assert list(second.processes) == ["user-0"]
         assert second.endpoints.database_url == shared.database_url
-        assert reported_env(second.process("user").log_path)["NATS_URL"] == shared.nats_url
+        env = reported_env(second.process("user").log_path)
+        assert env["NATS_URL"] == shared.nats_url
+        # REDIS_URL-style: one external server for both roles.
+        assert env["CACHE_URL"] == env["STATE_URL"] == shared.state_url
+
+
+def test_an_external_state_server_leaves_the_cache_to_us(
+    running: Stack, tmp_path: Path, fake_command: Callable[..., Callable[[str], list[str]]]
+) -> None:
+    shared = running.endpoints
+    config = StackConfig.for_tests(
+        tmp_path,
+        replicas={"course": 0, "quiz": 0, "live": 0, "analytics": 0},
+        service_command=fake_command(),
+        migrate_command=None,
+        with_envoy=False,
+        database_url=shared.database_url,
+        state_url=shared.state_url,
+        nats_url=shared.nats_url,
+    )
+    with Stack(config) as second:
+        assert sorted(second.processes) == ["user-0", "valkey-cache-0"]
+        env = reported_env(second.process("user").log_path)
+        assert env["STATE_URL"] == shared.state_url
+        assert env["CACHE_URL"] == second.endpoints.cache_url != shared.cache_url

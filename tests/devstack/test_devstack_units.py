@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import socket
 import stat
 import subprocess
@@ -10,15 +11,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pool
 
+import svc_user.server
 from devstack import detached_pgdata, envoy
 from devstack.config import StackConfig, parse_replicas, resolve_replicas
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import SERVICE_ORDER, PortPlan, ServicePorts, free_ports, port_in_use
 from devstack.processes import Abort, Deadline, StackError, tail, wait_until
 from devstack.runstate import SupervisorLock
-from devstack.services import SharedEnv, service_env
+from devstack.services import GRPC_SERVICES, SharedEnv, service_env
 from devstack.stack import Stack
+from mesh import migrate, platform
 
 
 def test_parse_replicas_reads_name_count_pairs() -> None:
@@ -35,6 +39,9 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "live": 3,
         "analytics": 1,
     }
+    # A worker follows its service unless named.
+    assert resolve_replicas({})["quiz-worker"] == 1
+    assert resolve_replicas({"quiz": 0, "quiz-worker": 2})["quiz-worker"] == 2
     with pytest.raises(StackError, match="unknown service 'video'"):
         resolve_replicas({"video": 1})
     with pytest.raises(StackError, match="between 0 and 9"):
@@ -43,9 +50,10 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
 
 def test_default_ports_follow_the_documented_layout() -> None:
     plan = PortPlan.defaults(resolve_replicas({"user": 2, "live": 3}), edge_port=8080)
-    assert (plan.postgres, plan.valkey, plan.nats, plan.nats_monitor) == (
+    assert (plan.postgres, plan.valkey_cache, plan.valkey_state, plan.nats, plan.nats_monitor) == (
         15432,
         16379,
+        16380,
         14222,
         18222,
     )
@@ -72,11 +80,28 @@ def test_for_local_takes_external_urls_and_edge_port_from_the_environment(tmp_pa
     environ = {"DATABASE_URL": "postgresql+psycopg://x@db/x", "ELEARN_EDGE_PORT": "9090"}
     config = StackConfig.for_local(data_dir=tmp_path, environ=environ)
     assert config.database_url == "postgresql+psycopg://x@db/x"
-    assert config.redis_url is None and config.nats_url is None
+    assert config.external_cache_url is None and config.external_state_url is None
+    assert config.nats_url is None
     assert config.ports.edge == 9090
     assert (
         StackConfig.for_local(data_dir=tmp_path, edge_port=7070, environ=environ).ports.edge == 7070
     )
+
+
+def test_redis_url_points_both_valkey_roles_at_one_server_unless_a_role_is_named(
+    tmp_path: Path,
+) -> None:
+    one = StackConfig.for_local(data_dir=tmp_path, environ={"REDIS_URL": "redis://one:6379/0"})
+    assert one.external_cache_url == one.external_state_url == "redis://one:6379/0"
+    split = StackConfig.for_local(
+        data_dir=tmp_path,
+        environ={"REDIS_URL": "redis://one:6379/0", "STATE_URL": "redis://durable:6379/0"},
+    )
+    assert split.external_cache_url == "redis://one:6379/0"
+    assert split.external_state_url == "redis://durable:6379/0"
+    cache_only = StackConfig.for_local(data_dir=tmp_path, environ={"CACHE_URL": "redis://c/0"})
+    assert cache_only.external_cache_url == "redis://c/0"
+    assert cache_only.external_state_url is None
 
 
 def test_for_tests_ignores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,9 +120,9 @@ def test_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
         none = dict.fromkeys(SERVICE_ORDER, 0)
         plan = StackConfig.for_tests(tmp_path, replicas=none).ports
         config = StackConfig.for_tests(
-            tmp_path, replicas=none, ports=dataclasses.replace(plan, valkey=busy)
+            tmp_path, replicas=none, ports=dataclasses.replace(plan, valkey_state=busy)
         )
-        with pytest.raises(StackError, match=rf"{busy} \(valkey\)"):
+        with pytest.raises(StackError, match=rf"{busy} \(valkey state\)"):
             Stack(config).start(timeout=30)
     assert not (config.data_dir / "postgres").exists()
 
@@ -226,3 +251,18 @@ def test_detached_pgdata_homes_of_vanished_stacks_are_swept(
     assert not detached_pgdata.path_for(gone).parent.exists()
     assert detached_pgdata.path_for(alive_owner).parent.exists()
     assert unowned.exists()
+
+
+def test_the_one_service_list_matches_the_contracts_and_packages() -> None:
+    assert platform.NAMES == migrate.SERVICES
+    assert SERVICE_ORDER == platform.PROCESS_NAMES
+    assert SERVICE_ORDER[: len(platform.NAMES)] == platform.NAMES
+    assert tuple(GRPC_SERVICES) == platform.NAMES
+    assert svc_user.server.PLATFORM == platform.GRPC_SERVICE_NAMES
+    pool = descriptor_pool.Default()  # svc_user.server imports every service's contract
+    for service in platform.SERVICES:
+        assert pool.FindServiceByName(service.grpc_service).full_name == service.grpc_service
+        assert importlib.util.find_spec(service.module) is not None, service.module
+        assert service.module == f"svc_{service.name}"
+    for worker in platform.WORKERS:
+        assert importlib.util.find_spec(worker.module) is not None, worker.module

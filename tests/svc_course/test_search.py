@@ -72,9 +72,13 @@ async def test_cjk_titles_are_found_by_any_part(courses: CourseServiceStub, peop
     category = own_category()
     japanese = await published(courses, people.instructor(), category, "日本語入門")
     korean = await published(courses, people.instructor(), category, "한국어 문법 기초")
+    chinese = await published(courses, people.instructor(), category, "汉字书写练习")
     assert await search(courses, "日本語", category=category) == [japanese.course_id]
     assert await search(courses, "入門", category=category) == [japanese.course_id]
+    assert await search(courses, "語入門", category=category) == [japanese.course_id]
     assert await search(courses, "문법", category=category) == [korean.course_id]
+    assert await search(courses, "书写", category=category) == [chinese.course_id]
+    assert await search(courses, "书写练", category=category) == [chinese.course_id]
 
 
 async def test_only_published_courses_are_found_and_at_once(
