@@ -137,6 +137,8 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         jwt_private_key_file=tmp_path / "priv",
         admin_email="a@b",
         admin_password="pw",
+        course_address="127.0.0.1:50061",
+        user_address="127.0.0.1:50051",
     )
     env = service_env("live", 2, ServicePorts(50074, 59074), shared, base={"PATH": "/bin"})
     assert env == {
@@ -152,6 +154,9 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         "ELEARN_INSTANCE": "live-2",
         "ELEARN_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # live calls CourseService (enrollment) and UserService (display names) directly.
+        "LIVE_COURSE_ADDRESS": "127.0.0.1:50061",
+        "LIVE_USER_ADDRESS": "127.0.0.1:50051",
     }
     user = service_env("user", 0, ServicePorts(50051, 59051), shared, base={})
     assert user["USER_JWT_PRIVATE_KEY_FILE"] == str(tmp_path / "priv")
