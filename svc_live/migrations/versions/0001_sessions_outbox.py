@@ -8,6 +8,8 @@ Create Date: 2026-12-04
 import sqlalchemy as sa
 from alembic import op
 
+from mesh.outbox_migrations import create_outbox_tables, drop_outbox_tables
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -45,54 +47,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_sessions_live", "sessions", ["state"], postgresql_where=sa.text("state = 2"), schema=S
     )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False, unique=True),
-        sa.Column("subject", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        sa.Column("aggregate_id", sa.Text(), nullable=False, server_default=""),
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False, server_default="0"),
-        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column("last_error", sa.Text()),
-        sa.Column(
-            "next_attempt_at",
-            sa.DateTime(timezone=True),
-            nullable=False,
-            server_default=sa.func.now(),
-        ),
-        schema=S,
-    )
-    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"], schema=S)
-    op.create_table(
-        "outbox_dead_letter",
-        sa.Column("id", sa.BigInteger(), primary_key=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("subject", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("aggregate_id", sa.Text(), nullable=False),
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=False),
-        sa.Column(
-            "dead_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        schema=S,
-    )
-    op.create_table(
-        "outbox_sequence",
-        sa.Column("aggregate_id", sa.Text(), primary_key=True),
-        sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        schema=S,
-    )
+    create_outbox_tables(S)
 
 
 def downgrade() -> None:
-    op.drop_table("outbox_sequence", schema=S)
-    op.drop_table("outbox_dead_letter", schema=S)
-    op.drop_table("outbox", schema=S)
+    drop_outbox_tables(S)
     op.drop_table("sessions", schema=S)
