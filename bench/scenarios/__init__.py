@@ -10,10 +10,13 @@ from __future__ import annotations
 from bench.scenarios.base import Scenario, SetupContext
 from bench.scenarios.health import Health
 from bench.scenarios.login import Login
+from bench.scenarios.progress import ProgressGrpc, ProgressJson
 from bench.scenarios.refresh import Refresh
 from bench.scenarios.whoami import WhoAmI
 
-SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (Health, Login, Refresh, WhoAmI)}
+SCENARIOS: dict[str, type[Scenario]] = {
+    cls.name: cls for cls in (Health, Login, Refresh, WhoAmI, ProgressGrpc, ProgressJson)
+}
 CEILING = Health.name
 
 __all__ = ["CEILING", "SCENARIOS", "Scenario", "SetupContext"]
