@@ -36,6 +36,27 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
+    # Object storage (empty: none configured). s3_public_url is the base of the presigned URLs
+    # clients get: the edge, whose /<bucket>/ route forwards to the S3 gateway unchanged.
+    s3_url: str = ""
+    s3_public_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+
+
+def s3_env(shared: SharedEnv) -> dict[str, str]:
+    if not shared.s3_url:
+        return {}
+    return {
+        "S3_URL": shared.s3_url,
+        "S3_PUBLIC_URL": shared.s3_public_url or shared.s3_url,
+        "S3_ACCESS_KEY": shared.s3_access_key,
+        "S3_SECRET_KEY": shared.s3_secret_key,
+        "S3_BUCKET": shared.s3_bucket,
+        "S3_REGION": shared.s3_region,
+    }
 
 
 def default_command(name: str) -> list[str]:
@@ -70,6 +91,7 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(s3_env(shared))
     if name == "user":
         env.update(
             {
@@ -78,6 +100,32 @@ def service_env(
                 "USER_ADMIN_PASSWORD": shared.admin_password,
             }
         )
+    return env
+
+
+def worker_env(
+    name: str,
+    index: int,
+    shared: SharedEnv,
+    ready_file: Path,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a worker process (no gRPC port; it touches `ready_file` once its
+    connections are up, which is what the launcher waits for)."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "DATABASE_URL": shared.database_url,
+            "CACHE_URL": shared.cache_url,
+            "STATE_URL": shared.state_url,
+            "NATS_URL": shared.nats_url,
+            "ELEARN_INSTANCE": f"{name}-{index}",
+            "ELEARN_LOG_LEVEL": shared.log_level,
+            "ELEARN_READY_FILE": str(ready_file),
+            "PYTHONUNBUFFERED": "1",
+            **s3_env(shared),
+        }
+    )
     return env
 
 

@@ -16,15 +16,25 @@ start-up lives in devstack.infra, process bookkeeping in devstack.supervisor.
 from __future__ import annotations
 
 import atexit
+import sys
 
-from devstack import envoy, infra
+from devstack import envoy, envoy_media, infra
 from devstack.config import ROOT, StackConfig, Timeouts
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import LOOPBACK
 from devstack.processes import Abort, Deadline, ManagedProcess, StackAborted, StackError
 from devstack.runstate import ENDPOINTS_FILE, Endpoints, SupervisorLock
-from devstack.services import GRPC_SERVICES, HealthProbe, SharedEnv, service_env
+from devstack.services import (
+    GRPC_SERVICES,
+    HealthProbe,
+    SharedEnv,
+    default_command,
+    service_env,
+    worker_env,
+)
+from devstack.seaweedfs import DEFAULT_BUCKET
 from devstack.supervisor import Supervisor
+from mesh.platform import WORKERS
 
 __all__ = ["Endpoints", "Stack", "StackAborted", "StackConfig", "StackError", "Timeouts"]
 
@@ -130,6 +140,7 @@ class Stack:
         )
         valkeys = infra.start_valkeys(sup, cfg, self._phase(timeouts.infra, overall))
         nats_url = cfg.nats_url or infra.start_nats(sup, cfg, self._phase(timeouts.infra, overall))
+        s3 = infra.start_seaweedfs(sup, cfg, self._phase(timeouts.infra, overall))
         keys = ensure_jwt_keys(cfg.data_dir / "keys")
         shared = SharedEnv(
             database_url=database_url,
@@ -142,10 +153,17 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
+            s3_url=s3.url,
+            s3_public_url=self._s3_public_url(s3.url),
+            s3_access_key=s3.access_key,
+            s3_secret_key=s3.secret_key,
+            s3_bucket=s3.bucket,
+            s3_region=s3.region,
         )
         if cfg.migrate_command is not None:
             infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
         self._start_services(shared, self._phase(timeouts.services, overall))
+        self._start_workers(shared, self._phase(timeouts.services, overall))
         if cfg.with_envoy:
             self._start_envoy(self._phase(timeouts.envoy, overall))
         endpoints = self._make_endpoints(shared)
@@ -175,6 +193,41 @@ class Stack:
         # All replicas start at once and are awaited together: Python start-up dominates.
         self._sup.await_ready(started, deadline)
 
+    def _start_workers(self, shared: SharedEnv, deadline: Deadline) -> None:
+        """Transcoders: ready once connected and subscribed (they touch a ready file)."""
+        cfg = self.config
+        # Workers belong to the course service and need its schema, which stand-in services
+        # (the launcher's own tests) do not have.
+        if "course" not in cfg.replicas or cfg.service_command is not default_command:
+            return
+        started = []
+        for worker in WORKERS:
+            count = cfg.transcoders if worker.name == "transcoder" else worker.replicas
+            for index in range(count):
+                ready_file = cfg.data_dir / "run" / f"{worker.name}-{index}.ready"
+                ready_file.parent.mkdir(parents=True, exist_ok=True)
+                ready_file.unlink(missing_ok=True)
+                proc = ManagedProcess(
+                    name=worker.name,
+                    index=index,
+                    argv=[sys.executable, "-m", worker.module],
+                    log_path=cfg.logs_dir / f"{worker.name}-{index}.log",
+                    env=worker_env(worker.name, index, shared, ready_file),
+                    cwd=ROOT,
+                    grace=cfg.service_grace,
+                )
+                self._sup.launch(proc, ready_file.exists, [])
+                started.append(proc)
+        self._sup.await_ready(started, deadline)
+
+    def _s3_public_url(self, s3_url: str) -> str:
+        """Clients reach our SeaweedFS through the edge (so a browser on the edge's origin can
+        upload); an external S3 they reach directly."""
+        cfg = self.config
+        if cfg.s3 is None and cfg.with_envoy:
+            return f"http://{LOOPBACK}:{cfg.ports.edge}"
+        return s3_url
+
     def _start_envoy(self, deadline: Deadline) -> None:
         cfg = self.config
         upstreams = [
@@ -193,6 +246,10 @@ class Stack:
             protoset=cfg.protoset,
             upstreams=upstreams,
         )
+        if cfg.s3 is None and cfg.render_envoy is None:
+            config_yaml = envoy_media.with_media_route(
+                config_yaml, bucket=DEFAULT_BUCKET, host=LOOPBACK, port=cfg.ports.media.s3
+            )
         proc = envoy.server(
             config_path=cfg.data_dir / "config" / "envoy.yaml",
             config_yaml=config_yaml,
@@ -224,4 +281,9 @@ class Stack:
             jwt_public_key_file=str(shared.jwt_public_key_file),
             jwt_private_key_file=str(shared.jwt_private_key_file),
             data_dir=str(cfg.data_dir),
+            s3_url=shared.s3_url,
+            s3_public_url=shared.s3_public_url,
+            s3_access_key=shared.s3_access_key,
+            s3_secret_key=shared.s3_secret_key,
+            s3_bucket=shared.s3_bucket,
         )

@@ -27,6 +27,19 @@ SERVICES: tuple[PlatformService, ...] = (
     PlatformService("analytics", "elearn.analytics.v1.AnalyticsService", "svc_analytics"),
 )
 
+
+# Worker processes without a gRPC port of their own, run as `python -m <module>` beside the
+# services (the launcher starts `replicas` of each by default).
+@dataclass(frozen=True)
+class PlatformWorker:
+    name: str
+    module: str
+    replicas: int = 1
+
+
+WORKERS: tuple[PlatformWorker, ...] = (PlatformWorker("transcoder", "svc_course.transcoder"),)
+WORKER_NAMES: tuple[str, ...] = tuple(w.name for w in WORKERS)
+
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 GRPC_SERVICE_NAMES: tuple[str, ...] = tuple(s.grpc_service for s in SERVICES)
 BY_NAME: Mapping[str, PlatformService] = MappingProxyType({s.name: s for s in SERVICES})
