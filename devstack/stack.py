@@ -24,6 +24,7 @@ from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import LOOPBACK
 from devstack.processes import Abort, Deadline, ManagedProcess, StackAborted, StackError
 from devstack.runstate import ENDPOINTS_FILE, Endpoints, SupervisorLock
+from devstack.seaweedfs import DEFAULT_BUCKET
 from devstack.services import (
     GRPC_SERVICES,
     HealthProbe,
@@ -32,7 +33,6 @@ from devstack.services import (
     service_env,
     worker_env,
 )
-from devstack.seaweedfs import DEFAULT_BUCKET
 from devstack.supervisor import Supervisor
 from mesh.platform import WORKERS
 

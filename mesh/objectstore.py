@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiobotocore.session import get_session
@@ -151,10 +152,8 @@ class ObjectStore:
         )
 
     async def upload_file(self, key: str, path: str, content_type: str) -> None:
-        with open(path, "rb") as f:
-            await self._call(
-                self._s3.put_object(Bucket=self.bucket, Key=key, Body=f, ContentType=content_type)
-            )
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        await self.put_bytes(key, data, content_type)
 
     async def delete(self, key: str) -> None:
         await self._call(self._s3.delete_object(Bucket=self.bucket, Key=key))
@@ -203,7 +202,7 @@ class ObjectStore:
             return await awaitable
         except ClientError:
             raise
-        except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BotoCoreError, OSError) as exc:
             raise Unavailable("object storage unavailable; retry shortly") from exc
 
 
