@@ -24,6 +24,7 @@ class MediaInfo:
     duration_seconds: float
     width: int
     height: int
+    has_audio: bool = False
 
 
 async def probe(source: str, timeout_seconds: float) -> MediaInfo:
@@ -56,4 +57,5 @@ async def probe(source: str, timeout_seconds: float) -> MediaInfo:
     duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0)
     if duration <= 0:
         raise ProbeFailed("no duration could be read")
-    return MediaInfo(duration, int(video.get("width", 0)), int(video.get("height", 0)))
+    has_audio = any(s.get("codec_type") == "audio" for s in data.get("streams", []))
+    return MediaInfo(duration, int(video.get("width", 0)), int(video.get("height", 0)), has_audio)

@@ -16,7 +16,9 @@ from nats.js.errors import BadRequestError
 JOB_STREAM = "TRANSCODE_JOBS"
 JOB_SUBJECT = "jobs.transcode"
 DEAD_LETTER_SUBJECT = "jobs.transcode_dead"
+DEAD_LETTER_STREAM = "TRANSCODE_DEAD"
 DUPLICATE_WINDOW_SECONDS = 600.0
+DEAD_LETTER_RETENTION_SECONDS = 30 * 24 * 3600.0
 
 
 async def ensure_job_stream(js: JetStreamContext, limit: int) -> None:
@@ -29,10 +31,17 @@ async def ensure_job_stream(js: JetStreamContext, limit: int) -> None:
         discard=DiscardPolicy.NEW,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     )
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.update_stream(config)
+    dead = StreamConfig(
+        name=DEAD_LETTER_STREAM,
+        subjects=[DEAD_LETTER_SUBJECT],
+        storage=StorageType.FILE,
+        max_age=DEAD_LETTER_RETENTION_SECONDS,
+    )
+    for stream in (config, dead):
+        try:
+            await js.add_stream(stream)
+        except BadRequestError:
+            await js.update_stream(stream)
 
 
 class TranscodeQueue:

@@ -117,3 +117,18 @@ async def abandoned_uploads(conn: AsyncConnection, older_than: datetime, limit: 
         .with_for_update(skip_locked=True)
     )
     return list((await conn.execute(stmt)).all())
+
+
+async def lock_video(conn: AsyncConnection, video_id: uuid.UUID) -> Row | None:
+    stmt = select(videos).where(videos.c.id == video_id).with_for_update()
+    return (await conn.execute(stmt)).first()
+
+
+async def finish_video(
+    conn: AsyncConnection, video_id: uuid.UUID, state: str, duration_seconds: int | None
+) -> Row:
+    values: dict[str, Any] = {"state": state, "updated_at": func.now()}
+    if duration_seconds is not None:
+        values["duration_seconds"] = duration_seconds
+    stmt = update(videos).where(videos.c.id == video_id).values(**values).returning(*videos.c)
+    return (await conn.execute(stmt)).one()
