@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from contextlib import AsyncExitStack
 
 import grpc
@@ -74,6 +73,9 @@ async def serve() -> None:
             async def relay() -> None:
                 await events.relay(db, bus)
 
+            async def sweep() -> None:
+                await sweep_uploads(uploads, settings)
+
             async def invalidate_cache() -> None:
                 await cache_events.consume(bus, lookups)
 
@@ -86,7 +88,7 @@ async def serve() -> None:
                     relay,
                     invalidate_cache,
                     *progress.background_tasks(),
-                    functools.partial(sweep_uploads, uploads, settings),
+                    sweep,
                 ],
             )
             await server.run(settings, spec)
