@@ -68,8 +68,8 @@ async def consume(bus: Bus, lookups: Lookups, *, batch: int = 256) -> None:
     while True:
         try:
             messages: list[Msg] = await sub.fetch(batch, timeout=1.0)
-        except NatsTimeout:
-            continue
+        except (NatsTimeout, TimeoutError):
+            continue  # nothing new within the fetch window
         except asyncio.CancelledError:
             raise
         except Exception:

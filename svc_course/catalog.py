@@ -75,6 +75,8 @@ class Catalog:
             await self._outbox.add(conn, "elearn.course.course_updated", event_id, event)
         self._outbox.notify()
         await self._lookups.forget_course(course.course_id)
+        if course.state == pb.COURSE_STATE_PUBLISHED:
+            await self._lookups.forget_search()
         return course
 
     async def set_state(self, caller: Caller, course_id: uuid.UUID, state: str) -> pb.Course:
@@ -97,6 +99,7 @@ class Catalog:
             await self._outbox.add(conn, subject, event_id, event)
         self._outbox.notify()
         await self._lookups.forget_course(course.course_id)
+        await self._lookups.forget_search()
         return course
 
     async def list_by_instructor(

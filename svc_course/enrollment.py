@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+import psycopg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -84,9 +85,13 @@ class Enrollments:
                 existing = await repo.enrollment_of(conn, user_id, course_id)
             assert existing is not None
             return messages.enrollment(existing), False
-        except IntegrityError:
-            # uq_enrollments_user_key: the same key raced into another course's enrollment.
-            raise _key_reused() from None
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+            if constraint == "uq_enrollments_user_key":
+                raise _key_reused() from None
+            if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+                raise NotFound(f"course {course_id} not found") from None
+            raise
         self._outbox.notify()
         await self._forget(enrollment.course_id, enrollment.user_id)
         if self._on_unenroll is not None:

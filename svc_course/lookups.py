@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from sqlalchemy import Row
@@ -57,6 +58,11 @@ class Lookups:
         self.courses = CacheKind("course", settings.course_cache_ttl_seconds)
         self.videos = CacheKind("video", settings.video_cache_ttl_seconds)
         self.enrollments = CacheKind("enrollment", settings.enrollment_cache_ttl_seconds)
+        # Search pages are cached under a catalog generation: any change to what search can
+        # return drops the generation, so the next search misses and a published course is
+        # found at once; the TTL only bounds how long enrollment counts in results may lag.
+        self.search_pages = CacheKind("search", settings.search_cache_ttl_seconds)
+        self._generation = CacheKind("search-generation", 24 * 3600)
 
     async def course(self, course_id: uuid.UUID) -> pb.Course | None:
         async def load() -> bytes | None:
@@ -117,6 +123,25 @@ class Lookups:
         if not can_manage(caller, found):
             raise PermissionDenied(f"only the course's instructor or an admin may {action}")
         return found
+
+    async def search_generation(self) -> str:
+        """The current catalog generation; a fresh random one after every change, so entries
+        of an earlier generation (even one whose key the cache evicted) are never read."""
+
+        async def fresh() -> bytes:
+            return uuid.uuid4().hex.encode()
+
+        data = await self._cache.get_or_load(self._generation, "catalog", fresh)
+        assert data is not None
+        return data.decode()
+
+    async def cached_search(self, ident: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        data = await self._cache.get_or_load(self.search_pages, ident, load)
+        assert data is not None
+        return data
+
+    async def forget_search(self) -> None:
+        await self._forget(self._generation, "catalog")
 
     async def forget_course(self, course_id: str) -> None:
         await self._forget(self.courses, course_id)

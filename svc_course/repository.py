@@ -317,3 +317,13 @@ async def completed_enrollments(
         .limit(limit)
     )
     return list((await conn.execute(stmt)).all())
+
+
+# Seeding (python -m svc_course.seed): many rows per statement, ids chosen by the caller.
+
+
+async def insert_many(conn: AsyncConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT per call (SQLAlchemy batches executemany into VALUES lists)."""
+    target = {"courses": courses, "videos": videos, "enrollments": enrollments}[table]
+    if rows:
+        await conn.execute(target.insert(), rows)

@@ -4,7 +4,13 @@ A query is normalised like the documents (unaccent, the 'simple' configuration),
 becomes `word:*` (a prefix, for search-as-you-type) OR'ed with its nearest vocabulary terms by
 trigram similarity when the word itself is not in the vocabulary — so "pyhton" also searches
 "python". Words are AND'ed. Scripts written without spaces (CJK) are tokenised as whole runs,
-so such queries also match as a substring of the title on the trigram index.
+so documents also index their character pairs (see migration 0001), a query's CJK words match
+through those pairs, and a CJK query of three or more characters also matches as a substring
+of the title on the trigram index.
+
+Result pages are cached under a catalog generation that every catalog change renews (see
+`Lookups.search_generation`), so a repeated search costs two cache reads and a new or changed
+course is still found at once.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from datetime import datetime
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from elearn.course.v1 import course_service_pb2 as pb
 from mesh.db import Database
 from mesh.errors import InvalidArgument
 from svc_course import messages
 from svc_course import search_repository as repo
+from svc_course.lookups import Lookups
 from svc_course.paging import encode_token, pinned_after, split_page
 
 # pg_trgm similarity between a transposition typo and its word is ~0.27 ("pyhton"/"python");
@@ -66,6 +73,10 @@ def build_tsquery(candidates: list[tuple[str, str | None, float | None]]) -> str
         if len(word) < 2 and not has_unspaced_script(word):
             continue
         options = [_lexeme(word) + (":*" if len(word) >= MIN_PREFIX else "")]
+        if has_unspaced_script(word) and len(word) > 2:
+            # Documents index CJK runs as character pairs too, so a word inside a run matches.
+            pairs = dict.fromkeys(word[i : i + 2] for i in range(len(word) - 1))
+            options.append("(" + " & ".join(_lexeme(p) for p in pairs) + ")")
         known = any(term == word for term, _ in nearest[word])
         if not known:
             close = [t for t, s in nearest[word] if s >= MIN_SIMILARITY and t != word]
@@ -75,8 +86,9 @@ def build_tsquery(candidates: list[tuple[str, str | None, float | None]]) -> str
 
 
 class Search:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: Lookups) -> None:
         self._db = db
+        self._lookups = lookups
 
     async def search(
         self,
@@ -90,7 +102,27 @@ class Search:
         fingerprint = json.dumps([query, category, level, language]).encode()
         pin = hashlib.sha256(fingerprint).hexdigest()[:16]
         after = pinned_after(token, pin, 2)
-        filters = Filters(category, level, language)
+        page_key = hashlib.sha256(f"{pin}:{size}:{token}".encode()).hexdigest()[:32]
+
+        async def load() -> bytes:
+            filters = Filters(category, level, language)
+            results, next_token = await self._search(query, filters, pin, after, size)
+            reply = pb.SearchCoursesResponse(results=results, next_page_token=next_token)
+            return reply.SerializeToString()
+
+        generation = await self._lookups.search_generation()
+        data = await self._lookups.cached_search(f"{generation}:{page_key}", load)
+        reply = pb.SearchCoursesResponse.FromString(data)
+        return list(reply.results), reply.next_page_token
+
+    async def _search(
+        self,
+        query: str,
+        filters: Filters,
+        pin: str,
+        after: list[Any] | None,
+        size: int,
+    ) -> tuple[list[pb.SearchCoursesResult], str]:
         try:
             if not query:
                 since = None if after is None else (datetime.fromisoformat(after[0]), after[1])
@@ -121,7 +153,9 @@ class Search:
         pin: str,
         after: tuple[float, uuid.UUID] | None,
     ) -> tuple[list[pb.SearchCoursesResult], str]:
-        substring = fold(query) if has_unspaced_script(query) else None
+        folded = fold(query)
+        # Below three characters the trigram index cannot help; character pairs cover those.
+        substring = folded if has_unspaced_script(query) and len(folded) >= 3 else None
         async with self._db.read() as conn:
             nearest = await repo.nearest_terms(conn, query, CORRECTIONS_PER_WORD + 1)
             tsquery = build_tsquery([(r.word, r.term, r.score) for r in nearest])

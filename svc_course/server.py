@@ -59,7 +59,7 @@ async def serve() -> None:
             servicer = CourseServicer(
                 Catalog(db, lookups, events),
                 Videos(db, lookups),
-                Search(db),
+                Search(db, lookups),
                 Enrollments(db, lookups, events, on_unenroll=progress.forget_enrollment),
                 progress,
                 uploads,

@@ -18,6 +18,8 @@ class CourseSettings(MeshSettings):
     course_cache_ttl_seconds: int = 3600
     video_cache_ttl_seconds: int = 24 * 3600
     enrollment_cache_ttl_seconds: int = 300
+    # Search result pages; catalog changes invalidate them at once (see svc_course.lookups).
+    search_cache_ttl_seconds: int = 60
     # Write-behind progress (S1): how often pending samples are flushed to Postgres, and the
     # most rows one flush statement carries.
     progress_flush_interval_seconds: float = 5.0

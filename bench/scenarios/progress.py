@@ -47,7 +47,8 @@ async def prepare_course(ctx: SetupContext) -> dict[str, Any]:
         admin = await users.Login(
             upb.LoginRequest(email=ctx.endpoints.admin_email, password=ctx.endpoints.admin_password)
         )
-        email = f"bench-{ctx.run_id}-instructor@bench.local"
+        # Unique per setup: both progress scenarios may run in one bench run.
+        email = f"bench-{ctx.run_id}-instructor-{uuid.uuid4().hex[:8]}@bench.local"
         teacher = await users.Register(
             upb.RegisterRequest(
                 email=email,

@@ -70,7 +70,8 @@ def test_json_register_login_whoami(stack: Endpoints) -> None:
 
 
 def test_unimplemented_service_is_501_not_a_fake_success(stack: Endpoints) -> None:
-    response = httpx.get(f"http://{stack.edge}/api/courses/search", params={"query": "python"})
+    video_id = "00000000-0000-4000-8000-000000000000"
+    response = httpx.get(f"http://{stack.edge}/api/videos/{video_id}/transcoding")
     assert response.status_code == 501
     assert "not implemented yet" in response.json()["message"]
 
@@ -130,7 +131,9 @@ async def test_native_grpc_through_the_edge(stack: Endpoints) -> None:
         courses = course_service_pb2_grpc.CourseServiceStub(channel)
         await fails_with(
             grpc.StatusCode.UNIMPLEMENTED,
-            courses.SearchCourses(course_service_pb2.SearchCoursesRequest(query="x")),
+            courses.GetTranscodingStatus(
+                course_service_pb2.GetTranscodingStatusRequest(video_id=str(uuid.uuid4()))
+            ),
         )
 
 

@@ -26,7 +26,8 @@ from mesh.db import Database
 from mesh.outbox import Outbox
 from svc_course.models import SCHEMA, outbox
 from svc_course.progress import Progress
-from svc_course.progress_flusher import ProgressFlusher
+from svc_course.progress_flusher import ProgressFlusher, now_ms
+from svc_course.progress_state import ProgressState
 from svc_course.settings import CourseSettings
 from tests.svc_course.conftest import People
 from tests.svc_course.progress_support import enroll, make_course, progress_rows
@@ -255,3 +256,23 @@ async def test_history_flushed_and_expired_from_valkey_is_seeded_back_from_postg
     # One query seeded the whole course: the next video's first sample needs none.
     await update(progress, student.user_id, second, position=5, watched=5)
     assert sum("FROM video_progress" in s for s in rig.statements) == 1
+
+
+async def test_samples_claimed_by_a_flusher_that_died_are_written_by_another(
+    rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
+) -> None:
+    course = await make_course(courses, people, [600])
+    students = [people.student() for _ in range(5)]
+    await enroll(courses, students, course.course_id)
+    progress = rig.progress()
+    video = course.video_ids[0]
+    for s in students:
+        await update(progress, s.user_id, video, position=42, watched=42)
+    # A replica claims the samples and is killed before its transaction commits; its lease is
+    # taken as already expired, so the test need not wait the minute a real one lasts.
+    dead = await ProgressState(rig.valkey).claim(now_ms=now_ms(), lease_ms=-1000, limit=100)
+    assert len(dead.samples) == 5
+    assert progress_rows(sql, [video]) == {}
+    assert await rig.progress().flusher.flush() == 5
+    rows = progress_rows(sql, [video])
+    assert {rows[(s.user_id, video)] for s in students} == {(42_000, 42_000, 42_000, False)}

@@ -23,6 +23,20 @@ EXTENSIONS = (
     "CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA public",
 )
 
+# Scripts written without spaces (CJK) come out of the parser as one token per run, so a
+# search for a word inside a title would miss; their overlapping character pairs are indexed
+# too (the usual CJK bigram approach), as words with positions so ranking counts them.
+CJK_RUN = r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,}"
+CJK_BIGRAMS = f"""
+CREATE FUNCTION {S}.cjk_bigrams(value text) RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_tsvector('simple', coalesce(string_agg(substr(m.run, i, 2), ' '), ''))
+    FROM (
+        SELECT (regexp_matches(lower(value), '{CJK_RUN}', 'g'))[1] AS run
+    ) AS m, generate_series(1, length(m.run) - 1) AS i
+$$;
+"""
+
 # The search columns are computed in the same statement as the write. 'simple' (no stemming,
 # no stop words) because the catalog is multilingual; unaccent makes "cafe" find "Café".
 # Every indexed word also lands in search_terms, the vocabulary typo correction searches;
@@ -33,8 +47,10 @@ LANGUAGE plpgsql AS $$
 BEGIN
     NEW.search_document :=
         setweight(to_tsvector('simple', public.unaccent(NEW.title)), 'A')
+        || setweight({S}.cjk_bigrams(NEW.title), 'A')
         || setweight(to_tsvector('simple', public.unaccent(array_to_string(NEW.tags, ' '))), 'B')
-        || setweight(to_tsvector('simple', public.unaccent(NEW.description)), 'C');
+        || setweight(to_tsvector('simple', public.unaccent(NEW.description)), 'C')
+        || setweight({S}.cjk_bigrams(NEW.description), 'C');
     NEW.search_title := lower(public.unaccent(NEW.title));
     INSERT INTO {S}.search_terms (term)
     SELECT t FROM unnest(tsvector_to_array(NEW.search_document)) AS t
@@ -160,6 +176,7 @@ def _courses() -> None:
         postgresql_ops={"term": "gist_trgm_ops"},
         schema=S,
     )
+    op.execute(CJK_BIGRAMS)
     op.execute(SEARCH_TRIGGER)
 
 
@@ -274,3 +291,4 @@ def downgrade() -> None:
     for table in ("outbox", "video_progress", "enrollments", "videos", "search_terms", "courses"):
         op.drop_table(table, schema=S)
     op.execute(f"DROP FUNCTION IF EXISTS {S}.courses_search_refresh()")
+    op.execute(f"DROP FUNCTION IF EXISTS {S}.cjk_bigrams(text)")
