@@ -38,7 +38,8 @@ class People:
 
     def make(self, *roles: str) -> Person:
         user_id = str(uuid.uuid4())
-        return Person(user_id, self._signer.mint(user_id, ["student", *roles]))
+        token = self._signer.mint(user_id, ["student", *roles], session_id=str(uuid.uuid4()))
+        return Person(user_id, token)
 
     def student(self) -> Person:
         return self.make()

@@ -3,8 +3,6 @@ checked with ffprobe, transcoded by the transcoder worker, played through signed
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import pytest
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from svc_course.media_probe import FFPROBE
 from svc_course.upload import upload_file
 from tests.svc_course.conftest import People
 from tests.svc_course.video_support import clip, course_with_video, keys_under
@@ -69,28 +66,32 @@ async def test_video_upload_through_edge_transcodes_to_playable_hls(
         pb.GetPlaybackUrlRequest(video_id=video.video_id), metadata=student.auth
     )
     assert link.url.startswith(f"http://{stack.edge}/media/")
+    # Fetch the whole ladder the way a player does, every URL from the playlists.
     async with httpx.AsyncClient(timeout=10) as http:
         master = await http.get(link.url)
         assert master.status_code == 200
         variant_url = next(line for line in master.text.splitlines() if line.startswith("http"))
         variant = await http.get(variant_url)
         assert variant.status_code == 200
-        segment_url = next(line for line in variant.text.splitlines() if line.startswith("http"))
-        segment = await http.get(segment_url)
-        assert segment.status_code == 200 and len(segment.content) > 1000
+        segment_urls = [line for line in variant.text.splitlines() if line.startswith("http")]
+        assert all(f"{stack.edge}/media/" in u for u in segment_urls)
+        segments = [await http.get(u) for u in segment_urls]
+        assert all(s.status_code == 200 for s in segments)
         # The same segment without its signature is refused.
-        unsigned = await http.get(segment_url.split("?", 1)[0])
+        unsigned = await http.get(segment_urls[0].split("?", 1)[0])
         assert unsigned.status_code == 403
-    # A player (ffprobe here) reads the whole ladder from the link.
-    probe = await asyncio.to_thread(
-        subprocess.run,
-        [FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", link.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert probe.returncode == 0, probe.stderr
-    assert abs(float(probe.stdout.strip()) - 3.0) < 0.5
+    # The ladder covers the 3 s video, and each segment is MPEG-TS (sync byte every 188
+    # bytes). The wheel's static ffprobe crashes on MPEG-TS and HLS input, so the playlist walk
+    # above stands in for a player.
+    extinf = [
+        float(line[8:].rstrip(","))
+        for line in variant.text.splitlines()
+        if line.startswith("#EXTINF:")
+    ]
+    assert abs(sum(extinf) - 3.0) < 0.2
+    for segment in segments:
+        assert len(segment.content) % 188 == 0
+        assert segment.content[::188] == b"\x47" * (len(segment.content) // 188)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await courses.GetPlaybackUrl(
