@@ -49,13 +49,13 @@ def clip(tmp_path: Path, name: str = "clip.mp4", **options: object) -> Path:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 60.0
+    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], seconds: float = 60.0
 ) -> T:
     """Poll `probe` until `done(result)` or the deadline; the last result on timeout fails."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while True:
         result = await probe()
         if done(result):
             return result
-        assert time.monotonic() < deadline, f"condition not met within {timeout} s: {result}"
+        assert time.monotonic() < deadline, f"condition not met within {seconds} s: {result}"
         await asyncio.sleep(0.2)
