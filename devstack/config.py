@@ -70,8 +70,8 @@ class StackConfig:
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
     log_level: str = "INFO"
-    # Services drain in-flight calls for up to 10 s after SIGTERM (mesh's default
-    # shutdown_grace_seconds); past this, they are killed.
+    # Services keep serving 3 s after SIGTERM, then drain for up to 10 s (mesh's
+    # shutdown_delay_seconds and shutdown_grace_seconds); past this, they are killed.
     service_grace: float = 15.0
     timeouts: Timeouts = field(default_factory=Timeouts)
 

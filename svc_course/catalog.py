@@ -45,7 +45,10 @@ class Catalog:
             event = events.CourseCreated(
                 event_id=event_id, occur_time=occurred, course=messages.course_info(course)
             )
-            await self._outbox.add(conn, "elearn.course.course_created", event_id, event)
+            await self._outbox.add(
+                conn, "elearn.course.course_created", event_id, event,
+                aggregate_id=f"course:{course.course_id}",
+            )  # fmt: skip
         self._outbox.notify()
         return course
 
@@ -72,7 +75,10 @@ class Catalog:
                 course=messages.course_info(course),
                 changed_fields=sorted(values),
             )
-            await self._outbox.add(conn, "elearn.course.course_updated", event_id, event)
+            await self._outbox.add(
+                conn, "elearn.course.course_updated", event_id, event,
+                aggregate_id=f"course:{course.course_id}",
+            )  # fmt: skip
         self._outbox.notify()
         await self._lookups.forget_course(course.course_id)
         if course.state == pb.COURSE_STATE_PUBLISHED:
@@ -96,7 +102,9 @@ class Catalog:
             event = kind(
                 event_id=event_id, occur_time=occurred, course=messages.course_info(course)
             )
-            await self._outbox.add(conn, subject, event_id, event)
+            await self._outbox.add(
+                conn, subject, event_id, event, aggregate_id=f"course:{course.course_id}"
+            )
         self._outbox.notify()
         await self._lookups.forget_course(course.course_id)
         await self._lookups.forget_search()

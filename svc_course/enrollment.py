@@ -79,7 +79,10 @@ class Enrollments:
                     user_id=enrollment.user_id,
                     reactivated=not row.inserted,
                 )
-                await self._outbox.add(conn, "elearn.course.enrolled", event_id, event)
+                await self._outbox.add(
+                    conn, "elearn.course.enrolled", event_id, event,
+                    aggregate_id=f"enrollment:{enrollment.enrollment_id}",
+                )  # fmt: skip
         except _AlreadyHolding:
             async with self._db.read() as conn:
                 existing = await repo.enrollment_of(conn, user_id, course_id)
@@ -134,7 +137,10 @@ class Enrollments:
                 instructor_id=str(course.instructor_id),
                 user_id=enrollment.user_id,
             )
-            await self._outbox.add(conn, "elearn.course.unenrolled", event_id, event)
+            await self._outbox.add(
+                conn, "elearn.course.unenrolled", event_id, event,
+                aggregate_id=f"enrollment:{enrollment.enrollment_id}",
+            )  # fmt: skip
         self._outbox.notify()
         await self._forget(enrollment.course_id, enrollment.user_id)
         if self._on_unenroll is not None:

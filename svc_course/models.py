@@ -3,7 +3,9 @@
 Search: `search_document` (weighted tsvector) and `search_title` (unaccented, lower-cased title
 for trigram and substring matching) are kept by a trigger in the same statement as the write,
 so a course is searchable the moment its transaction commits. `search_terms` is the vocabulary
-of every indexed word; a misspelt query word is corrected against it by trigram distance.
+of every indexed word; a misspelt query word is corrected against it by trigram distance. It
+only grows: a word whose courses changed or were archived can still be offered as a correction,
+and then simply matches nothing published.
 """
 
 from __future__ import annotations

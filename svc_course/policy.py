@@ -1,19 +1,20 @@
 """Who may call which CourseService method. Object checks (only a course's instructor or an
 admin changes it; a student checks only their own enrollment) are in the domain modules."""
 
-from mesh.auth import PUBLIC, SIGNED_IN, Policy, role
+from mesh.auth import OPTIONAL, SIGNED_IN, Policy, role
 
 _S = "/elearn.course.v1.CourseService/"
 _TEACHERS = role("instructor", "admin")
 
 POLICY = Policy(
     {
-        # The catalog is browsable without an account; visibility rules still apply.
-        _S + "SearchCourses": PUBLIC,
-        _S + "GetCourse": PUBLIC,
-        _S + "ListInstructorCourses": PUBLIC,
-        _S + "GetVideo": PUBLIC,
-        _S + "ListVideos": PUBLIC,
+        # The catalog is browsable without an account; a token, when sent, widens what the
+        # caller sees (drafts to their instructor, archived courses to enrolled students).
+        _S + "SearchCourses": OPTIONAL,
+        _S + "GetCourse": OPTIONAL,
+        _S + "ListInstructorCourses": OPTIONAL,
+        _S + "GetVideo": OPTIONAL,
+        _S + "ListVideos": OPTIONAL,
         _S + "CreateCourse": _TEACHERS,
         _S + "UpdateCourse": _TEACHERS,
         _S + "PublishCourse": _TEACHERS,

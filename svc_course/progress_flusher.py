@@ -157,7 +157,10 @@ class ProgressFlusher:
                         instructor_id=str(e.instructor_id),
                         user_id=str(e.user_id),
                     )
-                    await self._outbox.add(conn, COMPLETED_SUBJECT, event_id, completed)
+                    await self._outbox.add(
+                        conn, COMPLETED_SUBJECT, event_id, completed,
+                        aggregate_id=f"enrollment:{e.id}",
+                    )  # fmt: skip
             event_id, now = new_event_id()
             flushed = events.VideoProgressFlushed(
                 event_id=event_id,

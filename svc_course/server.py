@@ -71,7 +71,7 @@ async def serve() -> None:
                 course_service_pb2_grpc.add_CourseServiceServicer_to_server(servicer, srv)
 
             async def relay() -> None:
-                await events.relay(db, bus)
+                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
 
             async def sweep() -> None:
                 await sweep_uploads(uploads, settings)
@@ -90,6 +90,7 @@ async def serve() -> None:
                     *progress.background_tasks(),
                     sweep,
                 ],
+                bus=bus,
             )
             await server.run(settings, spec)
     finally:

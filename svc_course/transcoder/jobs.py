@@ -132,7 +132,9 @@ class JobStore:
             )
             if duration is not None:
                 event.duration.CopyFrom(Duration(seconds=duration))
-            await self._outbox.add(conn, SUBJECT, event_id, event)
+            await self._outbox.add(
+                conn, SUBJECT, event_id, event, aggregate_id=f"video:{row.video_id}"
+            )
         await self._lookups.forget_videos([str(row.video_id)])
         await self._lookups.forget_course(str(row.course_id))
         await self._notice(str(row.video_id))

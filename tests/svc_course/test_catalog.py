@@ -4,15 +4,20 @@ publish, archive, visibility, listing, and counters that stay right under concur
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from typing import Any
 
 import grpc
+import nats
 import psycopg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from elearn.events.v1 import course_events_pb2 as events
 from tests.grpc_assert import fails_with, violated_fields
 from tests.svc_course.conftest import People, course_fields, new_course, new_video
 
@@ -346,3 +351,43 @@ async def test_a_drafts_videos_are_hidden_from_students(
         grpc.StatusCode.NOT_FOUND,
         courses.ListVideos(pb.ListVideosRequest(course_id=course.course_id), metadata=student.auth),
     )
+
+
+async def test_course_events_reach_jetstream(
+    stack: Endpoints, courses: CourseServiceStub, people: People
+) -> None:
+    teacher = people.instructor()
+    nc = await nats.connect(stack.nats_url)
+    try:
+        sub = await nc.jetstream().subscribe("elearn.course.*", ordered_consumer=True)
+        course = await new_course(courses, teacher, publish=True)
+        await courses.UpdateCourse(
+            pb.UpdateCourseRequest(
+                course=pb.Course(course_id=course.course_id, capacity=7),
+                update_mask=FieldMask(paths=["capacity"]),
+            ),
+            metadata=teacher.auth,
+        )
+        kinds = {
+            "elearn.course.course_created": events.CourseCreated,
+            "elearn.course.course_published": events.CoursePublished,
+            "elearn.course.course_updated": events.CourseUpdated,
+        }
+        seen: dict[str, Any] = {}
+        deadline = time.monotonic() + 15
+        while set(kinds) - set(seen) and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            kind = kinds.get(msg.subject)
+            if kind is not None:
+                event = kind.FromString(msg.data)
+                if event.course.course_id == course.course_id:
+                    seen[msg.subject] = event
+        assert set(seen) == set(kinds)
+        assert seen["elearn.course.course_published"].course.state == pb.COURSE_STATE_PUBLISHED
+        updated = seen["elearn.course.course_updated"]
+        assert list(updated.changed_fields) == ["capacity"] and updated.course.capacity == 7
+    finally:
+        await nc.close()

@@ -1,7 +1,7 @@
 """video uploads, transcoding jobs and the transcoding queue's slot counter
 
-Revision ID: 0002_video
-Revises: 0001
+Revision ID: 0003_video
+Revises: 0002_outbox
 Create Date: 2026-12-04
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0002_video"
-down_revision = "0001"
+revision = "0003_video"
+down_revision = "0002_outbox"
 branch_labels = None
 depends_on = None
 
