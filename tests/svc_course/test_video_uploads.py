@@ -16,8 +16,15 @@ from google.rpc import error_details_pb2, status_pb2
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from mesh.cache import open_cache
+from mesh.db import Database
+from mesh.objectstore import open_objectstore
+from svc_course.lookups import Lookups
+from svc_course.models import SCHEMA
+from svc_course.settings import CourseSettings
 from svc_course.testclip import make_clip
 from svc_course.upload import upload_file
+from svc_course.uploads import Uploads
 from tests.svc_course.conftest import People, Person
 from tests.svc_course.video_support import course_with_video, keys_under, open_multipart_uploads
 
@@ -243,3 +250,47 @@ async def test_video_upload_full_queue_refuses_with_retry_info_and_leaves_no_sto
                 metadata=teacher.auth,
             )
     assert slots_used(sql) == held
+
+
+async def test_video_upload_sweeper_aborts_abandoned_uploads(
+    stack: Endpoints, courses: CourseServiceStub, people: People, sql: psycopg.Connection
+) -> None:
+    teacher = people.instructor()
+    _, video = await course_with_video(courses, teacher)
+    before = slots_used(sql)
+    upload = await start(courses, teacher, video.video_id)
+    fresh = await start(courses, teacher, (await course_with_video(courses, teacher))[1].video_id)
+    sql.execute(
+        "UPDATE courses.video_uploads SET created_at = now() - interval '2 days' WHERE id = %s",
+        (upload.upload_id,),
+    )
+    settings = CourseSettings(
+        database_url=stack.database_url,
+        cache_url=stack.cache_url,
+        state_url=stack.state_url,
+        s3_url=stack.s3_url,
+        s3_access_key=stack.s3_access_key,
+        s3_secret_key=stack.s3_secret_key,
+        s3_bucket=stack.s3_bucket,
+    )
+    async with (
+        Database.open(settings, SCHEMA) as db,
+        open_cache(settings) as cache,
+        open_objectstore(settings) as store,
+    ):
+        uploads = Uploads(db, Lookups(db, cache, settings), store, None, settings)  # type: ignore[arg-type]
+        assert await uploads.sweep(older_than_seconds=24 * 3600) >= 1
+    assert open_multipart_uploads(stack, f"videos/{video.video_id}/") == []
+    state = await courses.GetVideoUpload(
+        pb.GetVideoUploadRequest(video_id=video.video_id, upload_id=upload.upload_id),
+        metadata=teacher.auth,
+    )
+    assert state.state == pb.UPLOAD_STATE_ABORTED
+    got = await courses.GetVideo(pb.GetVideoRequest(video_id=video.video_id))
+    assert got.video.state == pb.VIDEO_STATE_AWAITING_UPLOAD
+    # The fresh upload is untouched; only the swept one gave its slot back.
+    still = sql.execute(
+        "SELECT state FROM courses.video_uploads WHERE id = %s", (fresh.upload_id,)
+    ).fetchone()
+    assert still == ("open",)
+    assert slots_used(sql) == before + 1
