@@ -42,6 +42,10 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ready = Path(settings.ready_file) if settings.ready_file else None
+    if ready is not None:
+        # A restarted worker is not ready until it is connected again.
+        await asyncio.to_thread(ready.unlink, missing_ok=True)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))
@@ -62,8 +66,8 @@ async def serve() -> None:
                     max_deliver=settings.transcoder_max_deliveries + 1,
                 ),
             )
-            if settings.ready_file:
-                await asyncio.to_thread(Path(settings.ready_file).touch)
+            if ready is not None:
+                await asyncio.to_thread(ready.touch)
             log.info("transcoder ready")
             await _loop(sub, transcoder, stop)
     finally:

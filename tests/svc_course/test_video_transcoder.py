@@ -8,9 +8,11 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import httpx
 import nats
 import psycopg
 import pytest
@@ -37,6 +39,7 @@ WORKER_ENV = {
     "COURSE_TRANSCODER_ACK_WAIT_SECONDS": "3",
     "COURSE_TRANSCODER_HEARTBEAT_SECONDS": "1",
     "COURSE_TRANSCODER_MAX_DELIVERIES": "2",
+    "COURSE_PLAYBACK_URL_TTL_SECONDS": "6",
 }
 
 
@@ -181,3 +184,35 @@ async def test_video_transcoder_dead_letters_a_job_that_keeps_failing(
     dead = await stream_messages(endpoints, DEAD_LETTER_SUBJECT)
     assert any(json.loads(d)["upload_id"] == result.upload_id for d in dead)
     assert uuid.UUID(result.upload_id)
+
+
+async def test_video_playback_link_stops_working_when_it_expires(
+    worker_stack: Stack, stub: CourseServiceStub, team: People, tmp_path: Path
+) -> None:
+    teacher = team.instructor()
+    _, video = await course_with_video(stub, teacher)
+    await upload_file(stub, teacher.auth, make_clip(tmp_path / "c.mp4", seconds=2.0),
+                      video_id=video.video_id)  # fmt: skip
+    await eventually(
+        lambda: status_of(stub, teacher.auth, video.video_id),
+        lambda s: s.state == pb.TRANSCODING_STATE_SUCCEEDED,
+        seconds=120,
+    )
+    link = await stub.GetPlaybackUrl(
+        pb.GetPlaybackUrlRequest(video_id=video.video_id), metadata=teacher.auth
+    )
+    expires = link.expire_time.ToDatetime().replace(tzinfo=UTC)
+    async with httpx.AsyncClient(timeout=5) as http:
+        fresh = await http.get(link.url)
+        assert fresh.status_code == 200
+        segment = next(line for line in (await http.get(
+            next(line for line in fresh.text.splitlines() if line.startswith("http"))
+        )).text.splitlines() if line.startswith("http"))  # fmt: skip
+
+        async def statuses() -> tuple[int, int]:
+            return (await http.get(link.url)).status_code, (await http.get(segment)).status_code
+
+        refused = await eventually(statuses, lambda codes: codes == (403, 403), seconds=30)
+    assert refused == (403, 403)
+    # Refused only once the promised lifetime was over (S3 counts whole seconds).
+    assert datetime.now(UTC) >= expires - timedelta(seconds=1)
