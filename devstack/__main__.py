@@ -61,9 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default .stack/")
     common.add_argument(
-        "--replicas",
-        default="",
-        help="replicas per service or worker, e.g. user=2,live=3,transcoder=2 (0 leaves out)",
+        "--replicas", default="", help="replicas per service, e.g. user=2,live=3 (0 leaves out)"
     )
     common.add_argument(
         "--edge-port", type=int, help="Envoy's port (default $ELEARN_EDGE_PORT or 8080)"
@@ -101,13 +99,9 @@ def _config(args: argparse.Namespace) -> StackConfig:
         overrides["migrate_command"] = None
     if args.no_envoy:
         overrides["with_envoy"] = False
-    replicas = parse_replicas(args.replicas)
-    # Workers are counted like replicas on the command line (`--replicas transcoder=2`).
-    if "transcoder" in replicas:
-        overrides["transcoders"] = replicas.pop("transcoder")
     return StackConfig.for_local(
         data_dir=args.data_dir,
-        replicas=replicas,
+        replicas=parse_replicas(args.replicas),
         edge_port=args.edge_port,
         free_ports=args.free_ports,
         **overrides,

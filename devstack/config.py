@@ -17,6 +17,7 @@ from devstack.ports import MAX_REPLICAS, SERVICE_ORDER, PortPlan
 from devstack.processes import StackError
 from devstack.seaweedfs import DEFAULT_BUCKET, S3Env
 from devstack.services import DEFAULT_ADMIN_EMAIL, default_command
+from mesh.platform import WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".stack"
@@ -64,8 +65,6 @@ class StackConfig:
     nats_url: str | None = None
     # An external S3 (S3_URL with S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET) instead of ours.
     s3: S3Env | None = None
-    # Transcoder workers (devstack.seaweedfs is their storage); 0 starts none.
-    transcoders: int = 1
     admin_email: str = DEFAULT_ADMIN_EMAIL
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
@@ -150,8 +149,12 @@ class StackConfig:
 
 
 def resolve_replicas(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
-    """One replica of every service, changed by `overrides`; 0 leaves a service out."""
+    """One replica of every service, changed by `overrides`; 0 leaves a service out. A worker
+    not named follows its service: none when the service is left out."""
     counts = dict.fromkeys(SERVICE_ORDER, 1)
+    for worker in WORKERS:
+        if (overrides or {}).get(worker.service, 1) == 0:
+            counts[worker.name] = 0
     for name, count in (overrides or {}).items():
         if name not in counts:
             raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_ORDER)}")

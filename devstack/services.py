@@ -15,10 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.ports import LOOPBACK, ServicePorts
 from mesh.platform import BY_NAME, SERVICES
+from mesh.platform import WORKERS as PLATFORM_WORKERS
 
 # Fully qualified gRPC service name of each service, as Envoy routes and transcodes them
 # (derived from mesh.platform, the one list).
 GRPC_SERVICES: Mapping[str, str] = {s.name: s.grpc_service for s in SERVICES}
+# Worker processes and the module each runs; they serve gRPC health only, so readiness works
+# the same, but Envoy routes nothing to them.
+WORKERS: Mapping[str, str] = {w.name: w.module for w in PLATFORM_WORKERS}
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -36,6 +40,8 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
+    # host:port of the first course replica, for services that call CourseService.
+    course_address: str = ""
     # Object storage (empty: none configured). s3_public_url is the base of the presigned URLs
     # clients get: the edge, whose /<bucket>/ route forwards to the S3 gateway unchanged.
     s3_url: str = ""
@@ -61,7 +67,8 @@ def s3_env(shared: SharedEnv) -> dict[str, str]:
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", BY_NAME[name].module]
+    module = WORKERS[name] if name in WORKERS else BY_NAME[name].module
+    return [sys.executable, "-m", module]
 
 
 def service_env(
@@ -73,7 +80,7 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of replica `index` of service `name` (the services' settings read
     exactly these names; the prefix is the service name in upper case)."""
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     env = dict(os.environ if base is None else base)
     env.update(
         {
@@ -92,6 +99,8 @@ def service_env(
         }
     )
     env.update(s3_env(shared))
+    if name == "quiz":
+        env["QUIZ_COURSE_ADDRESS"] = shared.course_address
     if name == "user":
         env.update(
             {
@@ -100,32 +109,6 @@ def service_env(
                 "USER_ADMIN_PASSWORD": shared.admin_password,
             }
         )
-    return env
-
-
-def worker_env(
-    name: str,
-    index: int,
-    shared: SharedEnv,
-    ready_file: Path,
-    base: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of a worker process (no gRPC port; it touches `ready_file` once its
-    connections are up, which is what the launcher waits for)."""
-    env = dict(os.environ if base is None else base)
-    env.update(
-        {
-            "DATABASE_URL": shared.database_url,
-            "CACHE_URL": shared.cache_url,
-            "STATE_URL": shared.state_url,
-            "NATS_URL": shared.nats_url,
-            "ELEARN_INSTANCE": f"{name}-{index}",
-            "ELEARN_LOG_LEVEL": shared.log_level,
-            "ELEARN_READY_FILE": str(ready_file),
-            "PYTHONUNBUFFERED": "1",
-            **s3_env(shared),
-        }
-    )
     return env
 
 

@@ -16,7 +16,6 @@ start-up lives in devstack.infra, process bookkeeping in devstack.supervisor.
 from __future__ import annotations
 
 import atexit
-import sys
 
 from devstack import envoy, envoy_media, infra
 from devstack.config import ROOT, StackConfig, Timeouts
@@ -29,12 +28,9 @@ from devstack.services import (
     GRPC_SERVICES,
     HealthProbe,
     SharedEnv,
-    default_command,
     service_env,
-    worker_env,
 )
 from devstack.supervisor import Supervisor
-from mesh.platform import WORKERS
 
 __all__ = ["Endpoints", "Stack", "StackAborted", "StackConfig", "StackError", "Timeouts"]
 
@@ -159,11 +155,11 @@ class Stack:
             s3_secret_key=s3.secret_key,
             s3_bucket=s3.bucket,
             s3_region=s3.region,
+            course_address=_first_replica(cfg, "course"),
         )
         if cfg.migrate_command is not None:
             infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
         self._start_services(shared, self._phase(timeouts.services, overall))
-        self._start_workers(shared, self._phase(timeouts.services, overall))
         if cfg.with_envoy:
             self._start_envoy(self._phase(timeouts.envoy, overall))
         endpoints = self._make_endpoints(shared)
@@ -193,33 +189,6 @@ class Stack:
         # All replicas start at once and are awaited together: Python start-up dominates.
         self._sup.await_ready(started, deadline)
 
-    def _start_workers(self, shared: SharedEnv, deadline: Deadline) -> None:
-        """Transcoders: ready once connected and subscribed (they touch a ready file)."""
-        cfg = self.config
-        # Workers belong to the course service and need its schema, which stand-in services
-        # (the launcher's own tests) do not have.
-        if "course" not in cfg.replicas or cfg.service_command is not default_command:
-            return
-        started = []
-        for worker in WORKERS:
-            count = cfg.transcoders if worker.name == "transcoder" else worker.replicas
-            for index in range(count):
-                ready_file = cfg.data_dir / "run" / f"{worker.name}-{index}.ready"
-                ready_file.parent.mkdir(parents=True, exist_ok=True)
-                ready_file.unlink(missing_ok=True)
-                proc = ManagedProcess(
-                    name=worker.name,
-                    index=index,
-                    argv=[sys.executable, "-m", worker.module],
-                    log_path=cfg.logs_dir / f"{worker.name}-{index}.log",
-                    env=worker_env(worker.name, index, shared, ready_file),
-                    cwd=ROOT,
-                    grace=cfg.service_grace,
-                )
-                self._sup.launch(proc, ready_file.exists, [])
-                started.append(proc)
-        self._sup.await_ready(started, deadline)
-
     def _s3_public_url(self, s3_url: str) -> str:
         """Clients reach our SeaweedFS through the edge (so a browser on the edge's origin can
         upload); an external S3 they reach directly."""
@@ -237,6 +206,7 @@ class Stack:
                 endpoints=[(LOOPBACK, p.grpc) for p in cfg.ports.services[name][:count]],
             )
             for name, count in cfg.replicas.items()
+            if name in GRPC_SERVICES
         ]
         render = cfg.render_envoy or envoy.render_edge_config
         config_yaml = render(
@@ -287,3 +257,8 @@ class Stack:
             s3_secret_key=shared.s3_secret_key,
             s3_bucket=shared.s3_bucket,
         )
+
+
+def _first_replica(cfg: StackConfig, name: str) -> str:
+    ports = cfg.ports.services.get(name, ())
+    return f"{LOOPBACK}:{ports[0].grpc}" if cfg.replicas.get(name) and ports else ""

@@ -3,7 +3,8 @@
 Each service's migration history calls these with its own schema, so the outbox's shape is
 written once: version 2 adds per-aggregate sequence numbers, attempts with back-off, and the
 dead-letter and sequence tables. A later change to the outbox gets a new pair of functions;
-these stay as they are, since applied migrations must keep meaning what they meant.
+these stay as they are, since applied migrations must keep meaning what they meant. A new
+service's first migration calls `create_outbox_tables`, which builds the current shape at once.
 """
 
 from __future__ import annotations
@@ -69,3 +70,24 @@ def downgrade_from_v2(S: str) -> None:
     op.drop_index("ix_outbox_aggregate", table_name="outbox", schema=S)
     for column in ("next_attempt_at", "last_error", "attempts", "aggregate_seq", "aggregate_id"):
         op.drop_column("outbox", column, schema=S)
+
+
+def create_outbox_tables(S: str) -> None:
+    """The outbox as it is now (version 2), for a schema that has none yet."""
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.Uuid(), nullable=False, unique=True),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        schema=S,
+    )
+    upgrade_to_v2(S)
+
+
+def drop_outbox_tables(S: str) -> None:
+    downgrade_from_v2(S)
+    op.drop_table("outbox", schema=S)

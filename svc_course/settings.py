@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from mesh.config import MeshSettings
@@ -56,17 +55,25 @@ class CourseSettings(MeshSettings):
     # How long a playback link (playlists and segment URLs) works.
     playback_url_ttl_seconds: int = 900
 
-    # Transcoder workers (python -m svc_course.transcoder), COURSE_TRANSCODER_*: ffmpeg runs at
-    # this nice level with this many threads, so the API keeps its CPU share (M4).
-    transcoder_threads: int = 2
-    transcoder_nice: int = 10
+
+class TranscoderSettings(CourseSettings):
+    """The transcoder worker (python -m svc_course.transcoder): TRANSCODER_* variables, plus the
+    course settings it shares (queue limit, probe timeout, cache TTLs) under the same prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRANSCODER_", extra="ignore", populate_by_name=True
+    )
+    service: ClassVar[str] = "transcoder"
+
+    # ffmpeg runs at this nice level with this many threads, so the API keeps its CPU (M4).
+    threads: int = 2
+    nice: int = 10
     # A job is redelivered when its worker has not acked (or said "still working") for this
-    # long; the worker says so every transcoder_heartbeat_seconds while ffmpeg runs.
-    transcoder_ack_wait_seconds: float = 30.0
-    transcoder_heartbeat_seconds: float = 5.0
+    # long; the worker says so every heartbeat_seconds while ffmpeg runs.
+    ack_wait_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
     # Deliveries before a job is dead-lettered and its video marked FAILED.
-    transcoder_max_deliveries: int = 3
-    transcoder_segment_seconds: int = 4
-    transcoder_work_dir: str = ""
-    # Touched once the worker is connected and subscribed (the launcher waits for it).
-    ready_file: str = Field(default="", validation_alias=AliasChoices("ELEARN_READY_FILE"))
+    max_deliveries: int = 3
+    segment_seconds: int = 4
+    # Scratch space for one job's renditions (default: the system's temp dir).
+    work_dir: str = ""

@@ -14,11 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 from botocore.exceptions import ClientError
-from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from sqlalchemy import Row
 
 from elearn.course.v1 import course_service_pb2 as pb
@@ -43,22 +39,6 @@ UPLOAD_STATES = {
     "completed": pb.UPLOAD_STATE_COMPLETED,
     "aborted": pb.UPLOAD_STATE_ABORTED,
 }
-
-
-class QueueFull(ResourceExhausted):
-    """RESOURCE_EXHAUSTED with google.rpc.RetryInfo: the queue drains as jobs finish."""
-
-    def __init__(self, message: str, retry_after_seconds: int) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-
-    def to_status(self) -> grpc.Status:
-        proto = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=self.message)
-        detail = error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(seconds=self.retry_after_seconds)
-        )
-        proto.details.add().Pack(detail)
-        return rpc_status.to_status(proto)
 
 
 def part_size_for(size_bytes: int, preferred: int) -> int:
@@ -160,10 +140,10 @@ class Uploads:
                     "the video has an open upload; resume it (GetVideoUpload) or abort it"
                 )
             if not await uploads_repo.take_slot(conn, self._settings.transcode_queue_limit):
-                raise QueueFull(
+                raise ResourceExhausted(
                     f"the transcoding queue is full ({self._settings.transcode_queue_limit} "
                     "jobs); retry later",
-                    self._settings.transcode_queue_retry_seconds,
+                    retry_after_seconds=self._settings.transcode_queue_retry_seconds,
                 )
             row = await uploads_repo.insert_upload(
                 conn,

@@ -12,6 +12,7 @@ from bench.scenarios.enrollment import CheckEnrollment, Enroll
 from bench.scenarios.health import Health
 from bench.scenarios.login import Login
 from bench.scenarios.progress import ProgressGrpc, ProgressJson
+from bench.scenarios.quiz import ExamRush, QueuedGrading
 from bench.scenarios.refresh import Refresh
 from bench.scenarios.search import Search
 from bench.scenarios.whoami import WhoAmI
@@ -28,6 +29,8 @@ SCENARIOS: dict[str, type[Scenario]] = {
         CheckEnrollment,
         ProgressGrpc,
         ProgressJson,
+        ExamRush,
+        QueuedGrading,
     )
 }
 CEILING = Health.name

@@ -1,19 +1,22 @@
-"""Wiring of a transcoder worker: pools, the durable pull consumer, one job at a time, and a
-graceful stop (SIGTERM lets the current job finish or hands it back unacked)."""
+"""Wiring of a transcoder worker: pools, the durable pull consumer and one job at a time, run
+as a background task of the shared bootstrap, which serves gRPC health (the launcher's
+readiness check) and drains on SIGTERM: the current job is cancelled and, unacked, redelivered
+to another worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import signal
 from contextlib import AsyncExitStack
-from pathlib import Path
 
+import grpc
 import uvloop
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from mesh import server
+from mesh.auth import Policy
 from mesh.bus import connect_bus
 from mesh.cache import open_cache
 from mesh.db import Database
@@ -22,7 +25,7 @@ from mesh.objectstore import open_objectstore
 from mesh.outbox import Outbox
 from svc_course.lookups import Lookups
 from svc_course.models import SCHEMA, outbox
-from svc_course.settings import CourseSettings
+from svc_course.settings import TranscoderSettings
 from svc_course.transcode_queue import JOB_STREAM, JOB_SUBJECT, ensure_job_stream
 from svc_course.transcoder.jobs import JobStore
 from svc_course.transcoder.worker import Transcoder
@@ -34,18 +37,9 @@ FETCH_WAIT_SECONDS = 5.0
 
 
 async def serve() -> None:
-    settings = CourseSettings.load()
+    settings = TranscoderSettings.load()
     settings.require("database_url", "cache_url", "nats_url", "s3_url")
-    instance = settings.instance or "transcoder-0"
-    listener = configure_logging("transcoder", instance, settings.log_level)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ready = Path(settings.ready_file) if settings.ready_file else None
-    if ready is not None:
-        # A restarted worker is not ready until it is connected again.
-        await asyncio.to_thread(ready.unlink, missing_ok=True)
+    listener = configure_logging("transcoder", settings.instance_name, settings.log_level)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))
@@ -61,34 +55,40 @@ async def serve() -> None:
                 stream=JOB_STREAM,
                 config=ConsumerConfig(
                     ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=settings.transcoder_ack_wait_seconds,
+                    ack_wait=settings.ack_wait_seconds,
                     # One more than ours: the worker itself decides the last delivery's fate.
-                    max_deliver=settings.transcoder_max_deliveries + 1,
+                    max_deliver=settings.max_deliveries + 1,
                 ),
             )
-            if ready is not None:
-                await asyncio.to_thread(ready.touch)
-            log.info("transcoder ready")
-            await _loop(sub, transcoder, stop)
+
+            async def work() -> None:
+                await _loop(sub, transcoder)
+
+            spec = server.ServiceSpec(
+                name="transcoder",
+                services=[],
+                register=_no_services,
+                policy=Policy({}),
+                background=[work],
+                bus=bus,
+            )
+            await server.run(settings, spec)
     finally:
         listener.stop()
 
 
-async def _loop(sub: object, transcoder: Transcoder, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        fetch = asyncio.create_task(sub.fetch(1, timeout=FETCH_WAIT_SECONDS))  # type: ignore[attr-defined]
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if fetch not in done:
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, NatsTimeout):
-                await fetch
-            break
-        stopped.cancel()
+def _no_services(_: grpc.aio.Server) -> None:
+    """The worker serves health and reflection only (added by mesh.server)."""
+
+
+async def _loop(sub: object, transcoder: Transcoder) -> None:
+    while True:
         try:
-            messages = fetch.result()
+            messages = await sub.fetch(1, timeout=FETCH_WAIT_SECONDS)  # type: ignore[attr-defined]
         except NatsTimeout:
             continue
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("fetching a job failed; retrying")
             await asyncio.sleep(1.0)
@@ -96,10 +96,13 @@ async def _loop(sub: object, transcoder: Transcoder, stop: asyncio.Event) -> Non
         for msg in messages:
             try:
                 await transcoder.handle(msg)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 # Unexpected (an outage): leave the job unacked; JetStream redelivers it.
                 log.exception("job handling failed")
 
 
 def main() -> None:
-    uvloop.run(serve())
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve())

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from mesh.objectstore import ObjectStore
 from svc_course.media_probe import FFMPEG, MediaInfo, ProbeFailed, probe
 from svc_course.playback import hls_prefix
-from svc_course.settings import CourseSettings
+from svc_course.settings import TranscoderSettings
 from svc_course.transcoder.jobs import JobStore
 from svc_course.transcoder.ladder import hls_command, poster_command, rungs_for, width_for
 
@@ -50,7 +50,7 @@ class Job:
 
 
 class Transcoder:
-    def __init__(self, store: ObjectStore, jobs: JobStore, settings: CourseSettings) -> None:
+    def __init__(self, store: ObjectStore, jobs: JobStore, settings: TranscoderSettings) -> None:
         self._store = store
         self._jobs = jobs
         self._settings = settings
@@ -71,7 +71,7 @@ class Transcoder:
             await self._run(job)
         except (JobFailed, ProbeFailed, OSError) as exc:
             reason = str(exc) or type(exc).__name__
-            final = attempt >= self._settings.transcoder_max_deliveries
+            final = attempt >= self._settings.max_deliveries
             log.warning("job failed", extra={"upload": job.upload_id, "final": final})
             await self._jobs.fail(job.upload_id, reason, final=final)
             if final:
@@ -88,7 +88,7 @@ class Transcoder:
 
     async def _keep_lease(self, msg: Msg) -> None:
         while True:
-            await asyncio.sleep(self._settings.transcoder_heartbeat_seconds)
+            await asyncio.sleep(self._settings.heartbeat_seconds)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
@@ -96,7 +96,7 @@ class Transcoder:
         source_key = await self._jobs.source_key(job.upload_id)
         source = await self._store.internal_get_url(source_key, 6 * 3600)
         info = await probe(source, self._settings.probe_timeout_seconds)
-        base = self._settings.transcoder_work_dir or None
+        base = self._settings.work_dir or None
         work = Path(tempfile.mkdtemp(prefix=f"transcode-{job.video_id}-", dir=base))
         try:
             rungs = rungs_for(info.height)
@@ -130,8 +130,8 @@ class Transcoder:
             work,
             rungs,
             has_audio=info.has_audio,
-            threads=self._settings.transcoder_threads,
-            segment_seconds=self._settings.transcoder_segment_seconds,
+            threads=self._settings.threads,
+            segment_seconds=self._settings.segment_seconds,
         )
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -164,7 +164,7 @@ class Transcoder:
 
     def _lower_priority(self) -> None:
         # Runs in the child before exec: ffmpeg yields the CPU to the API processes.
-        os.nice(self._settings.transcoder_nice)
+        os.nice(self._settings.nice)
 
     async def _run_quiet(self, argv: list[str]) -> None:
         proc = await asyncio.create_subprocess_exec(

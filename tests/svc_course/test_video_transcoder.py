@@ -36,9 +36,9 @@ from tests.svc_course.video_support import course_with_video, eventually
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 WORKER_ENV = {
-    "COURSE_TRANSCODER_ACK_WAIT_SECONDS": "3",
-    "COURSE_TRANSCODER_HEARTBEAT_SECONDS": "1",
-    "COURSE_TRANSCODER_MAX_DELIVERIES": "2",
+    "TRANSCODER_ACK_WAIT_SECONDS": "3",
+    "TRANSCODER_HEARTBEAT_SECONDS": "1",
+    "TRANSCODER_MAX_DELIVERIES": "2",
     "COURSE_PLAYBACK_URL_TTL_SECONDS": "6",
 }
 
@@ -168,7 +168,7 @@ async def test_video_transcoder_dead_letters_a_job_that_keeps_failing(
         lambda s: s.state == pb.TRANSCODING_STATE_FAILED,
         seconds=120,
     )
-    assert final.attempt == 2  # COURSE_TRANSCODER_MAX_DELIVERIES
+    assert final.attempt == 2  # TRANSCODER_MAX_DELIVERIES
     assert final.error_message
     got = await stub.GetVideo(pb.GetVideoRequest(video_id=video.video_id))
     assert got.video.state == pb.VIDEO_STATE_FAILED
