@@ -7,6 +7,7 @@
   PUT of the same bytes straight to the S3 port; the course service's CPU seconds per GiB;
 - transcoding: seconds of video per wall second for the ladder through the pipeline, beside
   the same ffmpeg command run by hand on the same clip;
+- isolation: GetCourse and who-am-I p95 with one transcode running, beside none;
 - queue bound: 150 concurrent StartVideoUpload against the free slots of the cap, with the
   multipart uploads left behind by the refused ones counted.
 
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -32,6 +34,8 @@ from devstack.runstate import Endpoints, read_pids
 from devstack.stack import Stack, StackConfig
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from elearn.user.v1 import user_service_pb2 as user_pb
+from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_course.media_probe import FFMPEG
 from svc_course.testclip import make_clip
 from svc_course.transcoder.ladder import hls_command, rungs_for
@@ -193,15 +197,79 @@ async def bench_queue(stub: CourseServiceStub, e: Endpoints, calls: int) -> None
           f"RESOURCE_EXHAUSTED, {orphans} orphaned multipart uploads")  # fmt: skip
 
 
+async def p95_ms(call: Callable[[], Awaitable[object]], calls: int, concurrency: int) -> float:
+    latencies: list[float] = []
+    per_worker = calls // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            began = time.perf_counter()
+            await call()
+            latencies.append(1000 * (time.perf_counter() - began))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    return latencies[int(0.95 * (len(latencies) - 1))]
+
+
+async def bench_isolation(stub: CourseServiceStub, e: Endpoints, work: Path) -> None:
+    """GetCourse and who-am-I (GetMe) p95 with no transcode, then with one running."""
+    auth = auth_for(e, "instructor")
+    video_id = await new_video(stub, auth)
+    course_id = (
+        await stub.GetVideo(pb.GetVideoRequest(video_id=video_id), metadata=auth)
+    ).video.course_id
+    async with grpc.aio.insecure_channel(e.services["user"][0]) as user_channel:
+        users = UserServiceStub(user_channel)
+        email = f"bench-{uuid.uuid4().hex[:8]}@bench.local"
+        await users.Register(user_pb.RegisterRequest(
+            email=email, password="correct horse", display_name="B",
+            idempotency_key=uuid.uuid4().hex,
+        ))  # fmt: skip
+        login = await users.Login(user_pb.LoginRequest(email=email, password="correct horse"))
+        me_auth = (("authorization", f"Bearer {login.tokens.access_token}"),)
+
+        async def get_course() -> object:
+            return await stub.GetCourse(pb.GetCourseRequest(course_id=course_id), metadata=auth)
+
+        async def who_am_i() -> object:
+            return await users.GetMe(user_pb.GetMeRequest(), metadata=me_auth)
+
+        idle = [await p95_ms(get_course, 800, 8), await p95_ms(who_am_i, 800, 8)]
+        clip = make_clip(work / "iso.mp4", seconds=90.0, size="1280x720")
+        await upload_file(stub, auth, clip, video_id=video_id)
+        for _ in range(600):
+            status = await stub.GetTranscodingStatus(
+                pb.GetTranscodingStatusRequest(video_id=video_id), metadata=auth
+            )
+            if status.status.state == pb.TRANSCODING_STATE_RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        busy = [await p95_ms(get_course, 800, 8), await p95_ms(who_am_i, 800, 8)]
+        status = await stub.GetTranscodingStatus(
+            pb.GetTranscodingStatusRequest(video_id=video_id), metadata=auth
+        )
+        still = status.status.state == pb.TRANSCODING_STATE_RUNNING
+    print(f"isolation (p95 ms, 8 concurrent callers): GetCourse {idle[0]:.1f} idle, "
+          f"{busy[0]:.1f} transcoding ({busy[0] / idle[0]:.2f}x); who-am-I {idle[1]:.1f} idle, "
+          f"{busy[1]:.1f} transcoding ({busy[1] / idle[1]:.2f}x); transcode still running "
+          f"at the end: {still}")  # fmt: skip
+
+
 async def run(e: Endpoints, args: argparse.Namespace) -> None:
     target = e.services["course"][0]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = CourseServiceStub(channel)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            await bench_queue(stub, e, args.queue_calls)
-            await bench_upload(stub, e, args.size_mib, work)
-            await bench_transcode(stub, e, args.clip_seconds, work)
+            if "queue" in args.only:
+                await bench_queue(stub, e, args.queue_calls)
+            if "upload" in args.only:
+                await bench_upload(stub, e, args.size_mib, work)
+            if "transcode" in args.only:
+                await bench_transcode(stub, e, args.clip_seconds, work)
+            if "isolation" in args.only:
+                await bench_isolation(stub, e, work)
 
 
 def main() -> None:
@@ -211,12 +279,17 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--clip-seconds", type=float, default=60.0)
     parser.add_argument("--queue-calls", type=int, default=150)
+    parser.add_argument(
+        "--only",
+        default="queue,upload,transcode,isolation",
+        help="comma-separated subset of queue,upload,transcode,isolation",
+    )
     args = parser.parse_args()
     if not args.own_stack:
         asyncio.run(run(Endpoints.load(args.endpoints), args))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        replicas = {"user": 0, "quiz": 0, "live": 0, "analytics": 0}
+        replicas = {"quiz": 0, "live": 0, "analytics": 0}
         with Stack(StackConfig.for_tests(Path(tmp), replicas=replicas)) as stack:
             asyncio.run(run(stack.endpoints, args))
 
