@@ -37,7 +37,8 @@ def first_method(service: str) -> str:
 
 
 async def test_grpcurl_describes_a_method_on_every_service(stack: Endpoints) -> None:
-    assert set(stack.services) == set(SERVICES)
+    # Workers (quiz-worker, transcoder) are listed too; they serve health only.
+    assert set(stack.services) >= set(SERVICES)
     for name, service in SERVICES.items():
         symbol = f"{service}.{first_method(service)}"
         out = await run(GRPCURL, "-plaintext", stack.services[name][0], "describe", symbol)
