@@ -70,6 +70,9 @@ def hls_command(
             f"v:{i},a:{i},name:{rung.name}" if has_audio else f"v:{i},name:{rung.name}"
         )
     argv += [
+        # The output's own cap: libx264 otherwise starts 1.5 threads per core whatever the
+        # input's -threads says.
+        "-threads", str(threads),
         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main", "-pix_fmt", "yuv420p",
         # Keyframes on segment boundaries, so every segment starts cleanly.
         "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})", "-sc_threshold", "0",
