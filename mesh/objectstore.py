@@ -46,6 +46,7 @@ class StoredPart:
 class ObjectHead:
     size: int
     content_type: str
+    etag: str = ""
 
 
 def error_code(exc: ClientError) -> str:
@@ -134,7 +135,11 @@ class ObjectStore:
             if not_found(exc):
                 return None
             raise
-        return ObjectHead(int(reply["ContentLength"]), str(reply.get("ContentType", "")))
+        return ObjectHead(
+            int(reply["ContentLength"]),
+            str(reply.get("ContentType", "")),
+            str(reply.get("ETag", "")).strip('"'),
+        )
 
     async def get_bytes(self, key: str) -> bytes | None:
         try:

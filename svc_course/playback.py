@@ -3,9 +3,11 @@
 The transcoder stores HLS under videos/<id>/hls/ with relative URIs. A link is a presigned URL
 of a master playlist written for this window under playback/<id>/<window>/, whose variant
 URIs are presigned URLs of rewritten variant playlists, whose segment URIs are presigned GET
-URLs of the stored segments. The player fetches all of it from storage through the edge's
-/media/ route; every URL stops working when the link expires. Links are reused within half a
-TTL, so a class starting a video at once costs one rewrite, not one per student.
+URLs of the stored segments (the window's folder also names the source playlist's ETag, so a
+re-transcoded video never reuses a stale copy). The player fetches all of it from storage
+through the edge's /media/ route; every URL stops working when the link expires. Links are
+reused within half a TTL, so a class starting a video at once costs one rewrite, not one per
+student.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ class Playback:
             raise PermissionDenied("only the course's enrolled students, instructor or admins")
         if video.state != pb.VIDEO_STATE_READY:
             raise FailedPrecondition("the video is not ready for playback yet")
+        source = await self._store.head(hls_prefix(str(video_id)) + "master.m3u8")
+        if source is None:
+            raise FailedPrecondition("the video's playlists are missing; transcode it again")
         window = int(time.time() // (self._ttl // 2))
-        base = f"playback/{video_id}/{window}/"
+        # The source's ETag in the path: a new transcode never shares a cached copy.
+        base = f"playback/{video_id}/{source.etag[:16] or 'x'}-{window}/"
         signed_at = window * (self._ttl // 2)
         master_key = base + "master.m3u8"
         if await self._store.head(master_key) is None:
