@@ -38,6 +38,7 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "course": 1,
         "live": 3,
         "analytics": 1,
+        "transcoder": 1,
     }
     # A worker follows its service unless named.
     assert resolve_replicas({})["quiz-worker"] == 1
