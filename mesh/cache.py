@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -57,18 +59,58 @@ async def open_cache(settings: MeshSettings) -> AsyncIterator[Cache]:
 
 @dataclass(frozen=True)
 class CacheKind:
-    """One kind of cached data: its key prefix and how long an entry may live."""
+    """One kind of cached data: its key prefix and how long an entry may live.
+
+    `local_ttl_seconds` > 0 adds a near cache: a value read from Valkey (or loaded) is also
+    kept in this process for that long, so a hot key costs no round trip. Another replica's
+    invalidation does not reach it, so the local TTL is how stale a read may be after a write
+    elsewhere: keep it below what the kind's readers promise (enrollment status: under 1 s).
+    """
 
     name: str
     ttl_seconds: int
+    local_ttl_seconds: float = 0.0
 
     def key(self, ident: str) -> str:
         return f"{self.name}:{ident}"
 
 
+# Entries of all kinds together; beyond this the least recently used go first, so a scan of
+# many cold keys cannot grow the process.
+NEAR_CACHE_ENTRIES = 50_000
+
+
+class NearCache:
+    """A bounded LRU of (expiry, value) by full key; monotonic clock."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, bytes | None]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if entry[0] <= time.monotonic():
+            del self._entries[key]
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[1]
+
+    def put(self, key: str, value: bytes | None, ttl: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
 class Cache:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, near_entries: int = NEAR_CACHE_ENTRIES) -> None:
         self._client = client
+        self._near = NearCache(near_entries)
         self._loading: dict[str, asyncio.Task[bytes | None]] = {}
         self._series: dict[tuple[str, str], metrics.Counter] = {}
 
@@ -78,13 +120,21 @@ class Cache:
         """The cached bytes, or `load()`'s, cached for the kind's TTL. A cache outage falls
         back to the loader: the cache speeds reads up, it never decides whether they work."""
         key = kind.key(ident)
+        if kind.local_ttl_seconds > 0:
+            found, near = self._near.get(key)
+            if found:
+                self._count(kind, "hit")
+                return near
         try:
             cached = await self._client.get(key)
         except (RedisConnectionError, RedisError, TimeoutError):
             cached = None
         if cached is not None:
             self._count(kind, "hit")
-            return cached if isinstance(cached, bytes) else cached.encode()
+            value = cached if isinstance(cached, bytes) else cached.encode()
+            if kind.local_ttl_seconds > 0:
+                self._near.put(key, value, kind.local_ttl_seconds)
+            return value
         self._count(kind, "miss")
         task = self._loading.get(key)
         if task is None:
@@ -103,6 +153,8 @@ class Cache:
         if value is not None:
             with contextlib.suppress(RedisError, TimeoutError):
                 await self._client.set(key, value, ex=kind.ttl_seconds)
+            if kind.local_ttl_seconds > 0:
+                self._near.put(key, value, kind.local_ttl_seconds)
         return value
 
     def _loaded(self, key: str, task: asyncio.Task[bytes | None]) -> None:
@@ -116,15 +168,24 @@ class Cache:
         """Drop entries after a committed write. Best effort: the write has succeeded, so a
         cache outage must not fail it; the entries then live until their TTL, which is why
         every kind has one. Counted and logged so a stale-read window is visible."""
-        if not idents:
+        await self.invalidate_entries([(kind, i) for i in idents])
+
+    async def invalidate_entries(self, entries: Sequence[tuple[CacheKind, str]]) -> None:
+        """`invalidate` for entries of several kinds in one round trip."""
+        if not entries:
             return
+        keys = [kind.key(ident) for kind, ident in entries]
+        for key in keys:
+            self._near.drop(key)
         try:
-            await self._client.delete(*(kind.key(i) for i in idents))
+            await self._client.delete(*keys)
         except (RedisError, TimeoutError, OSError) as exc:
-            metrics.CACHE_INVALIDATION_FAILURES.labels(kind.name).inc()
+            kinds = sorted({kind.name for kind, _ in entries})
+            for name in kinds:
+                metrics.CACHE_INVALIDATION_FAILURES.labels(name).inc()
             log.warning(
                 "cache invalidation failed; entries expire within their TTL",
-                extra={"kind": kind.name, "keys": len(idents), "error": type(exc).__name__},
+                extra={"kind": ",".join(kinds), "keys": len(keys), "error": type(exc).__name__},
             )
 
     def _count(self, kind: CacheKind, outcome: str) -> None:

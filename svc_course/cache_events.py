@@ -41,8 +41,7 @@ async def invalidate(lookups: Lookups, subject: str, payload: bytes) -> None:
             if subject.endswith(".enrolled")
             else events.Unenrolled.FromString(payload)
         )
-        await lookups.forget_enrollments([(e.course_id, e.user_id)])
-        await lookups.forget_course(e.course_id)
+        await lookups.forget_enrollment_and_course(e.course_id, e.user_id)
     elif subject == "elearn.course.course_completed":
         done = events.CourseCompleted.FromString(payload)
         await lookups.forget_enrollments([(done.course_id, done.user_id)])

@@ -2,7 +2,7 @@
 CheckEnrollment — the platform's hot internal call, answered from cache.
 
 Capacity: the seat is taken by one conditional UPDATE of the course row in the same
-transaction as the enrollment row (`repo.take_seat`); Postgres re-evaluates its condition after
+statement as the enrollment row (`repo.enroll_with_seat`); Postgres re-evaluates its condition after
 each concurrent writer commits, so N seats give exactly N enrollments without a lock held
 across round trips, and a full course fails fast with FAILED_PRECONDITION.
 """
@@ -62,11 +62,10 @@ class Enrollments:
             return messages.enrollment(existing), False
         try:
             async with self._db.transaction() as conn:
-                row = await repo.start_enrollment(conn, user_id, course_id, key)
-                if row is None:
+                row = await repo.enroll_with_seat(conn, user_id, course_id, key)
+                if row.id is None:
                     raise _AlreadyHolding
-                seat = await repo.take_seat(conn, course_id)
-                if seat is None:
+                if row.seat_instructor_id is None:
                     await self._refuse_seat(conn, caller, course_id)
                 enrollment = messages.enrollment(row)
                 event_id, occurred = new_event_id()
@@ -75,7 +74,7 @@ class Enrollments:
                     occur_time=occurred,
                     enrollment_id=enrollment.enrollment_id,
                     course_id=enrollment.course_id,
-                    instructor_id=str(seat.instructor_id),
+                    instructor_id=str(row.seat_instructor_id),
                     user_id=enrollment.user_id,
                     reactivated=not row.inserted,
                 )
@@ -148,9 +147,8 @@ class Enrollments:
         return enrollment
 
     async def _forget(self, course_id: str, user_id: str) -> None:
-        await self._lookups.forget_enrollments([(course_id, user_id)])
-        # The course's enrollment_count changed.
-        await self._lookups.forget_course(course_id)
+        # The status, and the course's enrollment_count: one round trip for both.
+        await self._lookups.forget_enrollment_and_course(course_id, user_id)
 
     async def list_mine(
         self, caller: Caller, states: tuple[str, ...], size: int, token: str

@@ -55,9 +55,15 @@ class Lookups:
     def __init__(self, db: Database, cache: Cache, settings: CourseSettings) -> None:
         self._db = db
         self._cache = cache
-        self.courses = CacheKind("course", settings.course_cache_ttl_seconds)
+        self.courses = CacheKind(
+            "course", settings.course_cache_ttl_seconds, settings.course_cache_local_seconds
+        )
         self.videos = CacheKind("video", settings.video_cache_ttl_seconds)
-        self.enrollments = CacheKind("enrollment", settings.enrollment_cache_ttl_seconds)
+        self.enrollments = CacheKind(
+            "enrollment",
+            settings.enrollment_cache_ttl_seconds,
+            settings.enrollment_cache_local_seconds,
+        )
         # Search pages are cached under a catalog generation: any change to what search can
         # return drops the generation, so the next search misses and a published course is
         # found at once; the TTL only bounds how long enrollment counts in results may lag.
@@ -153,10 +159,19 @@ class Lookups:
         """Drop cached statuses for (course_id, user_id) pairs."""
         await self._forget(self.enrollments, *(enrollment_ident(c, u) for c, u in pairs))
 
+    async def forget_enrollment_and_course(self, course_id: str, user_id: str) -> None:
+        """An enrollment changed: its status and its course's enrollment_count."""
+        await self._forget_entries(
+            [(self.enrollments, enrollment_ident(course_id, user_id)), (self.courses, course_id)]
+        )
+
     async def _forget(self, kind: CacheKind, *idents: str) -> None:
+        await self._forget_entries([(kind, i) for i in idents])
+
+    async def _forget_entries(self, entries: list[tuple[CacheKind, str]]) -> None:
         # Runs after the commit: the write has happened, so a cache outage must not turn it
         # into an error. The event consumer invalidates again, and the TTL bounds the rest.
         try:
-            await self._cache.invalidate(kind, *idents)
+            await self._cache.invalidate_entries(entries)
         except (RedisError, TimeoutError):
-            log.warning("cache invalidation failed", extra={"kind": kind.name})
+            log.warning("cache invalidation failed", extra={"kinds": len(entries)})

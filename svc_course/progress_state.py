@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 
+from mesh.state import Script
+
 PREFIX = "vp:"
 DIRTY = "vp:dirty"
 FLUSHING = "vp:flushing"
@@ -203,11 +205,11 @@ def member(user_id: str, video_id: str) -> str:
 class ProgressState:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._update = client.register_script(_UPDATE)
-        self._claim = client.register_script(_CLAIM)
-        self._ack = client.register_script(_ACK)
-        self._seed = client.register_script(_SEED)
-        self._release = client.register_script(_RELEASE)
+        self._update = Script(client, _UPDATE)
+        self._claim = Script(client, _CLAIM)
+        self._ack = Script(client, _ACK)
+        self._seed = Script(client, _SEED)
+        self._release = Script(client, _RELEASE)
 
     async def apply(
         self,

@@ -8,7 +8,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, literal_column, or_, select, tuple_, update
+from sqlalchemy import (
+    Row,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -112,22 +126,6 @@ async def list_instructor_courses(
     if after is not None:
         stmt = stmt.where(tuple_(courses.c.created_at, courses.c.id) < tuple_(*after))
     return list((await conn.execute(stmt)).all())
-
-
-async def take_seat(conn: AsyncConnection, course_id: uuid.UUID) -> Row | None:
-    """One seat of a published course, atomically: the row lock this UPDATE takes makes
-    concurrent enrollments re-check the count after each other, so capacity is exact."""
-    stmt = (
-        update(courses)
-        .where(
-            courses.c.id == course_id,
-            courses.c.state == "published",
-            or_(courses.c.capacity == 0, courses.c.enrollment_count < courses.c.capacity),
-        )
-        .values(enrollment_count=courses.c.enrollment_count + 1)
-        .returning(courses.c.instructor_id, courses.c.enrollment_count)
-    )
-    return await _one(conn, stmt)
 
 
 async def free_seat(conn: AsyncConnection, course_id: uuid.UUID) -> Row | None:
@@ -244,26 +242,60 @@ async def enrollment_by_key(conn: AsyncConnection, user_id: uuid.UUID, key: str)
     return await _one(conn, stmt)
 
 
-async def start_enrollment(
-    conn: AsyncConnection, user_id: uuid.UUID, course_id: uuid.UUID, key: str | None
-) -> Row | None:
-    """A new enrollment, or an unenrolled one reactivated (keeping its id, and COMPLETED if it
-    was ever completed). None when one already holds a seat: the caller lost a race to a
-    concurrent Enroll of the same student. `inserted` tells new from reactivated."""
+def _enroll_statement() -> Any:
+    """Enrollment row and seat in ONE statement (one round trip fewer, and the course row lock
+    is held one round trip shorter, in the hottest write). Both CTEs see the same snapshot;
+    the seat UPDATE still waits for and re-checks a concurrent writer's committed count, so
+    capacity stays exact. It always returns one row: enrollment columns NULL when one already
+    holds a seat, `seat_instructor_id` NULL when no seat was taken; the caller rolls back
+    unless both are there."""
     t = enrollments
-    new = pg_insert(t).values(user_id=user_id, course_id=course_id, idempotency_key=key)
-    stmt = new.on_conflict_do_update(
-        constraint="uq_enrollments_user_course",
-        set_={
-            "state": case((t.c.completed_at.is_not(None), "completed"), else_="active"),
-            "enrolled_at": func.now(),
-            "unenrolled_at": None,
-            "idempotency_key": new.excluded.idempotency_key,
-            "updated_at": func.now(),
-        },
-        where=t.c.state == "unenrolled",
-    ).returning(*ENROLLMENT_COLUMNS, literal_column("(xmax = 0)").label("inserted"))
-    return await _one(conn, stmt)
+    new = pg_insert(t).values(
+        user_id=bindparam("user_id", type_=Uuid),
+        course_id=bindparam("course_id", type_=Uuid),
+        idempotency_key=bindparam("key", type_=Text),
+    )
+    started = (
+        new.on_conflict_do_update(
+            constraint="uq_enrollments_user_course",
+            set_={
+                "state": case((t.c.completed_at.is_not(None), "completed"), else_="active"),
+                "enrolled_at": func.now(),
+                "unenrolled_at": None,
+                "idempotency_key": new.excluded.idempotency_key,
+                "updated_at": func.now(),
+            },
+            where=t.c.state == "unenrolled",
+        )
+        .returning(*ENROLLMENT_COLUMNS, literal_column("(xmax = 0)").label("inserted"))
+        .cte("started")
+    )
+    seat = (
+        update(courses)
+        .where(
+            courses.c.id == bindparam("course_id", type_=Uuid),
+            courses.c.state == "published",
+            or_(courses.c.capacity == 0, courses.c.enrollment_count < courses.c.capacity),
+        )
+        .values(enrollment_count=courses.c.enrollment_count + 1)
+        .returning(courses.c.instructor_id.label("seat_instructor_id"))
+        .cte("seat")
+    )
+    one = select(literal_column("1").label("one")).subquery("one")
+    return select(started, seat.c.seat_instructor_id).select_from(
+        one.outerjoin(started, true()).outerjoin(seat, true())
+    )
+
+
+_ENROLL = _enroll_statement()
+
+
+async def enroll_with_seat(
+    conn: AsyncConnection, user_id: uuid.UUID, course_id: uuid.UUID, key: str | None
+) -> Row:
+    """Start (or reactivate) the enrollment and take a seat; see `_enroll_statement`."""
+    result = await conn.execute(_ENROLL, {"user_id": user_id, "course_id": course_id, "key": key})
+    return result.one()
 
 
 async def end_enrollment(

@@ -13,10 +13,21 @@ class CourseSettings(MeshSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore", populate_by_name=True)
     service: ClassVar[str] = "course"
 
+    # Enough pooled connections for the calls one replica holds in flight at its peak (enroll
+    # load, relay, flusher): beyond the pool, overflow connections are opened and closed per
+    # checkout, and each one forks a Postgres backend, which on 2 cores cost more than the
+    # enrollment itself. 3 replicas x (24 + 10) stays well inside max_connections (200).
+    db_pool_size: int = 24
+
     # Cache TTLs from the review (M1); writes invalidate sooner, the TTL only bounds a miss.
     course_cache_ttl_seconds: int = 3600
     video_cache_ttl_seconds: int = 24 * 3600
     enrollment_cache_ttl_seconds: int = 300
+    # Near cache in each replica's memory over the Valkey one: hot reads (CheckEnrollment)
+    # skip the round trip. Another replica's write reaches it only by expiry, so these are
+    # the cross-replica staleness bounds: an unenroll shows on every replica within 1 s.
+    course_cache_local_seconds: float = 1.0
+    enrollment_cache_local_seconds: float = 0.5
     # Search result pages; catalog changes invalidate them at once (see svc_course.lookups).
     search_cache_ttl_seconds: int = 60
     # Write-behind progress (S1): how often pending samples are flushed to Postgres, and the

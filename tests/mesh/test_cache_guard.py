@@ -15,7 +15,7 @@ import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
 from devstack.stack import Endpoints
-from mesh.cache import Cache, CacheKind
+from mesh.cache import Cache, CacheKind, NearCache
 
 
 @pytest_asyncio.fixture
@@ -119,3 +119,50 @@ async def test_invalidation_drops_the_entry(cache: Cache) -> None:
     assert await cache.get_or_load(kind, "k", first) == b"old"
     await cache.invalidate(kind, "k")
     assert await cache.get_or_load(kind, "k", second) == b"new"
+
+
+async def test_near_cache_serves_hits_from_memory_until_its_ttl(stack: Endpoints) -> None:
+    client = redis.Redis.from_url(stack.cache_url)
+    kind = CacheKind(f"near-{uuid.uuid4().hex[:8]}", 60, local_ttl_seconds=0.3)
+    try:
+        cache = Cache(client)
+
+        async def load() -> bytes:
+            return b"v1"
+
+        assert await cache.get_or_load(kind, "k", load) == b"v1"
+        # A change in Valkey that this process did not make is not seen while the local copy
+        # lives (that is the round trip saved), and is seen once it expires.
+        await client.set(kind.key("k"), b"v2", ex=60)
+        assert await cache.get_or_load(kind, "k", load) == b"v1"
+        deadline = time.monotonic() + 2.0
+        while await cache.get_or_load(kind, "k", load) != b"v2":
+            assert time.monotonic() < deadline, "the local copy outlived its TTL"
+            await asyncio.sleep(0.02)  # polling a condition under a deadline
+    finally:
+        await client.aclose()
+
+
+async def test_invalidation_drops_the_near_copy_too(cache: Cache) -> None:
+    kind = CacheKind(f"near-inv-{uuid.uuid4().hex[:8]}", 60, local_ttl_seconds=60)
+
+    async def first() -> bytes:
+        return b"old"
+
+    async def second() -> bytes:
+        return b"new"
+
+    assert await cache.get_or_load(kind, "k", first) == b"old"
+    await cache.invalidate(kind, "k")
+    assert await cache.get_or_load(kind, "k", second) == b"new"
+
+
+def test_near_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
+    near = NearCache(2)
+    near.put("a", b"1", 60)
+    near.put("b", b"2", 60)
+    assert near.get("a") == (True, b"1")  # "a" is now the most recent
+    near.put("c", b"3", 60)
+    assert near.get("b") == (False, None)
+    assert near.get("a") == (True, b"1")
+    assert near.get("c") == (True, b"3")

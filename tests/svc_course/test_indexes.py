@@ -239,3 +239,23 @@ async def test_browsing_without_query_uses_the_partial_published_index(
         after=None,
     )
     uses("ix_courses_published_created", text)
+
+
+async def test_search_ranks_a_capped_candidate_set(populated: psycopg.Connection) -> None:
+    # Every fixture title holds "fixture": ranking all 10,000 published matches is what made
+    # broad queries slow. Rank must be computed over a LIMITed candidate set (the newest
+    # RANK_CANDIDATES matches), whichever index the planner picks to find them.
+    text = await explain(
+        populated,
+        search_repo.search_ranked,
+        tsquery="'fixture':*",
+        title_substring=None,
+        category=None,
+        level=None,
+        language=None,
+        limit=21,
+        after=None,
+    )
+    nodes = [line.strip() for line in text.splitlines()]
+    scan = next(i for i, line in enumerate(nodes) if "Subquery Scan on candidates" in line)
+    assert nodes[scan + 1].startswith("->  Limit"), text
