@@ -4,8 +4,9 @@ An update costs one state-Valkey round trip on the hot path: the video's (course
 comes from process memory, and one Lua script checks the enrollment mark, merges the sample
 and marks it dirty. Postgres is asked only when the video, the enrollment mark or the
 viewer's stored progress is not known yet. A flusher (`progress_flusher`) writes the samples
-behind, in batches. Reads take the Valkey copy first, since it holds the newest sample
-whether or not it was flushed, and Postgres otherwise.
+behind, in batches. Reads join the Valkey copy, which holds the newest sample whether or not
+it was flushed, with the Postgres row, which a state server that lost its last writes may be
+behind.
 """
 
 from __future__ import annotations
@@ -132,11 +133,13 @@ class Progress:
                 raise PermissionDenied(
                     "only the viewer, the course's instructor or an admin may read this progress"
                 )
-        stored = (await _valkey(self._state.read_many([(user_id, video_id)])))[0]
-        if stored is None:
-            async with self._db.read() as conn:
-                row = await repo.progress_row(conn, uuid.UUID(user_id), uuid.UUID(video_id))
-            stored = None if row is None else _from_row(row)
+        newest = (await _valkey(self._state.read_many([(user_id, video_id)])))[0]
+        # Postgres too, not only when Valkey has nothing: a state server restarted from its
+        # AOF may have lost its last second while the flusher had already committed those
+        # samples, and a read must never show less than one before it did.
+        async with self._db.read() as conn:
+            row = await repo.progress_row(conn, uuid.UUID(user_id), uuid.UUID(video_id))
+        stored = _merge(newest, None if row is None else _from_row(row))
         return pb.GetVideoProgressResponse(progress=_message(user_id, video_id, video, stored))
 
     async def list(self, request: pb.ListVideoProgressRequest) -> pb.ListVideoProgressResponse:

@@ -1,0 +1,107 @@
+"""Progress survives crashes (issue 11, item 5 and the "Loss" benchmark): SIGKILL of svc_course
+or of the state Valkey during a burst of updates loses no acknowledged update beyond what the
+AOF's one-second fsync allows, and progress never moves backwards.
+
+The session `stack` is shared, so its processes are never killed: this module starts a private
+stack (svc_user and svc_course, no Envoy) with a short flush interval. The measurement itself
+is bench.progress_loss, the same code the benchmark reports from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as redis
+
+from bench.progress_loss import (
+    STEP_MS,
+    Report,
+    backward_moves,
+    measure,
+    postgres_watched,
+    private_stack,
+    read,
+    send,
+    set_up,
+)
+from devstack.stack import Stack
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from svc_user.tokens import AccessTokens, load_private_key
+
+STUDENTS = 10
+RATE = 10.0  # updates/s per student
+FLUSH_DEADLINE_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = private_stack(Path(tmp_path_factory.mktemp("progress-crash")))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def run(stack: Stack, target: str) -> Report:
+    return await measure(
+        stack,
+        target,
+        students=STUDENTS,
+        rate_per_student=RATE,
+        before_s=2.0,
+        after_s=2.0,
+        flush_deadline_s=FLUSH_DEADLINE_S,
+    )
+
+
+def test_backward_moves_counts_reads_below_an_earlier_read() -> None:
+    assert backward_moves([1, 2, 2, 5]) == 0
+    assert backward_moves([1, 5, 3, 4, 6, 2]) == 3
+
+
+async def test_kill_9_of_svc_course_loses_no_acknowledged_update(private: Stack) -> None:
+    report = await run(private, "course")
+    assert report.acked > STUDENTS * RATE, report.render()  # the run did update, both sides
+    assert report.lost_read == 0, report.render()
+    assert report.lost_postgres == 0, report.render()
+    assert report.backwards == 0, report.render()
+
+
+async def test_kill_9_of_the_state_valkey_loses_at_most_one_second(private: Stack) -> None:
+    report = await run(private, "state-valkey")
+    one_second = int(STUDENTS * RATE)
+    assert report.acked > one_second, report.render()
+    assert report.lost_read <= one_second, report.render()
+    assert report.lost_postgres <= one_second, report.render()
+    assert report.backwards == 0, report.render()
+
+
+async def test_a_read_never_shows_less_than_postgres_after_the_state_lost_writes(
+    private: Stack,
+) -> None:
+    """The window a machine crash costs the AOF: the flusher committed a sample to Postgres,
+    then the state server came back without it. Rewinding the hash stands in for that replay."""
+    endpoints = private.endpoints
+    signer = AccessTokens(load_private_key(endpoints.jwt_private_key_file), 3600)
+    async with grpc.aio.insecure_channel(endpoints.services["course"][0]) as channel:
+        stub = CourseServiceStub(channel)
+        [viewer] = await set_up(stub, signer, 1)
+        await send(stub, viewer, 0.0, time.monotonic() + 0.5)
+        top = max(viewer.acked)
+        assert top >= 2 * STEP_MS
+        deadline = time.monotonic() + FLUSH_DEADLINE_S
+        while postgres_watched(endpoints.database_url, [viewer]).get(viewer.user_id, 0) < top:
+            assert time.monotonic() < deadline, "the flusher never wrote the samples"
+            await asyncio.sleep(0.1)
+        state = redis.Redis.from_url(endpoints.state_url)
+        try:
+            key = f"vp:{viewer.user_id}:{viewer.video_id}"
+            assert await state.hset(key, mapping={"w": STEP_MS, "p": STEP_MS}) == 0
+        finally:
+            await state.aclose()
+        assert await read(stub, viewer) == top
