@@ -106,8 +106,9 @@ class Publisher:
 
     async def graded(
         self, course: str, user: str, quiz_id: str, score: float, passed: bool,
-        outcomes: list[tuple[str, int]], *, submission: str | None = None, attempt: int = 1,
-        version: int = 1, at: datetime | None = None,
+        outcomes: list[tuple[str, quiz.QuestionOutcome.ValueType]], *,
+        submission: str | None = None, attempt: int = 1, version: int = 1,
+        at: datetime | None = None,
     ) -> str:  # fmt: skip
         submission = submission or str(uuid.uuid4())
         event = qe.SubmissionGraded(
@@ -115,7 +116,7 @@ class Publisher:
             quiz_id=quiz_id, course_id=course, user_id=user, attempt_number=attempt,
             grade_version=version, score=score, max_score=100, score_percent=score,
             passed=passed, submit_time=ts(at or now()),
-            questions=[qe.QuestionGrade(question_id=q, outcome=o) for q, o in outcomes],  # type: ignore[misc]
+            questions=[qe.QuestionGrade(question_id=q, outcome=o) for q, o in outcomes],
         )  # fmt: skip
         await self.send("elearn.quiz.submission_graded", event, aggregate=submission, seq=version)
         return submission
