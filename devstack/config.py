@@ -16,6 +16,7 @@ from devstack.envoy import EnvoyRenderer
 from devstack.ports import MAX_REPLICAS, SERVICE_ORDER, PortPlan
 from devstack.processes import StackError
 from devstack.services import DEFAULT_ADMIN_EMAIL, default_command
+from mesh.platform import WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".stack"
@@ -65,8 +66,8 @@ class StackConfig:
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
     log_level: str = "INFO"
-    # Services drain in-flight calls for up to 10 s after SIGTERM (mesh's default
-    # shutdown_grace_seconds); past this, they are killed.
+    # Services keep serving 3 s after SIGTERM, then drain for up to 10 s (mesh's
+    # shutdown_delay_seconds and shutdown_grace_seconds); past this, they are killed.
     service_grace: float = 15.0
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -144,8 +145,12 @@ class StackConfig:
 
 
 def resolve_replicas(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
-    """One replica of every service, changed by `overrides`; 0 leaves a service out."""
+    """One replica of every service, changed by `overrides`; 0 leaves a service out. A worker
+    not named follows its service: none when the service is left out."""
     counts = dict.fromkeys(SERVICE_ORDER, 1)
+    for worker in WORKERS:
+        if (overrides or {}).get(worker.service, 1) == 0:
+            counts[worker.name] = 0
     for name, count in (overrides or {}).items():
         if name not in counts:
             raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_ORDER)}")

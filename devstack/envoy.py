@@ -55,7 +55,7 @@ def render_edge_config(
         if exc.name != "devstack.envoy_config":
             raise
         raise StackError(
-            "devstack/envoy_config.py (the edge config renderer) is not there yet; "
+            "devstack/envoy_config/ (the edge config renderer) is not there yet; "
             "run without Envoy (--no-envoy) meanwhile"
         ) from exc
     text: str = module.render(

@@ -12,14 +12,15 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mesh.platform import NAMES
+from mesh.platform import PROCESS_NAMES
 
 LOOPBACK = "127.0.0.1"
 
 # The platform's order (mesh.platform) fixes the default port of each service's first replica
 # (user 50051 … analytics 50055); further replicas add 10 per replica index (user-1 50061, live-2
-# 50074), and metrics ports sit 9000 above their gRPC port (user-0 59051).
-SERVICE_ORDER = NAMES
+# 50074), and metrics ports sit 9000 above their gRPC port (user-0 59051). Workers come after
+# the services (quiz-worker-0 50056).
+SERVICE_ORDER = PROCESS_NAMES
 GRPC_BASE_PORT = 50051
 REPLICA_PORT_STRIDE = 10
 METRICS_PORT_OFFSET = 9000

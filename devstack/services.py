@@ -15,10 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.ports import LOOPBACK, ServicePorts
 from mesh.platform import BY_NAME, SERVICES
+from mesh.platform import WORKERS as PLATFORM_WORKERS
 
 # Fully qualified gRPC service name of each service, as Envoy routes and transcodes them
 # (derived from mesh.platform, the one list).
 GRPC_SERVICES: Mapping[str, str] = {s.name: s.grpc_service for s in SERVICES}
+# Worker processes and the module each runs; they serve gRPC health only, so readiness works
+# the same, but Envoy routes nothing to them.
+WORKERS: Mapping[str, str] = {w.name: w.module for w in PLATFORM_WORKERS}
 
 DEFAULT_ADMIN_EMAIL = "admin@elearn.local"
 
@@ -36,11 +40,14 @@ class SharedEnv:
     admin_email: str
     admin_password: str
     log_level: str = "INFO"
+    # host:port of the first course replica, for services that call CourseService.
+    course_address: str = ""
 
 
 def default_command(name: str) -> list[str]:
     """`<venv python> -m svc_<name>`; sys.executable is the venv's interpreter under make."""
-    return [sys.executable, "-m", BY_NAME[name].module]
+    module = WORKERS[name] if name in WORKERS else BY_NAME[name].module
+    return [sys.executable, "-m", module]
 
 
 def service_env(
@@ -52,7 +59,7 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of replica `index` of service `name` (the services' settings read
     exactly these names; the prefix is the service name in upper case)."""
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     env = dict(os.environ if base is None else base)
     env.update(
         {
@@ -70,6 +77,8 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if name == "quiz":
+        env["QUIZ_COURSE_ADDRESS"] = shared.course_address
     if name == "user":
         env.update(
             {

@@ -142,6 +142,7 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
+            course_address=_first_replica(cfg, "course"),
         )
         if cfg.migrate_command is not None:
             infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
@@ -184,6 +185,7 @@ class Stack:
                 endpoints=[(LOOPBACK, p.grpc) for p in cfg.ports.services[name][:count]],
             )
             for name, count in cfg.replicas.items()
+            if name in GRPC_SERVICES
         ]
         render = cfg.render_envoy or envoy.render_edge_config
         config_yaml = render(
@@ -225,3 +227,8 @@ class Stack:
             jwt_private_key_file=str(shared.jwt_private_key_file),
             data_dir=str(cfg.data_dir),
         )
+
+
+def _first_replica(cfg: StackConfig, name: str) -> str:
+    ports = cfg.ports.services.get(name, ())
+    return f"{LOOPBACK}:{ports[0].grpc}" if cfg.replicas.get(name) and ports else ""

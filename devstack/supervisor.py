@@ -24,7 +24,7 @@ from devstack.processes import (
     wait_until,
 )
 from devstack.runstate import ProcessRecord, read_pids, write_pids
-from mesh.platform import NAMES
+from mesh.platform import PROCESS_NAMES
 
 log = logging.getLogger("devstack")
 
@@ -105,7 +105,7 @@ class Supervisor:
         anything else; whatever an error skipped is killed. Forgets every child."""
         with self.mutex:
             procs = list(self._procs.values())
-            services = [p for p in procs if p.name in NAMES]
+            services = [p for p in procs if p.name in PROCESS_NAMES]
             infra = [p for name in INFRA_STOP_ORDER for p in procs if p.name == name]
             others = [p for p in procs if p not in services and p not in infra]
             try:

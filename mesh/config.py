@@ -25,6 +25,10 @@ class MeshSettings(BaseSettings):
     metrics_port: int = 0
     # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = 10.0
+    # Seconds a process keeps serving after health turns NOT_SERVING on SIGTERM, before its
+    # listener stops: Envoy health-checks every second, and a call sent in that window would
+    # otherwise meet a closed server and come back CANCELLED, which clients do not retry.
+    shutdown_delay_seconds: float = 3.0
     # grpc.aio spends ~150 µs per call; beyond this many concurrent RPCs a process only adds
     # queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
     max_concurrent_rpcs: int = 2000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 import nats.errors
@@ -28,11 +29,19 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, *, violations: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[tuple[str, str]] = (),
+        retry_after_seconds: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         # (field path, what is wrong with it) pairs, sent as google.rpc.BadRequest.
         self.violations = tuple(violations)
+        # When the caller may try again (load shedding), sent as google.rpc.RetryInfo.
+        self.retry_after_seconds = retry_after_seconds
 
     def to_status(self) -> grpc.Status:
         proto = status_pb2.Status(code=self.code.value[0], message=self.message)
@@ -44,6 +53,10 @@ class ServiceError(Exception):
                 ]
             )
             proto.details.add().Pack(detail)
+        if self.retry_after_seconds is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromTimedelta(timedelta(seconds=self.retry_after_seconds))
+            proto.details.add().Pack(retry)
         return rpc_status.to_status(proto)
 
 

@@ -27,6 +27,23 @@ SERVICES: tuple[PlatformService, ...] = (
     PlatformService("analytics", "elearn.analytics.v1.AnalyticsService", "svc_analytics"),
 )
 
+
+@dataclass(frozen=True)
+class PlatformWorker:
+    """A worker process: no gRPC API of its own, it serves only gRPC health (so readiness
+    checks treat it like a service) and is never routed to by the edge."""
+
+    name: str
+    module: str  # run as `python -m <module>`
+    service: str  # the service whose work it does; without that service it is not started
+
+
+WORKERS: tuple[PlatformWorker, ...] = (
+    PlatformWorker("quiz-worker", "svc_quiz.worker", service="quiz"),
+)
+
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
+# Every process the launcher can start, services first: the order fixes default ports.
+PROCESS_NAMES: tuple[str, ...] = NAMES + tuple(w.name for w in WORKERS)
 GRPC_SERVICE_NAMES: tuple[str, ...] = tuple(s.grpc_service for s in SERVICES)
 BY_NAME: Mapping[str, PlatformService] = MappingProxyType({s.name: s for s in SERVICES})

@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from mesh.auth import Policy, TokenVerifier, load_public_key
 from mesh.bus import Bus, connect_bus
 from mesh.config import MeshSettings
 from mesh.interceptor import MeshInterceptor
 from mesh.metrics import serve_metrics
+from mesh.reflection import SERVICE_NAME as REFLECTION_SERVICE
+from mesh.reflection import enable_server_reflection
 from mesh.revocation import follow_revocations
 
 log = logging.getLogger("mesh.server")
@@ -108,8 +109,8 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server)
     _check_policy(server, spec)
-    names = (*spec.services, *spec.reflection_extra, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(tuple(dict.fromkeys(names)), server)
+    names = (*spec.services, *spec.reflection_extra, health.SERVICE_NAME, REFLECTION_SERVICE)
+    enable_server_reflection(tuple(dict.fromkeys(names)), server)
 
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     port = server.add_insecure_port(address)
@@ -138,6 +139,8 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
         died = await _until_stopped(stop, tasks)
 
         await health_servicer.enter_graceful_shutdown()
+        if not died:
+            await asyncio.sleep(settings.shutdown_delay_seconds)
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await server.stop(settings.shutdown_grace_seconds)
         for t in tasks:

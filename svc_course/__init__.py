@@ -1,2 +1,2 @@
-"""svc_course: CourseService. Its implementation lands with issue #3; until then it starts,
-reports SERVING and answers UNIMPLEMENTED, never a fake success."""
+"""svc_course: CourseService — catalog, search, enrollment and video progress. Uploads,
+transcoding and playback answer UNIMPLEMENTED until the video issue lands."""

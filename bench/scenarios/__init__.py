@@ -8,12 +8,31 @@ and, when ghz can drive it, a `bench/ghz/<name>.json`.
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario, SetupContext
+from bench.scenarios.enrollment import CheckEnrollment, Enroll
 from bench.scenarios.health import Health
 from bench.scenarios.login import Login
+from bench.scenarios.progress import ProgressGrpc, ProgressJson
+from bench.scenarios.quiz import ExamRush, QueuedGrading
 from bench.scenarios.refresh import Refresh
+from bench.scenarios.search import Search
 from bench.scenarios.whoami import WhoAmI
 
-SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (Health, Login, Refresh, WhoAmI)}
+SCENARIOS: dict[str, type[Scenario]] = {
+    cls.name: cls
+    for cls in (
+        Health,
+        Login,
+        Refresh,
+        WhoAmI,
+        Search,
+        Enroll,
+        CheckEnrollment,
+        ProgressGrpc,
+        ProgressJson,
+        ExamRush,
+        QueuedGrading,
+    )
+}
 CEILING = Health.name
 
 __all__ = ["CEILING", "SCENARIOS", "Scenario", "SetupContext"]

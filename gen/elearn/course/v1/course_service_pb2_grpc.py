@@ -176,7 +176,7 @@ class CourseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchCourses(self, request, context):
-        """SearchCourses ranks published courses by a weighted full-text match (title over
+        """SearchCourses ranks published courses by a weighted full-text match (title over tags over
         description) with trigram typo tolerance, filtered by category, level and language.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -238,7 +238,8 @@ class CourseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateVideo(self, request, context):
-        """UpdateVideo changes the fields named in update_mask (title, description, position).
+        """UpdateVideo changes the fields named in update_mask (title, description, position,
+        duration).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -292,7 +293,8 @@ class CourseServiceServicer:
 
     def Enroll(self, request, context):
         """Enroll enrolls the caller in a published course. Idempotent: enrolling again returns the
-        same enrollment. A full course answers RESOURCE_EXHAUSTED.
+        same enrollment. A full course answers FAILED_PRECONDITION (not RESOURCE_EXHAUSTED, which
+        is HTTP 429 and invites retries that cannot succeed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,7 @@ class CourseServiceStub:
     same idempotency_key returns the same course.
     """
     SearchCourses: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.SearchCoursesRequest, _course_service_pb2.SearchCoursesResponse]
-    """SearchCourses ranks published courses by a weighted full-text match (title over
+    """SearchCourses ranks published courses by a weighted full-text match (title over tags over
     description) with trigram typo tolerance, filtered by category, level and language.
     """
     GetCourse: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.GetCourseRequest, _course_service_pb2.GetCourseResponse]
@@ -70,7 +70,9 @@ class CourseServiceStub:
     GetVideo: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.GetVideoRequest, _course_service_pb2.GetVideoResponse]
     """GetVideo returns one video's metadata."""
     UpdateVideo: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.UpdateVideoRequest, _course_service_pb2.UpdateVideoResponse]
-    """UpdateVideo changes the fields named in update_mask (title, description, position)."""
+    """UpdateVideo changes the fields named in update_mask (title, description, position,
+    duration).
+    """
     ListVideos: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.ListVideosRequest, _course_service_pb2.ListVideosResponse]
     """ListVideos pages through a course's videos in course order (position ascending)."""
     StartVideoUpload: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.StartVideoUploadRequest, _course_service_pb2.StartVideoUploadResponse]
@@ -92,7 +94,8 @@ class CourseServiceStub:
     """
     Enroll: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.EnrollRequest, _course_service_pb2.EnrollResponse]
     """Enroll enrolls the caller in a published course. Idempotent: enrolling again returns the
-    same enrollment. A full course answers RESOURCE_EXHAUSTED.
+    same enrollment. A full course answers FAILED_PRECONDITION (not RESOURCE_EXHAUSTED, which
+    is HTTP 429 and invites retries that cannot succeed).
     """
     Unenroll: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.UnenrollRequest, _course_service_pb2.UnenrollResponse]
     """Unenroll ends the caller's enrollment and frees its seat. Unenrolling twice changes
@@ -133,7 +136,7 @@ class CourseServiceAsyncStub(CourseServiceStub):
     same idempotency_key returns the same course.
     """
     SearchCourses: _aio.UnaryUnaryMultiCallable[_course_service_pb2.SearchCoursesRequest, _course_service_pb2.SearchCoursesResponse]  # type: ignore[assignment]
-    """SearchCourses ranks published courses by a weighted full-text match (title over
+    """SearchCourses ranks published courses by a weighted full-text match (title over tags over
     description) with trigram typo tolerance, filtered by category, level and language.
     """
     GetCourse: _aio.UnaryUnaryMultiCallable[_course_service_pb2.GetCourseRequest, _course_service_pb2.GetCourseResponse]  # type: ignore[assignment]
@@ -161,7 +164,9 @@ class CourseServiceAsyncStub(CourseServiceStub):
     GetVideo: _aio.UnaryUnaryMultiCallable[_course_service_pb2.GetVideoRequest, _course_service_pb2.GetVideoResponse]  # type: ignore[assignment]
     """GetVideo returns one video's metadata."""
     UpdateVideo: _aio.UnaryUnaryMultiCallable[_course_service_pb2.UpdateVideoRequest, _course_service_pb2.UpdateVideoResponse]  # type: ignore[assignment]
-    """UpdateVideo changes the fields named in update_mask (title, description, position)."""
+    """UpdateVideo changes the fields named in update_mask (title, description, position,
+    duration).
+    """
     ListVideos: _aio.UnaryUnaryMultiCallable[_course_service_pb2.ListVideosRequest, _course_service_pb2.ListVideosResponse]  # type: ignore[assignment]
     """ListVideos pages through a course's videos in course order (position ascending)."""
     StartVideoUpload: _aio.UnaryUnaryMultiCallable[_course_service_pb2.StartVideoUploadRequest, _course_service_pb2.StartVideoUploadResponse]  # type: ignore[assignment]
@@ -183,7 +188,8 @@ class CourseServiceAsyncStub(CourseServiceStub):
     """
     Enroll: _aio.UnaryUnaryMultiCallable[_course_service_pb2.EnrollRequest, _course_service_pb2.EnrollResponse]  # type: ignore[assignment]
     """Enroll enrolls the caller in a published course. Idempotent: enrolling again returns the
-    same enrollment. A full course answers RESOURCE_EXHAUSTED.
+    same enrollment. A full course answers FAILED_PRECONDITION (not RESOURCE_EXHAUSTED, which
+    is HTTP 429 and invites retries that cannot succeed).
     """
     Unenroll: _aio.UnaryUnaryMultiCallable[_course_service_pb2.UnenrollRequest, _course_service_pb2.UnenrollResponse]  # type: ignore[assignment]
     """Unenroll ends the caller's enrollment and frees its seat. Unenrolling twice changes
@@ -233,7 +239,7 @@ class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _course_service_pb2.SearchCoursesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_course_service_pb2.SearchCoursesResponse, _abc.Awaitable[_course_service_pb2.SearchCoursesResponse]]:
-        """SearchCourses ranks published courses by a weighted full-text match (title over
+        """SearchCourses ranks published courses by a weighted full-text match (title over tags over
         description) with trigram typo tolerance, filtered by category, level and language.
         """
 
@@ -309,7 +315,9 @@ class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _course_service_pb2.UpdateVideoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_course_service_pb2.UpdateVideoResponse, _abc.Awaitable[_course_service_pb2.UpdateVideoResponse]]:
-        """UpdateVideo changes the fields named in update_mask (title, description, position)."""
+        """UpdateVideo changes the fields named in update_mask (title, description, position,
+        duration).
+        """
 
     @_abc_1.abstractmethod
     def ListVideos(
@@ -373,7 +381,8 @@ class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_course_service_pb2.EnrollResponse, _abc.Awaitable[_course_service_pb2.EnrollResponse]]:
         """Enroll enrolls the caller in a published course. Idempotent: enrolling again returns the
-        same enrollment. A full course answers RESOURCE_EXHAUSTED.
+        same enrollment. A full course answers FAILED_PRECONDITION (not RESOURCE_EXHAUSTED, which
+        is HTTP 429 and invites retries that cannot succeed).
         """
 
     @_abc_1.abstractmethod

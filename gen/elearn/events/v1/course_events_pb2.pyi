@@ -329,6 +329,7 @@ class VideoProgressEntry(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     COURSE_PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FURTHEST_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Viewer's user id (UUID)."""
     course_id: _builtins.str
@@ -355,6 +356,10 @@ class VideoProgressEntry(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Time of the newest progress update included (the viewer's last activity)."""
 
+    @_builtins.property
+    def furthest(self) -> _duration_pb2.Duration:
+        """Furthest playback position ever reached; never decreases (drop-off analytics)."""
+
     def __init__(
         self,
         *,
@@ -367,10 +372,11 @@ class VideoProgressEntry(_message.Message):
         completed: _builtins.bool = ...,
         course_progress_percent: _builtins.float = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        furthest: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "watched", b"watched"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "course_progress_percent", b"course_progress_percent", "duration", b"duration", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "course_id", b"course_id", "course_progress_percent", b"course_progress_percent", "duration", b"duration", "furthest", b"furthest", "position", b"position", "update_time", b"update_time", "user_id", b"user_id", "video_id", b"video_id", "watched", b"watched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

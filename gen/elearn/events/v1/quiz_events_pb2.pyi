@@ -86,6 +86,7 @@ class SubmissionGraded(_message.Message):
     LATE_FIELD_NUMBER: _builtins.int
     SUBMIT_TIME_FIELD_NUMBER: _builtins.int
     QUESTIONS_FIELD_NUMBER: _builtins.int
+    INSTRUCTOR_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id (UUID); also the Nats-Msg-Id."""
     submission_id: _builtins.str
@@ -112,6 +113,8 @@ class SubmissionGraded(_message.Message):
     """True when the passing score was reached."""
     late: _builtins.bool
     """True when submitted after the due time."""
+    instructor_id: _builtins.str
+    """The course's instructor (UUID), so consumers can file the grade under their dashboard."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the grade became final."""
@@ -143,10 +146,11 @@ class SubmissionGraded(_message.Message):
         late: _builtins.bool = ...,
         submit_time: _timestamp_pb2.Timestamp | None = ...,
         questions: _abc.Iterable[Global___QuestionGrade] | None = ...,
+        instructor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "submit_time", b"submit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_number", b"attempt_number", "course_id", b"course_id", "event_id", b"event_id", "grade_version", b"grade_version", "late", b"late", "max_score", b"max_score", "occur_time", b"occur_time", "passed", b"passed", "questions", b"questions", "quiz_id", b"quiz_id", "quiz_version", b"quiz_version", "score", b"score", "score_percent", b"score_percent", "submission_id", b"submission_id", "submit_time", b"submit_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_number", b"attempt_number", "course_id", b"course_id", "event_id", b"event_id", "grade_version", b"grade_version", "instructor_id", b"instructor_id", "late", b"late", "max_score", b"max_score", "occur_time", b"occur_time", "passed", b"passed", "questions", b"questions", "quiz_id", b"quiz_id", "quiz_version", b"quiz_version", "score", b"score", "score_percent", b"score_percent", "submission_id", b"submission_id", "submit_time", b"submit_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

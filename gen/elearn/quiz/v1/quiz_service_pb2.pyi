@@ -22,6 +22,36 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ResultsVisibility:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResultsVisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultsVisibility.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESULTS_VISIBILITY_UNSPECIFIED: _ResultsVisibility.ValueType  # 0
+    """Not set; treated as RESULTS_VISIBILITY_FULL."""
+    RESULTS_VISIBILITY_FULL: _ResultsVisibility.ValueType  # 1
+    """Score and per-question outcomes as soon as the grade is final."""
+    RESULTS_VISIBILITY_SCORE_ONLY: _ResultsVisibility.ValueType  # 2
+    """The score only; per-question results are withheld from the student."""
+    RESULTS_VISIBILITY_AFTER_DUE: _ResultsVisibility.ValueType  # 3
+    """Score and per-question results only after the quiz's due time (score only before it)."""
+
+class ResultsVisibility(_ResultsVisibility, metaclass=_ResultsVisibilityEnumTypeWrapper):
+    """ResultsVisibility says what a student learns about a graded submission, so that unlimited
+    attempts cannot be used to read the key by trial.
+    """
+
+RESULTS_VISIBILITY_UNSPECIFIED: ResultsVisibility.ValueType  # 0
+"""Not set; treated as RESULTS_VISIBILITY_FULL."""
+RESULTS_VISIBILITY_FULL: ResultsVisibility.ValueType  # 1
+"""Score and per-question outcomes as soon as the grade is final."""
+RESULTS_VISIBILITY_SCORE_ONLY: ResultsVisibility.ValueType  # 2
+"""The score only; per-question results are withheld from the student."""
+RESULTS_VISIBILITY_AFTER_DUE: ResultsVisibility.ValueType  # 3
+"""Score and per-question results only after the quiz's due time (score only before it)."""
+Global___ResultsVisibility: _TypeAlias = ResultsVisibility  # noqa: Y015
+
 class _QuizState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -270,6 +300,7 @@ class Quiz(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    RESULTS_VISIBILITY_FIELD_NUMBER: _builtins.int
     quiz_id: _builtins.str
     """Server-assigned id (UUID); ignored on create."""
     course_id: _builtins.str
@@ -292,9 +323,15 @@ class Quiz(_message.Message):
     """Sum of the questions' points; read-only."""
     version: _builtins.int
     """Answer-key version, from 1; bumped whenever questions change. Read-only."""
+    results_visibility: Global___ResultsVisibility.ValueType
+    """What students see of their graded submissions."""
     @_builtins.property
     def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Question]:
-        """Questions in authoring order, 1 to 200."""
+        """Questions in authoring order, 1 to 100. All the quiz's text together (title, description,
+        prompts, options, accepted answers, rubrics) is at most 150,000 characters, so the
+        largest valid quiz fits the edge's 1 MiB JSON body limit even in 4-byte UTF-8 characters,
+        and the 4 MiB gRPC message limit.
+        """
 
     @_builtins.property
     def time_limit(self) -> _duration_pb2.Duration:
@@ -341,10 +378,11 @@ class Quiz(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
+        results_visibility: Global___ResultsVisibility.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "due_time", b"due_time", "late_policy", b"late_policy", "publish_time", b"publish_time", "time_limit", b"time_limit", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "create_time", b"create_time", "description", b"description", "due_time", b"due_time", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "passing_score_percent", b"passing_score_percent", "publish_time", b"publish_time", "questions", b"questions", "quiz_id", b"quiz_id", "shuffle_options", b"shuffle_options", "shuffle_questions", b"shuffle_questions", "state", b"state", "time_limit", b"time_limit", "title", b"title", "total_points", b"total_points", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "create_time", b"create_time", "description", b"description", "due_time", b"due_time", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "passing_score_percent", b"passing_score_percent", "publish_time", b"publish_time", "questions", b"questions", "quiz_id", b"quiz_id", "results_visibility", b"results_visibility", "shuffle_options", b"shuffle_options", "shuffle_questions", b"shuffle_questions", "state", b"state", "time_limit", b"time_limit", "title", b"title", "total_points", b"total_points", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -406,7 +444,7 @@ class Question(_message.Message):
     updates so that submissions can be regraded.
     """
     prompt: _builtins.str
-    """Question text (Markdown); 1 to 10,000 characters."""
+    """Question text (Markdown); 1 to 5,000 characters."""
     points: _builtins.float
     """Points for a fully correct answer; greater than 0."""
     @_builtins.property
@@ -468,7 +506,7 @@ class ChoiceOption(_message.Message):
     option_id: _builtins.str
     """Id unique within the question (1 to 64 characters); server-assigned when empty."""
     text: _builtins.str
-    """Option text; 1 to 1,000 characters."""
+    """Option text; 1 to 500 characters."""
     correct: _builtins.bool
     """Whether picking this option is right. Part of the answer key."""
     def __init__(
@@ -605,10 +643,10 @@ class ShortAnswerQuestion(_message.Message):
     ACCEPTED_ANSWERS_FIELD_NUMBER: _builtins.int
     MAX_LENGTH_FIELD_NUMBER: _builtins.int
     max_length: _builtins.int
-    """Longest answer accepted, in characters; 0 means 500."""
+    """Longest answer accepted, in characters, 1 to 500; 0 means 500."""
     @_builtins.property
     def accepted_answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptedAnswer]:
-        """Accepted answers, 1 to 100; the first match wins. Part of the answer key."""
+        """Accepted answers, 1 to 20; the first match wins. Part of the answer key."""
 
     def __init__(
         self,
@@ -663,9 +701,9 @@ class EssayQuestion(_message.Message):
     MAX_LENGTH_FIELD_NUMBER: _builtins.int
     RUBRIC_FIELD_NUMBER: _builtins.int
     max_length: _builtins.int
-    """Longest answer accepted, in characters; 0 means 20,000."""
+    """Longest answer accepted, in characters, 1 to 10,000; 0 means 10,000."""
     rubric: _builtins.str
-    """Grading notes for the instructor; never sent to students."""
+    """Grading notes for the instructor, up to 5,000 characters; never sent to students."""
     def __init__(
         self,
         *,
@@ -699,6 +737,7 @@ class QuizSummary(_message.Message):
     DUE_TIME_FIELD_NUMBER: _builtins.int
     LATE_POLICY_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    RESULTS_VISIBILITY_FIELD_NUMBER: _builtins.int
     quiz_id: _builtins.str
     """Quiz id (UUID)."""
     course_id: _builtins.str
@@ -717,6 +756,8 @@ class QuizSummary(_message.Message):
     """Share of total_points needed to pass, 0 to 100."""
     max_attempts: _builtins.int
     """Attempts allowed per student; 0 means unlimited."""
+    results_visibility: Global___ResultsVisibility.ValueType
+    """What students see of their graded submissions."""
     @_builtins.property
     def time_limit(self) -> _duration_pb2.Duration:
         """Time allowed per attempt; unset means no limit."""
@@ -749,10 +790,11 @@ class QuizSummary(_message.Message):
         due_time: _timestamp_pb2.Timestamp | None = ...,
         late_policy: Global___LatePolicy | None = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
+        results_visibility: Global___ResultsVisibility.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "late_policy", b"late_policy", "publish_time", b"publish_time", "time_limit", b"time_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "description", b"description", "due_time", b"due_time", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "passing_score_percent", b"passing_score_percent", "publish_time", b"publish_time", "question_count", b"question_count", "quiz_id", b"quiz_id", "state", b"state", "time_limit", b"time_limit", "title", b"title", "total_points", b"total_points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "description", b"description", "due_time", b"due_time", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "passing_score_percent", b"passing_score_percent", "publish_time", b"publish_time", "question_count", b"question_count", "quiz_id", b"quiz_id", "results_visibility", b"results_visibility", "state", b"state", "time_limit", b"time_limit", "title", b"title", "total_points", b"total_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1000,7 +1042,7 @@ class UpdateQuizRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: any of "title", "description", "questions" (replaces the whole list),
         "passing_score_percent", "max_attempts", "time_limit", "due_time", "late_policy",
-        "shuffle_questions", "shuffle_options".
+        "shuffle_questions", "shuffle_options", "results_visibility".
         """
 
     def __init__(
@@ -1164,6 +1206,7 @@ class Attempt(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     DEADLINE_TIME_FIELD_NUMBER: _builtins.int
     SUBMISSION_ID_FIELD_NUMBER: _builtins.int
+    SAVED_ANSWERS_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     """Server-assigned id (UUID)."""
     quiz_id: _builtins.str
@@ -1188,6 +1231,10 @@ class Attempt(_message.Message):
     def deadline_time(self) -> _timestamp_pb2.Timestamp:
         """When the server stops accepting this attempt's submission; unset means no limit."""
 
+    @_builtins.property
+    def saved_answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Answer]:
+        """Answers saved so far with SaveAnswers (a resumed attempt carries them back)."""
+
     def __init__(
         self,
         *,
@@ -1200,10 +1247,11 @@ class Attempt(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         deadline_time: _timestamp_pb2.Timestamp | None = ...,
         submission_id: _builtins.str = ...,
+        saved_answers: _abc.Iterable[Global___Answer] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "deadline_time", b"deadline_time", "questions", b"questions", "quiz_id", b"quiz_id", "start_time", b"start_time", "state", b"state", "submission_id", b"submission_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "deadline_time", b"deadline_time", "questions", b"questions", "quiz_id", b"quiz_id", "saved_answers", b"saved_answers", "start_time", b"start_time", "state", b"state", "submission_id", b"submission_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1346,10 +1394,14 @@ class SubmitQuizRequest(_message.Message):
     the server then opens and submits an attempt in this one call.
     """
     idempotency_key: _builtins.str
-    """Client-chosen key (1 to 128 characters): repeats return the same submission."""
+    """Client-chosen key (1 to 128 characters): repeats return the same submission; the same key
+    with different answers is ALREADY_EXISTS.
+    """
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Answer]:
-        """One answer per answered question, at most one per question."""
+        """One answer per answered question, at most one per question. All text answers together
+        are at most 100,000 characters. Questions left out are taken from SaveAnswers, if saved.
+        """
 
     def __init__(
         self,
@@ -1455,6 +1507,8 @@ class Submission(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     SUBMIT_TIME_FIELD_NUMBER: _builtins.int
     GRADE_TIME_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    RESULTS_WITHHELD_FIELD_NUMBER: _builtins.int
     submission_id: _builtins.str
     """Server-assigned id (UUID)."""
     quiz_id: _builtins.str
@@ -1483,6 +1537,12 @@ class Submission(_message.Message):
     """True when submitted after the due time."""
     late_penalty_percent: _builtins.float
     """Percent deducted for lateness, 0 to 100."""
+    failure_reason: _builtins.str
+    """Why automatic grading failed (GRADING_STATUS_FAILED); empty otherwise."""
+    results_withheld: _builtins.bool
+    """True when the quiz's results_visibility withholds results (and for SCORE_ONLY the
+    per-question results) from the student for now.
+    """
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Answer]:
         """The answers as submitted."""
@@ -1520,10 +1580,12 @@ class Submission(_message.Message):
         results: _abc.Iterable[Global___QuestionResult] | None = ...,
         submit_time: _timestamp_pb2.Timestamp | None = ...,
         grade_time: _timestamp_pb2.Timestamp | None = ...,
+        failure_reason: _builtins.str = ...,
+        results_withheld: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grade_time", b"grade_time", "submit_time", b"submit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "course_id", b"course_id", "grade_time", b"grade_time", "grading_status", b"grading_status", "late", b"late", "late_penalty_percent", b"late_penalty_percent", "max_score", b"max_score", "passed", b"passed", "quiz_id", b"quiz_id", "quiz_version", b"quiz_version", "results", b"results", "score", b"score", "score_percent", b"score_percent", "submission_id", b"submission_id", "submit_time", b"submit_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "course_id", b"course_id", "failure_reason", b"failure_reason", "grade_time", b"grade_time", "grading_status", b"grading_status", "late", b"late", "late_penalty_percent", b"late_penalty_percent", "max_score", b"max_score", "passed", b"passed", "quiz_id", b"quiz_id", "quiz_version", b"quiz_version", "results", b"results", "results_withheld", b"results_withheld", "score", b"score", "score_percent", b"score_percent", "submission_id", b"submission_id", "submit_time", b"submit_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1783,8 +1845,13 @@ class GradeSubmissionRequest(_message.Message):
 
     SUBMISSION_ID_FIELD_NUMBER: _builtins.int
     GRADES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     submission_id: _builtins.str
     """Submission id (UUID)."""
+    idempotency_key: _builtins.str
+    """Client-chosen key (1 to 128 characters): a repeat returns the submission as that call left
+    it without grading again. Empty means no de-duplication.
+    """
     @_builtins.property
     def grades(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManualGrade]:
         """Grades, at most one per essay question; other question types are INVALID_ARGUMENT."""
@@ -1794,10 +1861,11 @@ class GradeSubmissionRequest(_message.Message):
         *,
         submission_id: _builtins.str = ...,
         grades: _abc.Iterable[Global___ManualGrade] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grades", b"grades", "submission_id", b"submission_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grades", b"grades", "idempotency_key", b"idempotency_key", "submission_id", b"submission_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1826,3 +1894,105 @@ class GradeSubmissionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GradeSubmissionResponse: _TypeAlias = GradeSubmissionResponse  # noqa: Y015
+
+@_typing.final
+class SaveAnswersRequest(_message.Message):
+    """SaveAnswersRequest stores answers of an attempt in progress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    attempt_id: _builtins.str
+    """Attempt id (UUID) from StartAttempt."""
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Answer]:
+        """Answers to store, at most one per question, with the same bounds as SubmitQuiz."""
+
+    def __init__(
+        self,
+        *,
+        attempt_id: _builtins.str = ...,
+        answers: _abc.Iterable[Global___Answer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "attempt_id", b"attempt_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveAnswersRequest: _TypeAlias = SaveAnswersRequest  # noqa: Y015
+
+@_typing.final
+class SaveAnswersResponse(_message.Message):
+    """SaveAnswersResponse acknowledges the save."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAVED_COUNT_FIELD_NUMBER: _builtins.int
+    DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    saved_count: _builtins.int
+    """Number of questions with a saved answer after this call."""
+    @_builtins.property
+    def deadline_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server stops accepting this attempt; unset means no limit."""
+
+    def __init__(
+        self,
+        *,
+        saved_count: _builtins.int = ...,
+        deadline_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "saved_count", b"saved_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveAnswersResponse: _TypeAlias = SaveAnswersResponse  # noqa: Y015
+
+@_typing.final
+class RetryGradingRequest(_message.Message):
+    """RetryGradingRequest names a FAILED submission."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSION_ID_FIELD_NUMBER: _builtins.int
+    submission_id: _builtins.str
+    """Submission id (UUID)."""
+    def __init__(
+        self,
+        *,
+        submission_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submission_id", b"submission_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryGradingRequest: _TypeAlias = RetryGradingRequest  # noqa: Y015
+
+@_typing.final
+class RetryGradingResponse(_message.Message):
+    """RetryGradingResponse carries the submission after the retry was queued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submission(self) -> Global___Submission:
+        """The submission, PENDING again (or unchanged when it was not FAILED)."""
+
+    def __init__(
+        self,
+        *,
+        submission: Global___Submission | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submission", b"submission"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submission", b"submission"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryGradingResponse: _TypeAlias = RetryGradingResponse  # noqa: Y015

@@ -104,6 +104,16 @@ class QuizServiceStub:
                 request_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionRequest.SerializeToString,
                 response_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionResponse.FromString,
                 _registered_method=True)
+        self.SaveAnswers = channel.unary_unary(
+                '/elearn.quiz.v1.QuizService/SaveAnswers',
+                request_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersRequest.SerializeToString,
+                response_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersResponse.FromString,
+                _registered_method=True)
+        self.RetryGrading = channel.unary_unary(
+                '/elearn.quiz.v1.QuizService/RetryGrading',
+                request_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingRequest.SerializeToString,
+                response_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingResponse.FromString,
+                _registered_method=True)
 
 
 class QuizServiceServicer:
@@ -201,7 +211,8 @@ class QuizServiceServicer:
 
     def WatchSubmission(self, request, context):
         """WatchSubmission streams the submission now and after every change of its grading status,
-        and ends once the grade is final (GRADED or FAILED). Bound the wait with a deadline.
+        and ends once no further automatic change is coming (GRADED, FAILED or
+        NEEDS_MANUAL_GRADING). Bound the wait with a deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +221,24 @@ class QuizServiceServicer:
     def GradeSubmission(self, request, context):
         """GradeSubmission records the instructor's grades for a submission's essay questions. When
         every essay has a grade the submission becomes GRADED. Regrading an essay replaces its grade.
+        Idempotent on idempotency_key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveAnswers(self, request, context):
+        """SaveAnswers stores the answers of an attempt in progress, replacing those saved before for
+        the same questions, so an attempt that runs out of time is submitted with what was saved.
+        After the deadline plus grace: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryGrading(self, request, context):
+        """RetryGrading queues a FAILED submission for automatic grading again (the course's
+        instructor or admins). Retrying a submission that is not FAILED changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +311,16 @@ def add_QuizServiceServicer_to_server(servicer, server):
                     servicer.GradeSubmission,
                     request_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionRequest.FromString,
                     response_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionResponse.SerializeToString,
+            ),
+            'SaveAnswers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveAnswers,
+                    request_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersRequest.FromString,
+                    response_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersResponse.SerializeToString,
+            ),
+            'RetryGrading': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryGrading,
+                    request_deserializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingRequest.FromString,
+                    response_serializer=elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -640,6 +679,60 @@ class QuizService:
             '/elearn.quiz.v1.QuizService/GradeSubmission',
             elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionRequest.SerializeToString,
             elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.GradeSubmissionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveAnswers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/elearn.quiz.v1.QuizService/SaveAnswers',
+            elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersRequest.SerializeToString,
+            elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.SaveAnswersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryGrading(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/elearn.quiz.v1.QuizService/RetryGrading',
+            elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingRequest.SerializeToString,
+            elearn_dot_quiz_dot_v1_dot_quiz__service__pb2.RetryGradingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,11 +76,22 @@ class QuizServiceStub:
     """
     WatchSubmission: _grpc.UnaryStreamMultiCallable[_quiz_service_pb2.WatchSubmissionRequest, _quiz_service_pb2.WatchSubmissionResponse]
     """WatchSubmission streams the submission now and after every change of its grading status,
-    and ends once the grade is final (GRADED or FAILED). Bound the wait with a deadline.
+    and ends once no further automatic change is coming (GRADED, FAILED or
+    NEEDS_MANUAL_GRADING). Bound the wait with a deadline.
     """
     GradeSubmission: _grpc.UnaryUnaryMultiCallable[_quiz_service_pb2.GradeSubmissionRequest, _quiz_service_pb2.GradeSubmissionResponse]
     """GradeSubmission records the instructor's grades for a submission's essay questions. When
     every essay has a grade the submission becomes GRADED. Regrading an essay replaces its grade.
+    Idempotent on idempotency_key.
+    """
+    SaveAnswers: _grpc.UnaryUnaryMultiCallable[_quiz_service_pb2.SaveAnswersRequest, _quiz_service_pb2.SaveAnswersResponse]
+    """SaveAnswers stores the answers of an attempt in progress, replacing those saved before for
+    the same questions, so an attempt that runs out of time is submitted with what was saved.
+    After the deadline plus grace: FAILED_PRECONDITION.
+    """
+    RetryGrading: _grpc.UnaryUnaryMultiCallable[_quiz_service_pb2.RetryGradingRequest, _quiz_service_pb2.RetryGradingResponse]
+    """RetryGrading queues a FAILED submission for automatic grading again (the course's
+    instructor or admins). Retrying a submission that is not FAILED changes nothing.
     """
 
 @_typing.type_check_only
@@ -131,11 +142,22 @@ class QuizServiceAsyncStub(QuizServiceStub):
     """
     WatchSubmission: _aio.UnaryStreamMultiCallable[_quiz_service_pb2.WatchSubmissionRequest, _quiz_service_pb2.WatchSubmissionResponse]  # type: ignore[assignment]
     """WatchSubmission streams the submission now and after every change of its grading status,
-    and ends once the grade is final (GRADED or FAILED). Bound the wait with a deadline.
+    and ends once no further automatic change is coming (GRADED, FAILED or
+    NEEDS_MANUAL_GRADING). Bound the wait with a deadline.
     """
     GradeSubmission: _aio.UnaryUnaryMultiCallable[_quiz_service_pb2.GradeSubmissionRequest, _quiz_service_pb2.GradeSubmissionResponse]  # type: ignore[assignment]
     """GradeSubmission records the instructor's grades for a submission's essay questions. When
     every essay has a grade the submission becomes GRADED. Regrading an essay replaces its grade.
+    Idempotent on idempotency_key.
+    """
+    SaveAnswers: _aio.UnaryUnaryMultiCallable[_quiz_service_pb2.SaveAnswersRequest, _quiz_service_pb2.SaveAnswersResponse]  # type: ignore[assignment]
+    """SaveAnswers stores the answers of an attempt in progress, replacing those saved before for
+    the same questions, so an attempt that runs out of time is submitted with what was saved.
+    After the deadline plus grace: FAILED_PRECONDITION.
+    """
+    RetryGrading: _aio.UnaryUnaryMultiCallable[_quiz_service_pb2.RetryGradingRequest, _quiz_service_pb2.RetryGradingResponse]  # type: ignore[assignment]
+    """RetryGrading queues a FAILED submission for automatic grading again (the course's
+    instructor or admins). Retrying a submission that is not FAILED changes nothing.
     """
 
 class QuizServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -255,7 +277,8 @@ class QuizServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_quiz_service_pb2.WatchSubmissionResponse], _abc.AsyncIterator[_quiz_service_pb2.WatchSubmissionResponse]]:
         """WatchSubmission streams the submission now and after every change of its grading status,
-        and ends once the grade is final (GRADED or FAILED). Bound the wait with a deadline.
+        and ends once no further automatic change is coming (GRADED, FAILED or
+        NEEDS_MANUAL_GRADING). Bound the wait with a deadline.
         """
 
     @_abc_1.abstractmethod
@@ -266,6 +289,28 @@ class QuizServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_quiz_service_pb2.GradeSubmissionResponse, _abc.Awaitable[_quiz_service_pb2.GradeSubmissionResponse]]:
         """GradeSubmission records the instructor's grades for a submission's essay questions. When
         every essay has a grade the submission becomes GRADED. Regrading an essay replaces its grade.
+        Idempotent on idempotency_key.
+        """
+
+    @_abc_1.abstractmethod
+    def SaveAnswers(
+        self,
+        request: _quiz_service_pb2.SaveAnswersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quiz_service_pb2.SaveAnswersResponse, _abc.Awaitable[_quiz_service_pb2.SaveAnswersResponse]]:
+        """SaveAnswers stores the answers of an attempt in progress, replacing those saved before for
+        the same questions, so an attempt that runs out of time is submitted with what was saved.
+        After the deadline plus grace: FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryGrading(
+        self,
+        request: _quiz_service_pb2.RetryGradingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quiz_service_pb2.RetryGradingResponse, _abc.Awaitable[_quiz_service_pb2.RetryGradingResponse]]:
+        """RetryGrading queues a FAILED submission for automatic grading again (the course's
+        instructor or admins). Retrying a submission that is not FAILED changes nothing.
         """
 
 def add_QuizServiceServicer_to_server(servicer: QuizServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

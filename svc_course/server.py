@@ -1,0 +1,75 @@
+"""svc_course wiring: settings, pools, domain, servicer; start and drain."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import grpc
+
+from elearn.course.v1 import course_service_pb2, course_service_pb2_grpc
+from mesh import server
+from mesh.bus import connect_bus
+from mesh.cache import open_cache
+from mesh.db import Database
+from mesh.logs import configure_logging
+from mesh.outbox import Outbox
+from mesh.state import open_state
+from svc_course import cache_events
+from svc_course.catalog import Catalog
+from svc_course.enrollment import Enrollments
+from svc_course.lookups import Lookups
+from svc_course.models import SCHEMA, outbox
+from svc_course.policy import POLICY
+from svc_course.progress import Progress
+from svc_course.search import Search
+from svc_course.servicer import CourseServicer
+from svc_course.settings import CourseSettings
+from svc_course.videos import Videos
+
+SERVICE = course_service_pb2.DESCRIPTOR.services_by_name["CourseService"].full_name
+
+
+async def serve() -> None:
+    settings = CourseSettings.load()
+    settings.require("database_url", "cache_url", "state_url", "nats_url", "jwt_public_key_file")
+    listener = configure_logging("course", settings.instance_name, settings.log_level)
+    try:
+        async with AsyncExitStack() as stack:
+            db = await stack.enter_async_context(Database.open(settings, SCHEMA))
+            cache = await stack.enter_async_context(open_cache(settings))
+            state = await stack.enter_async_context(open_state(settings))
+            bus = await stack.enter_async_context(connect_bus(settings))
+            events = Outbox(outbox)
+            progress = Progress(db=db, state=state, outbox=events, settings=settings)
+            # Registered last, so it runs first on the way out: pending progress is flushed
+            # while the pools are still open.
+            stack.push_async_callback(progress.close)
+            lookups = Lookups(db, cache, settings)
+            servicer = CourseServicer(
+                Catalog(db, lookups, events),
+                Videos(db, lookups),
+                Search(db, lookups),
+                Enrollments(db, lookups, events, on_unenroll=progress.forget_enrollment),
+                progress,
+            )
+
+            def register(srv: grpc.aio.Server) -> None:
+                course_service_pb2_grpc.add_CourseServiceServicer_to_server(servicer, srv)
+
+            async def relay() -> None:
+                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+
+            async def invalidate_cache() -> None:
+                await cache_events.consume(bus, lookups)
+
+            spec = server.ServiceSpec(
+                name="course",
+                services=[SERVICE],
+                register=register,
+                policy=POLICY,
+                background=[relay, invalidate_cache, *progress.background_tasks()],
+                bus=bus,
+            )
+            await server.run(settings, spec)
+    finally:
+        listener.stop()

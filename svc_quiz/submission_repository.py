@@ -1,0 +1,189 @@
+"""The SQL of submissions: insert, read, list, grade writes, failures and retries. Functions
+take a connection, so the caller decides what runs in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from svc_quiz.repository import (
+    FAILED,
+    JOB_PAYLOAD,
+    JOB_SUBJECT,
+    PENDING,
+    REGRADING,
+    SUBMITTED,
+)
+
+SUBMISSION_COLUMNS = (
+    "id, quiz_id, course_id, user_id, attempt_id, attempt_number, quiz_version, grading_status,"
+    " idempotency_key, answers_digest, answers, late, late_penalty_percent, submitted_at, score,"
+    " max_score, score_percent, passed, results, pending_results, graded_at, grade_version,"
+    " failure_reason"
+)
+_QUALIFIED = ", ".join("s." + c.strip() for c in SUBMISSION_COLUMNS.split(","))
+_BASIC_COLUMNS = (
+    "id, quiz_id, course_id, user_id, attempt_id, attempt_number, quiz_version, grading_status,"
+    " late, late_penalty_percent, submitted_at, score, max_score, score_percent, passed,"
+    " graded_at, grade_version, failure_reason"
+)
+
+_INSERT_SUBMISSION = text(
+    f"""
+    WITH s AS (
+      INSERT INTO submissions (id, quiz_id, course_id, user_id, attempt_id, attempt_number,
+          quiz_version, grading_status, idempotency_key, answers_digest, answers, late,
+          late_penalty_percent, submitted_at, score, max_score, score_percent, passed, results,
+          pending_results, graded_at, grade_version)
+      VALUES (:id, :quiz_id, :course_id, :user_id, :attempt_id, :attempt_number, :quiz_version,
+          :grading_status, :idempotency_key, :answers_digest, :answers, :late,
+          :late_penalty_percent, :submitted_at, :score, :max_score, :score_percent, :passed,
+          :results, :pending_results, :graded_at, :grade_version)
+      ON CONFLICT DO NOTHING
+      RETURNING id, attempt_id
+    ), a AS (
+      UPDATE attempts SET state = {SUBMITTED}, submission_id = s.id
+      FROM s WHERE attempts.id = s.attempt_id
+    )
+    SELECT id FROM s
+    """
+)
+
+
+async def insert_submission(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
+    """Insert a submission and close its attempt in one statement; False when the key or the
+    attempt already has a submission."""
+    return (await conn.execute(_INSERT_SUBMISSION, dict(values))).first() is not None
+
+
+async def submission_by_key(conn: AsyncConnection, user_id: str, key: str) -> Row[Any] | None:
+    sql = (
+        f"SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE user_id = :u AND idempotency_key = :k"
+    )
+    return (await conn.execute(text(sql), {"u": user_id, "k": key})).first()
+
+
+async def submission(
+    conn: AsyncConnection, submission_id: str, *, lock: bool = False
+) -> Row[Any] | None:
+    sql = f"""
+        SELECT {_QUALIFIED}, q.instructor_id, q.revision
+        FROM submissions s JOIN quizzes q ON q.id = s.quiz_id
+        WHERE s.id = :id
+    """
+    if lock:
+        sql += " FOR UPDATE OF s"
+    return (await conn.execute(text(sql), {"id": submission_id})).first()
+
+
+async def list_user_submissions(
+    conn: AsyncConnection,
+    user_id: str,
+    quiz_id: str | None,
+    course_id: str | None,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    where = ["s.user_id = :u"]
+    params: dict[str, Any] = {"u": user_id, "limit": limit}
+    if quiz_id:
+        where.append("s.quiz_id = :q")
+        params["q"] = quiz_id
+    if course_id:
+        where.append("s.course_id = :c")
+        params["c"] = course_id
+    if after is not None:
+        where.append("(s.submitted_at, s.id) < (CAST(:t AS timestamptz), CAST(:i AS uuid))")
+        params.update(t=after[0], i=after[1])
+    sql = f"""
+        SELECT {_QUALIFIED}, q.instructor_id, q.revision
+        FROM submissions s JOIN quizzes q ON q.id = s.quiz_id
+        WHERE {" AND ".join(where)}
+        ORDER BY s.submitted_at DESC, s.id DESC LIMIT :limit
+    """
+    return (await conn.execute(text(sql), params)).all()
+
+
+async def list_quiz_submissions(
+    conn: AsyncConnection,
+    quiz_id: str,
+    status: int,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """The basic view (no answers, no results) for the instructor's list, oldest first."""
+    where = ["quiz_id = :q"]
+    params: dict[str, Any] = {"q": quiz_id, "limit": limit}
+    if status:
+        where.append("grading_status = :s")
+        params["s"] = status
+    if after is not None:
+        where.append("(submitted_at, id) > (CAST(:t AS timestamptz), CAST(:i AS uuid))")
+        params.update(t=after[0], i=after[1])
+    sql = f"""
+        SELECT {_BASIC_COLUMNS} FROM submissions WHERE {" AND ".join(where)}
+        ORDER BY submitted_at, id LIMIT :limit
+    """
+    return (await conn.execute(text(sql), params)).all()
+
+
+_FINISH_GRADE = text(
+    """
+    UPDATE submissions SET grading_status = :status, quiz_version = :quiz_version,
+        score = CASE WHEN :final THEN :score ELSE score END,
+        score_percent = CASE WHEN :final THEN :score_percent ELSE score_percent END,
+        passed = CASE WHEN :final THEN :passed ELSE passed END,
+        results = CASE WHEN :final THEN :results ELSE results END,
+        graded_at = CASE WHEN :final THEN :graded_at ELSE graded_at END,
+        grade_version = grade_version + CASE WHEN :final THEN 1 ELSE 0 END,
+        max_score = :max_score, pending_results = :pending_results, failure_reason = ''
+    WHERE id = :id AND grading_status = :seen_status AND grade_version = :seen_grade_version
+    RETURNING grade_version
+    """
+)
+
+
+async def finish_grade(conn: AsyncConnection, values: Mapping[str, Any]) -> int | None:
+    """Write a grade only if the submission is still as the grader saw it (exactly-once grade
+    under at-least-once delivery); the new grade version, or None when someone was first."""
+    row = (await conn.execute(_FINISH_GRADE, dict(values))).first()
+    return int(row.grade_version) if row else None
+
+
+async def mark_failed(conn: AsyncConnection, submission_id: str, reason: str) -> bool:
+    sql = f"""
+        UPDATE submissions SET grading_status = {FAILED}, failure_reason = :r
+        WHERE id = :id AND grading_status IN ({PENDING}, {REGRADING})
+    """
+    result = await conn.execute(text(sql), {"id": submission_id, "r": reason[:2000]})
+    return bool(result.rowcount)
+
+
+_RETRY = text(
+    f"""
+    WITH s AS (
+      UPDATE submissions SET grading_status = {PENDING}, failure_reason = ''
+      WHERE id = :id AND grading_status = {FAILED}
+      RETURNING id
+    )
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT gen_random_uuid(), '{JOB_SUBJECT}', {JOB_PAYLOAD} FROM s
+    RETURNING id
+    """
+)
+
+
+async def retry_failed(conn: AsyncConnection, submission_id: str) -> bool:
+    return (await conn.execute(_RETRY, {"id": submission_id})).first() is not None
+
+
+async def claim_manual_key(conn: AsyncConnection, submission_id: str, key: str) -> bool:
+    """Record a GradeSubmission key; False when it was seen before."""
+    sql = """
+        INSERT INTO manual_grade_keys (submission_id, idempotency_key) VALUES (:s, :k)
+        ON CONFLICT DO NOTHING RETURNING 1
+    """
+    return (await conn.execute(text(sql), {"s": submission_id, "k": key})).first() is not None

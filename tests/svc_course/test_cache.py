@@ -1,0 +1,88 @@
+"""CheckEnrollment's cache (M1): hits are counted and exported, and the event consumer drops a
+stale cached status that a direct invalidation missed (the race between a concurrent miss and
+the unenroll's commit), so the next check within a second sees the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import nats
+import redis.asyncio as redis
+
+from devstack.runstate import Endpoints
+from elearn.course.v1 import course_service_pb2 as pb
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from elearn.events.v1 import course_events_pb2 as events
+from tests.svc_course.conftest import People, new_course
+
+
+def cache_hits(text: str, kind: str) -> float:
+    prefix = f'cache_requests_total{{kind="{kind}",outcome="hit"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+async def test_enrollment_checks_are_cache_hits_and_exported(
+    stack: Endpoints, courses: CourseServiceStub, people: People
+) -> None:
+    course = await new_course(courses, people.instructor(), publish=True)
+    student = people.student()
+    request = pb.CheckEnrollmentRequest(course_id=course.course_id, user_id=student.user_id)
+    metrics_url = f"http://{stack.metrics['course'][0]}/metrics"
+    async with httpx.AsyncClient(timeout=5) as http:
+        await courses.CheckEnrollment(request, metadata=student.auth)
+        before = cache_hits((await http.get(metrics_url)).text, "enrollment")
+        for _ in range(5):
+            await courses.CheckEnrollment(request, metadata=student.auth)
+        after = cache_hits((await http.get(metrics_url)).text, "enrollment")
+    assert after - before >= 5
+
+
+async def test_an_event_clears_a_stale_cached_enrollment(
+    stack: Endpoints, courses: CourseServiceStub, people: People
+) -> None:
+    teacher = people.instructor()
+    course = await new_course(courses, teacher, publish=True)
+    # A student who never enrolled, so no event of the service's own is in flight for the pair;
+    # the cached "active" status is what a check that read just before an unenroll's commit
+    # would have stored after it.
+    student = people.student()
+    stale = pb.Enrollment(
+        enrollment_id=str(uuid.uuid4()),
+        course_id=course.course_id,
+        user_id=student.user_id,
+        state=pb.ENROLLMENT_STATE_ACTIVE,
+    )
+    cache = redis.from_url(stack.cache_url)
+    try:
+        key = f"enrollment:{course.course_id}:{student.user_id}"
+        await cache.set(key, stale.SerializeToString(), ex=300)
+        request = pb.CheckEnrollmentRequest(course_id=course.course_id, user_id=student.user_id)
+        assert (await courses.CheckEnrollment(request, metadata=student.auth)).enrolled
+        nc = await nats.connect(stack.nats_url)
+        try:
+            event_id = str(uuid.uuid4())
+            event = events.Unenrolled(
+                event_id=event_id,
+                course_id=course.course_id,
+                instructor_id=teacher.user_id,
+                user_id=student.user_id,
+            )
+            await nc.jetstream().publish(
+                "elearn.course.unenrolled",
+                event.SerializeToString(),
+                headers={"Nats-Msg-Id": event_id},
+            )
+        finally:
+            await nc.close()
+        deadline = time.monotonic() + 1.0
+        while (await courses.CheckEnrollment(request, metadata=student.auth)).enrolled:
+            assert time.monotonic() < deadline, "the event did not clear the stale status in 1 s"
+            await asyncio.sleep(0.02)
+    finally:
+        await cache.aclose()

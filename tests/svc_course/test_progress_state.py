@@ -1,0 +1,206 @@
+"""The progress scripts against the real state Valkey: merging, refusals, claims and leases.
+
+Each test runs on a Valkey database index of its own (the services use index 0), so the
+running svc_course's flusher never claims these samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as redis
+
+from devstack.stack import Endpoints
+from svc_course.progress_state import (
+    DIRTY,
+    FLUSHING,
+    PREFIX,
+    EnrollmentUnknown,
+    NotSeeded,
+    ProgressState,
+    Seed,
+    Stored,
+    member,
+)
+
+MINUTE = 60_000
+DURATION = 10 * MINUTE
+NOW = 1_800_000_000_000
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def valkey(stack: Endpoints) -> AsyncIterator[redis.Redis]:
+    url = stack.state_url.rsplit("/", 1)[0] + "/7"
+    client = redis.Redis.from_url(url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+def ids() -> tuple[str, str, str]:
+    return str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+
+async def sample(
+    state: ProgressState,
+    user: str,
+    video: str,
+    course: str,
+    *,
+    position: int,
+    watched: int,
+    at: int,
+    enrollment_ttl: int = 60,
+    seeded: bool = True,
+    now: int = NOW,
+) -> Stored:
+    if seeded:
+        await state.seed(user, course, [], keep_seconds=3600)
+    return await state.apply(
+        user_id=user,
+        video_id=video,
+        course_id=course,
+        duration_ms=DURATION,
+        position_ms=position,
+        watched_ms=watched,
+        client_time_ms=at,
+        now_ms=now,
+        enrollment_ttl=enrollment_ttl,
+    )
+
+
+async def test_watched_never_decreases_and_position_follows_newest_client_time(
+    valkey: redis.Redis,
+) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    await sample(state, user, video, course, position=4 * MINUTE, watched=4 * MINUTE, at=NOW - 10)
+    # Older sample arriving late (a retry): its position is stale, its smaller watched ignored.
+    stale = await sample(state, user, video, course, position=MINUTE, watched=MINUTE, at=NOW - 20)
+    assert (stale.position_ms, stale.watched_ms) == (4 * MINUTE, 4 * MINUTE)
+    # Newer sample seeking back: position follows it, watched and furthest do not drop.
+    back = await sample(state, user, video, course, position=MINUTE, watched=3 * MINUTE, at=NOW)
+    assert back.position_ms == MINUTE
+    assert back.watched_ms == 4 * MINUTE
+    assert back.furthest_ms == 4 * MINUTE
+    assert back.client_time_ms == NOW
+
+
+async def test_completion_at_ninety_percent_never_reverts(valkey: redis.Redis) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    almost = await sample(
+        state, user, video, course, position=0, watched=DURATION * 89 // 100, at=1
+    )
+    assert almost.completed_at_ms == 0
+    done = await sample(state, user, video, course, position=0, watched=DURATION * 9 // 10, at=2)
+    assert done.completed_at_ms == NOW
+    later = await sample(state, user, video, course, position=0, watched=0, at=3, now=NOW + 5)
+    assert later.completed_at_ms == NOW
+
+
+async def test_unknown_enrollment_and_unseeded_course_write_nothing(
+    valkey: redis.Redis,
+) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    with pytest.raises(EnrollmentUnknown):
+        await sample(state, user, video, course, position=1, watched=1, at=1, enrollment_ttl=0,
+                     seeded=False)  # fmt: skip
+    with pytest.raises(NotSeeded):
+        await sample(state, user, video, course, position=1, watched=1, at=1, seeded=False)
+    assert await valkey.exists(PREFIX + member(user, video)) == 0
+    assert not await valkey.sismember(DIRTY, member(user, video))
+    # The enrollment mark set by the second call is trusted by the next one.
+    applied = await sample(
+        state, user, video, course, position=1, watched=1, at=1, enrollment_ttl=0
+    )
+    assert applied.watched_ms == 1
+
+
+async def test_seeding_merges_flushed_rows_and_never_lowers_newer_values(
+    valkey: redis.Redis,
+) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    other = str(uuid.uuid4())
+    await state.seed(user, course, [], keep_seconds=3600)
+    newer = await sample(state, user, video, course, position=MINUTE, watched=MINUTE, at=NOW,
+                         seeded=False)  # fmt: skip
+    flushed = Stored(5 * MINUTE, 6 * MINUTE, 7 * MINUTE, NOW - 1, 0, 0)
+    await state.seed(user, course, [Seed(video, flushed), Seed(other, flushed)], 3600)
+    # The unflushed hash keeps its newer position and persists; the others take the maxima.
+    merged = await state.read_many([(user, video), (user, other)])
+    assert merged[0] is not None and merged[1] is not None
+    assert (merged[0].position_ms, merged[0].watched_ms, merged[0].furthest_ms) == (
+        newer.position_ms, 6 * MINUTE, 7 * MINUTE,
+    )  # fmt: skip
+    assert (merged[1].position_ms, merged[1].watched_ms) == (5 * MINUTE, 6 * MINUTE)
+    assert await valkey.ttl(PREFIX + member(user, video)) == -1
+    mark = await valkey.ttl(f"{PREFIX}seeded:{user}:{course}")
+    assert 0 < mark < await valkey.ttl(PREFIX + member(user, other)), "rows outlive the mark"
+
+
+async def test_sample_during_a_flush_stays_dirty_and_the_hash_is_kept(valkey: redis.Redis) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    name = member(user, video)
+    await sample(state, user, video, course, position=MINUTE, watched=MINUTE, at=1)
+    claim = await state.claim(now_ms=NOW, lease_ms=MINUTE, limit=10)
+    assert [s.member for s in claim.samples] == [name]
+    assert claim.samples[0].stored.watched_ms == MINUTE
+    await sample(state, user, video, course, position=2 * MINUTE, watched=2 * MINUTE, at=2)
+    assert await state.ack(claim, keep_seconds=3600) == 1
+    assert await valkey.sismember(DIRTY, name)
+    assert await valkey.zscore(FLUSHING, name) is None
+    assert await valkey.ttl(PREFIX + name) == -1, "an unflushed sample must not expire"
+    again = await state.claim(now_ms=NOW, lease_ms=MINUTE, limit=10)
+    assert again.samples[0].stored.watched_ms == 2 * MINUTE
+    await state.ack(again, keep_seconds=3600)
+    assert 0 < await valkey.ttl(PREFIX + name) <= 3600, "a flushed copy is kept with a TTL"
+
+
+async def test_concurrent_claims_are_disjoint_and_an_expired_lease_is_retaken(
+    valkey: redis.Redis,
+) -> None:
+    state = ProgressState(valkey)
+    course = str(uuid.uuid4())
+    users = [str(uuid.uuid4()) for _ in range(300)]
+    video = str(uuid.uuid4())
+    for user in users:
+        await sample(state, user, video, course, position=1, watched=1, at=1)
+    claims = await asyncio.gather(
+        *(state.claim(now_ms=NOW, lease_ms=MINUTE, limit=100) for _ in range(4))
+    )
+    taken = [s.member for c in claims for s in c.samples]
+    assert len(taken) == len(set(taken)) == 300
+    # A flusher that died holding a claim: once its lease expires another one re-takes it.
+    lost = next(c for c in claims if c.members)
+    for other in claims:
+        if other is not lost:
+            await state.ack(other, keep_seconds=60)
+    assert not (await state.claim(now_ms=NOW + MINUTE - 1, lease_ms=MINUTE, limit=100)).members
+    retaken = await state.claim(now_ms=NOW + MINUTE + 1, lease_ms=MINUTE, limit=100)
+    assert sorted(retaken.members) == sorted(lost.members)
+    # The dead flusher's late acknowledgement does not release the new holder's lease.
+    assert await state.ack(lost, keep_seconds=60) == 0
+    assert await state.ack(retaken, keep_seconds=60) == len(retaken.members)
+
+
+async def test_a_released_claim_goes_back_to_the_dirty_set(valkey: redis.Redis) -> None:
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    await sample(state, user, video, course, position=1, watched=1, at=1)
+    claim = await state.claim(now_ms=NOW, lease_ms=MINUTE, limit=10)
+    assert claim.members == [member(user, video)]
+    assert not await valkey.sismember(DIRTY, member(user, video))
+    await state.release(claim)
+    assert await valkey.sismember(DIRTY, member(user, video))
+    assert await valkey.zscore(FLUSHING, member(user, video)) is None
