@@ -23,6 +23,16 @@ from elearn.events.v1 import quiz_events_pb2 as qe
 from elearn.quiz.v1 import quiz_service_pb2 as quiz
 from mesh.outbox import AGGREGATE_ID_HEADER, AGGREGATE_SEQ_HEADER
 
+# The quiz tests' fixtures (a published course with enrolled students, quiz stubs, people with
+# tokens), reused to seed through the course and quiz services' public APIs.
+from tests.svc_quiz.conftest import (  # noqa: F401
+    classroom,
+    course_stub,
+    people,
+    quiz_channel,
+    quizzes,
+)
+
 CORRECT = quiz.QUESTION_OUTCOME_CORRECT
 INCORRECT = quiz.QUESTION_OUTCOME_INCORRECT
 
