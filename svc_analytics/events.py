@@ -103,8 +103,13 @@ def decode(batch: Iterable[Incoming]) -> Changes:
             # batch; it is logged and skipped instead.
             log.error("undecodable event skipped", extra={"subject": msg.subject})
             continue
+        try:
+            _apply(out, event, _seq(msg.headers))
+        except ValueError:
+            # Ids that are not UUIDs: the publisher's bug, never fixed by a redelivery.
+            log.error("event with malformed ids skipped", extra={"subject": msg.subject})
+            continue
         out.occurred.append(_ts(event.occur_time))
-        _apply(out, event, _seq(msg.headers))
     return out
 
 
