@@ -66,13 +66,15 @@ class Ingest:
         while True:
             until = idle_cutoff()
             started = time.monotonic()
-            async with self._db.transaction() as conn:
+            async with self._db.read() as conn:
                 if since is None:
                     ids = await repository.all_course_ids(conn)
                 else:
                     ids = await repository.crossed_idle_line(conn, since, until)
-                touched = []
-                for i in range(0, len(ids), 500):
+            touched = []
+            # One short transaction per chunk: a long one would hold the pool and its locks.
+            for i in range(0, len(ids), 500):
+                async with self._db.transaction() as conn:
                     touched += await repository.refresh(conn, ids[i : i + 500], until)
             await self._retire(touched)
             log.info(

@@ -163,6 +163,12 @@ WHERE (last_seen_at >= :since AND last_seen_at < :until)
 """)
 
 
+def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in key order: replicas applying batches at once lock rows in the same order, so
+    they wait for each other instead of deadlocking."""
+    return [rows[k] for k in sorted(rows)]
+
+
 async def _many(conn: AsyncConnection, stmt: Any, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(stmt, list(rows))
@@ -172,32 +178,32 @@ async def apply(conn: AsyncConnection, ch: Changes, cutoff: datetime) -> list[Ro
     """Write one decoded batch and refresh the counters of the courses it touched; returns
     (course_id, instructor_id) of the refreshed courses."""
     await _many(conn, _UPSERT_COURSE, [
-        {**r, "created_at": r["created_at"] or r["info_at"]} for r in ch.courses.values()
+        {**r, "created_at": r["created_at"] or r["info_at"]} for r in _ordered(ch.courses)
     ])  # fmt: skip
     placeholders: dict[UUID, dict[str, Any]] = {}
-    for r in list(ch.enrollments.values()) + list(ch.completions.values()):
+    for r in _ordered(ch.enrollments) + list(ch.completions.values()):
         placeholders.setdefault(r["course_id"], {
             "course_id": r["course_id"], "instructor_id": r["instructor_id"],
             "at": r.get("enroll_at") or r["at"],
         })  # fmt: skip
-    await _many(conn, _PLACEHOLDER_COURSE, list(placeholders.values()))
-    await _many(conn, _UPSERT_ENROLLMENT, list(ch.enrollments.values()))
+    await _many(conn, _PLACEHOLDER_COURSE, _ordered(placeholders))
+    await _many(conn, _UPSERT_ENROLLMENT, _ordered(ch.enrollments))
     await _many(conn, _COMPLETE, [
-        {"course_id": r["course_id"], "user_id": r["user_id"]} for r in ch.completions.values()
+        {"course_id": r["course_id"], "user_id": r["user_id"]} for r in _ordered(ch.completions)
     ])  # fmt: skip
     await _many(conn, _ACTIVITY, [
-        {**r, "progress_percent": r["progress_percent"] or 0.0} for r in ch.activity.values()
+        {**r, "progress_percent": r["progress_percent"] or 0.0} for r in _ordered(ch.activity)
     ])  # fmt: skip
-    await _many(conn, _SUBMISSION, list(ch.submissions.values()))
-    await _many(conn, _ANSWER, list(ch.answers.values()))
-    await _many(conn, _ATTEMPT, list(ch.attempts.values()))
+    await _many(conn, _SUBMISSION, _ordered(ch.submissions))
+    await _many(conn, _ANSWER, _ordered(ch.answers))
+    await _many(conn, _ATTEMPT, _ordered(ch.attempts))
     if ch.attempts:
-        keys = list({(r["course_id"], r["user_id"]) for r in ch.attempts.values()})
+        keys = sorted({(r["course_id"], r["user_id"]) for r in ch.attempts.values()})
         await conn.execute(
             _FAILING, {"courses": [k[0] for k in keys], "users": [k[1] for k in keys]}
         )
-    await _many(conn, _VIDEO_PROGRESS, list(ch.progress.values()))
-    await _many(conn, _VIDEO, list(ch.videos.values()))
+    await _many(conn, _VIDEO_PROGRESS, _ordered(ch.progress))
+    await _many(conn, _VIDEO, _ordered(ch.videos))
     return await refresh(conn, sorted(ch.touched_courses), cutoff)
 
 

@@ -25,7 +25,8 @@ from svc_analytics import repository
 from svc_analytics.models import SCHEMA
 from svc_analytics.settings import AnalyticsSettings
 
-CHUNK = 50_000
+# Small enough that no transaction holds its connection past the pool's 2 s warning bound.
+CHUNK = 20_000
 
 
 @dataclass(frozen=True)
