@@ -139,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(args.tag, args.courses, min(args.bench_courses, args.courses), args.enrollments,
                 args.answers, args.questions)  # fmt: skip
 
+    # Bulk statements run longer than a service's statement timeout allows.
+    settings = AnalyticsSettings.load().model_copy(update={"db_statement_timeout_ms": 600_000})
+
     async def run() -> uuid.UUID:
-        async with Database.open(AnalyticsSettings.load(), SCHEMA) as db:
+        async with Database.open(settings, SCHEMA) as db:
             return await seed(db, plan)
 
     instructor = asyncio.run(run())
