@@ -87,11 +87,13 @@ async def consume_batches(
     wait_seconds: float = 1.0,
     ack_wait_seconds: float = 60.0,
     stop: asyncio.Event | None = None,
+    on_idle: Callable[[], None] | None = None,
 ) -> None:
     """Apply the stream to a handler in batches through a durable pull consumer, forever (or
     until `stop` is set). A batch is acked only after `handle` returns, so a crash or a failed
     batch is redelivered: handlers must be idempotent. A failing batch is retried after a
-    short back-off instead of acked, so nothing is skipped silently."""
+    short back-off instead of acked, so nothing is skipped silently. `on_idle` is called after
+    each wait that fetched nothing."""
     sub = await bus.js.pull_subscribe(
         filter_subject,
         durable=durable,
@@ -107,7 +109,10 @@ async def consume_batches(
     while stop is None or not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=wait_seconds)
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):
+            # Nothing to fetch within the wait (nats-py raises either, depending on the path).
+            if on_idle is not None:
+                on_idle()
             continue
         try:
             await handle(msgs)

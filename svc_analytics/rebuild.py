@@ -84,7 +84,7 @@ async def rebuild(db: Database, cache: Cache | None, bus: Bus, batch: int = 1000
         while position < last:
             try:
                 msgs = await sub.fetch(batch, timeout=5)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):
                 break
             await ingest.apply_incoming(
                 [Incoming(m.subject, m.data, dict(m.headers or {})) for m in msgs]
