@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from mesh.bus import (
@@ -31,8 +32,24 @@ from mesh.cache import Cache, open_cache
 from mesh.db import Database
 from svc_analytics.events import Incoming
 from svc_analytics.ingest import Ingest
-from svc_analytics.models import SCHEMA, metadata
+from svc_analytics.models import SCHEMA
+from svc_analytics.repository import APPLY_ORDER
 from svc_analytics.settings import AnalyticsSettings
+
+
+async def _empty(db: Database, attempts: int = 5) -> None:
+    """TRUNCATE every table, in the order the live consumer's batches mostly write them. A
+    batch may still lock them in another order (one with grades only starts at learners);
+    Postgres then aborts one of the two: a batch is redelivered, the TRUNCATE is retried."""
+    names = ", ".join(f"{SCHEMA}.{t}" for t in APPLY_ORDER)
+    for attempt in range(attempts):
+        try:
+            async with db.transaction() as conn:
+                await conn.execute(text(f"TRUNCATE {names}"))
+            return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "40P01" or attempt == attempts - 1:
+                raise
 
 
 def _warn(message: str) -> None:
@@ -63,9 +80,7 @@ async def rebuild(db: Database, cache: Cache | None, bus: Bus, batch: int = 1000
                 f"the stream's first message ({head_time.isoformat()}) is newer than the oldest "
                 f"course in the read model ({oldest.isoformat()}): older events are gone"
             )
-    async with db.transaction() as conn:
-        names = ", ".join(f"{SCHEMA}.{t.name}" for t in metadata.sorted_tables)
-        await conn.execute(text(f"TRUNCATE {names}"))
+    await _empty(db)
     if not info.state.messages:
         return 0
     ingest = Ingest(db, cache, consumer="analytics-rebuild")

@@ -163,6 +163,12 @@ WHERE (last_seen_at >= :since AND last_seen_at < :until)
 """)
 
 
+# The tables in the order `apply` first writes them (rebuild locks them in this order too).
+APPLY_ORDER = (
+    "courses", "learners", "submissions", "answers", "latest_attempts", "video_progress", "videos"
+)  # fmt: skip
+
+
 def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in key order: replicas applying batches at once lock rows in the same order, so
     they wait for each other instead of deadlocking."""
