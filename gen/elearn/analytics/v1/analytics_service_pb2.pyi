@@ -337,11 +337,13 @@ class GetCourseAnalyticsResponse(_message.Message):
 
     @_builtins.property
     def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuestionStats]:
-        """Per question, by quiz then the quiz's question order."""
+        """Per question, by quiz then the quiz's question order; at most 500 (ask per quiz_id for
+        courses with more).
+        """
 
     @_builtins.property
     def videos(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoDropOff]:
-        """Per video, by position (unknown positions last)."""
+        """Per video, by position (unknown positions last); at most 500."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
