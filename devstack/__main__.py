@@ -268,6 +268,7 @@ def _table(e: Endpoints) -> str:
         ("valkey (cache)", e.cache_url),
         ("valkey (state)", e.state_url),
         ("nats", e.nats_url),
+        ("object storage (S3)", f"{e.s3_url}  (clients: {e.s3_public_url}/{e.s3_bucket}/)"),
         ("data, logs", f"{e.data_dir}, {e.data_dir}/logs"),
     ]
     width = max(len(k) for k, _ in rows)

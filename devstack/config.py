@@ -15,6 +15,7 @@ from devstack import detached_pgdata
 from devstack.envoy import EnvoyRenderer
 from devstack.ports import MAX_REPLICAS, SERVICE_ORDER, PortPlan
 from devstack.processes import StackError
+from devstack.seaweedfs import DEFAULT_BUCKET, S3Env
 from devstack.services import DEFAULT_ADMIN_EMAIL, default_command
 from mesh.platform import WORKERS
 
@@ -62,6 +63,8 @@ class StackConfig:
     # One external Valkey for both roles (the old REDIS_URL); cache_url / state_url win.
     redis_url: str | None = None
     nats_url: str | None = None
+    # An external S3 (S3_URL with S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET) instead of ours.
+    s3: S3Env | None = None
     admin_email: str = DEFAULT_ADMIN_EMAIL
     # None: generated once and kept in <data_dir>/admin-password.
     admin_password: str | None = None
@@ -122,6 +125,7 @@ class StackConfig:
             state_url=environ.get("STATE_URL") or None,
             redis_url=environ.get("REDIS_URL") or None,
             nats_url=environ.get("NATS_URL") or None,
+            s3=external_s3(environ),
         )
         return dataclasses.replace(config, **overrides)
 
@@ -169,3 +173,21 @@ def parse_replicas(text: str) -> dict[str, int]:
             raise StackError(f"--replicas expects name=count[,name=count…], got {item!r}")
         result[name.strip()] = int(count)
     return result
+
+
+def external_s3(environ: Mapping[str, str]) -> S3Env | None:
+    """S3_URL (with S3_ACCESS_KEY and S3_SECRET_KEY; S3_BUCKET defaults to `media`) names an
+    external S3 such as AWS S3, MinIO or Ceph; the launcher then starts no SeaweedFS."""
+    url = environ.get("S3_URL")
+    if not url:
+        return None
+    access, secret = environ.get("S3_ACCESS_KEY", ""), environ.get("S3_SECRET_KEY", "")
+    if not access or not secret:
+        raise StackError("S3_URL needs S3_ACCESS_KEY and S3_SECRET_KEY too")
+    return S3Env(
+        url=url,
+        access_key=access,
+        secret_key=secret,
+        bucket=environ.get("S3_BUCKET") or DEFAULT_BUCKET,
+        region=environ.get("S3_REGION") or "us-east-1",
+    )

@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 
-from devstack import detached_pgdata, nats, pg_install, postgres, valkey
+from devstack import detached_pgdata, nats, pg_install, postgres, seaweedfs, valkey
 from devstack.config import ROOT, StackConfig
 from devstack.ports import LOOPBACK, port_in_use
 from devstack.processes import Deadline, ManagedProcess, StackError
@@ -88,6 +88,31 @@ def start_nats(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> str:
     return nats.nats_url(port)
 
 
+def start_seaweedfs(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> seaweedfs.S3Env:
+    """Object storage: the external S3 when configured, else our SeaweedFS with the media
+    bucket created (its readiness check)."""
+    if cfg.s3 is not None:
+        return cfg.s3
+    media = cfg.ports.media
+    root = cfg.data_dir / seaweedfs.NAME
+    creds = seaweedfs.ensure_credentials(cfg.data_dir / "config" / "s3-identities.json")
+    env = seaweedfs.S3Env(
+        url=seaweedfs.s3_url(media.s3),
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        bucket=seaweedfs.DEFAULT_BUCKET,
+    )
+    proc = seaweedfs.server(
+        root,
+        ports=media.by_name(),
+        s3_config=cfg.data_dir / "config" / "s3-identities.json",
+        log_path=cfg.logs_dir / "seaweedfs.log",
+    )
+    sup.launch(proc, lambda: seaweedfs.ensure_bucket(env), list(media.by_name().values()))
+    sup.await_ready([proc], deadline)
+    return env
+
+
 def migrate(sup: Supervisor, cfg: StackConfig, database_url: str, deadline: Deadline) -> None:
     assert cfg.migrate_command is not None
     proc = ManagedProcess(
@@ -121,6 +146,8 @@ def check_ports(cfg: StackConfig) -> None:
         wanted.append(("valkey state", plan.valkey_state))
     if not cfg.nats_url:
         wanted += [("nats", plan.nats), ("nats monitoring", plan.nats_monitor)]
+    if cfg.s3 is None:
+        wanted += [(f"seaweedfs {name}", port) for name, port in plan.media.by_name().items()]
     for name, count in cfg.replicas.items():
         for index, ports in enumerate(plan.services[name][:count]):
             wanted += [(f"{name}-{index} grpc", ports.grpc)]

@@ -33,6 +33,26 @@ class ServicePorts:
     metrics: int
 
 
+MEDIA_PORT_COUNT = 8
+
+
+@dataclass(frozen=True)
+class MediaPorts:
+    """SeaweedFS (devstack.seaweedfs): the S3 gateway clients use, and its inner servers."""
+
+    s3: int = 18333
+    s3_grpc: int = 18334
+    master: int = 18335
+    master_grpc: int = 18336
+    volume: int = 18337
+    volume_grpc: int = 18338
+    filer: int = 18339
+    filer_grpc: int = 18340
+
+    def by_name(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
 class PortPlan:
     postgres: int
@@ -44,6 +64,7 @@ class PortPlan:
     envoy_admin: int
     # service name -> one entry per replica, indexed by replica number
     services: Mapping[str, tuple[ServicePorts, ...]]
+    media: MediaPorts = MediaPorts()
 
     @classmethod
     def defaults(cls, replicas: Mapping[str, int], *, edge_port: int = 8080) -> PortPlan:
@@ -67,7 +88,7 @@ class PortPlan:
 
     @classmethod
     def free(cls, replicas: Mapping[str, int]) -> PortPlan:
-        needed = 7 + 2 * sum(replicas.values())
+        needed = 7 + MEDIA_PORT_COUNT + 2 * sum(replicas.values())
         ports = iter(free_ports(needed))
         services = {
             name: tuple(ServicePorts(next(ports), next(ports)) for _ in range(count))
@@ -82,6 +103,7 @@ class PortPlan:
             edge=next(ports),
             envoy_admin=next(ports),
             services=services,
+            media=MediaPorts(*(next(ports) for _ in range(MEDIA_PORT_COUNT))),
         )
 
 

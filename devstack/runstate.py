@@ -41,6 +41,12 @@ class Endpoints:
     jwt_public_key_file: str
     jwt_private_key_file: str
     data_dir: str
+    # Object storage as services see it (empty when none is configured).
+    s3_url: str = ""
+    s3_public_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = ""
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))

@@ -42,6 +42,29 @@ class SharedEnv:
     log_level: str = "INFO"
     # host:port of the first course replica, for services that call CourseService.
     course_address: str = ""
+    # host:port of the first user replica, for display names (svc_live).
+    user_address: str = ""
+    # Object storage (empty: none configured). s3_public_url is the base of the presigned URLs
+    # clients get: the edge, whose /<bucket>/ route forwards to the S3 gateway unchanged.
+    s3_url: str = ""
+    s3_public_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+
+
+def s3_env(shared: SharedEnv) -> dict[str, str]:
+    if not shared.s3_url:
+        return {}
+    return {
+        "S3_URL": shared.s3_url,
+        "S3_PUBLIC_URL": shared.s3_public_url or shared.s3_url,
+        "S3_ACCESS_KEY": shared.s3_access_key,
+        "S3_SECRET_KEY": shared.s3_secret_key,
+        "S3_BUCKET": shared.s3_bucket,
+        "S3_REGION": shared.s3_region,
+    }
 
 
 def default_command(name: str) -> list[str]:
@@ -77,8 +100,12 @@ def service_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(s3_env(shared))
     if name == "quiz":
         env["QUIZ_COURSE_ADDRESS"] = shared.course_address
+    if name == "live":
+        env["LIVE_COURSE_ADDRESS"] = shared.course_address
+        env["LIVE_USER_ADDRESS"] = shared.user_address
     if name == "user":
         env.update(
             {

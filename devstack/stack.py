@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import atexit
 
-from devstack import envoy, infra
+from devstack import envoy, envoy_media, infra
 from devstack.config import ROOT, StackConfig, Timeouts
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import LOOPBACK
 from devstack.processes import Abort, Deadline, ManagedProcess, StackAborted, StackError
 from devstack.runstate import ENDPOINTS_FILE, Endpoints, SupervisorLock
-from devstack.services import GRPC_SERVICES, HealthProbe, SharedEnv, service_env
+from devstack.seaweedfs import DEFAULT_BUCKET
+from devstack.services import (
+    GRPC_SERVICES,
+    HealthProbe,
+    SharedEnv,
+    service_env,
+)
 from devstack.supervisor import Supervisor
 
 __all__ = ["Endpoints", "Stack", "StackAborted", "StackConfig", "StackError", "Timeouts"]
@@ -130,6 +136,7 @@ class Stack:
         )
         valkeys = infra.start_valkeys(sup, cfg, self._phase(timeouts.infra, overall))
         nats_url = cfg.nats_url or infra.start_nats(sup, cfg, self._phase(timeouts.infra, overall))
+        s3 = infra.start_seaweedfs(sup, cfg, self._phase(timeouts.infra, overall))
         keys = ensure_jwt_keys(cfg.data_dir / "keys")
         shared = SharedEnv(
             database_url=database_url,
@@ -142,7 +149,14 @@ class Stack:
             admin_password=cfg.admin_password
             or ensure_admin_password(cfg.data_dir / "admin-password"),
             log_level=cfg.log_level,
+            s3_url=s3.url,
+            s3_public_url=self._s3_public_url(s3.url),
+            s3_access_key=s3.access_key,
+            s3_secret_key=s3.secret_key,
+            s3_bucket=s3.bucket,
+            s3_region=s3.region,
             course_address=_first_replica(cfg, "course"),
+            user_address=_first_replica(cfg, "user"),
         )
         if cfg.migrate_command is not None:
             infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
@@ -176,6 +190,14 @@ class Stack:
         # All replicas start at once and are awaited together: Python start-up dominates.
         self._sup.await_ready(started, deadline)
 
+    def _s3_public_url(self, s3_url: str) -> str:
+        """Clients reach our SeaweedFS through the edge (so a browser on the edge's origin can
+        upload); an external S3 they reach directly."""
+        cfg = self.config
+        if cfg.s3 is None and cfg.with_envoy:
+            return f"http://{LOOPBACK}:{cfg.ports.edge}"
+        return s3_url
+
     def _start_envoy(self, deadline: Deadline) -> None:
         cfg = self.config
         upstreams = [
@@ -195,6 +217,10 @@ class Stack:
             protoset=cfg.protoset,
             upstreams=upstreams,
         )
+        if cfg.s3 is None and cfg.render_envoy is None:
+            config_yaml = envoy_media.with_media_route(
+                config_yaml, bucket=DEFAULT_BUCKET, host=LOOPBACK, port=cfg.ports.media.s3
+            )
         proc = envoy.server(
             config_path=cfg.data_dir / "config" / "envoy.yaml",
             config_yaml=config_yaml,
@@ -226,6 +252,11 @@ class Stack:
             jwt_public_key_file=str(shared.jwt_public_key_file),
             jwt_private_key_file=str(shared.jwt_private_key_file),
             data_dir=str(cfg.data_dir),
+            s3_url=shared.s3_url,
+            s3_public_url=shared.s3_public_url,
+            s3_access_key=shared.s3_access_key,
+            s3_secret_key=shared.s3_secret_key,
+            s3_bucket=shared.s3_bucket,
         )
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("devstack")
 Ready = Callable[[], bool]
 
 # Each part stops only after everything that uses it; services (all of them, together) first.
-INFRA_STOP_ORDER = ("envoy", "nats", "valkey-cache", "valkey-state", "postgres")
+INFRA_STOP_ORDER = ("envoy", "seaweedfs", "nats", "valkey-cache", "valkey-state", "postgres")
 
 
 class Supervisor:

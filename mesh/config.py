@@ -41,6 +41,15 @@ class MeshSettings(BaseSettings):
     cache_url: str = Field(default="", validation_alias=AliasChoices("CACHE_URL", "REDIS_URL"))
     state_url: str = Field(default="", validation_alias=AliasChoices("STATE_URL", "REDIS_URL"))
     nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL"))
+    # Object storage (S3 API: SeaweedFS locally, or AWS S3, MinIO, Ceph). s3_public_url is the
+    # base of presigned URLs handed to clients (locally the edge, which forwards /<bucket>/ to
+    # the gateway); it defaults to s3_url.
+    s3_url: str = Field(default="", validation_alias=AliasChoices("S3_URL"))
+    s3_public_url: str = Field(default="", validation_alias=AliasChoices("S3_PUBLIC_URL"))
+    s3_access_key: str = Field(default="", validation_alias=AliasChoices("S3_ACCESS_KEY"))
+    s3_secret_key: str = Field(default="", validation_alias=AliasChoices("S3_SECRET_KEY"))
+    s3_bucket: str = Field(default="media", validation_alias=AliasChoices("S3_BUCKET"))
+    s3_region: str = Field(default="us-east-1", validation_alias=AliasChoices("S3_REGION"))
     jwt_public_key_file: str = Field(
         default="", validation_alias=AliasChoices("ELEARN_JWT_PUBLIC_KEY_FILE")
     )

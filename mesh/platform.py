@@ -40,6 +40,7 @@ class PlatformWorker:
 
 WORKERS: tuple[PlatformWorker, ...] = (
     PlatformWorker("quiz-worker", "svc_quiz.worker", service="quiz"),
+    PlatformWorker("transcoder", "svc_course.transcoder", service="course"),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

@@ -58,6 +58,9 @@ class ServiceSpec:
     # The process's NATS connection, if the service opened one; otherwise the bootstrap opens
     # its own to follow session revocations (when NATS_URL is set).
     bus: Bus | None = None
+    # Run after health turns NOT_SERVING and before in-flight calls drain (e.g. telling
+    # long-lived streams to reconnect elsewhere, so the drain does not wait out their grace).
+    on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def build_verifier(settings: MeshSettings, policy: Policy) -> TokenVerifier | None:
@@ -141,6 +144,11 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
         await health_servicer.enter_graceful_shutdown()
         if not died:
             await asyncio.sleep(settings.shutdown_delay_seconds)
+        for hook in spec.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
         log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
         await server.stop(settings.shutdown_grace_seconds)
         for t in tasks:

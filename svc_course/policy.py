@@ -29,12 +29,14 @@ POLICY = Policy(
         _S + "UpdateVideoProgress": SIGNED_IN,
         _S + "GetVideoProgress": SIGNED_IN,
         _S + "ListVideoProgress": SIGNED_IN,
-        # Not implemented yet (the video issue): every caller gets UNIMPLEMENTED, which is the
-        # truth; a signed-in rule here would answer UNAUTHENTICATED to anonymous callers.
-        _S + "StartVideoUpload": OPTIONAL,
-        _S + "CompleteVideoUpload": OPTIONAL,
-        _S + "AbortVideoUpload": OPTIONAL,
-        _S + "GetTranscodingStatus": OPTIONAL,
-        _S + "GetPlaybackUrl": OPTIONAL,
+        # Video pipeline: the course's instructor or an admin (checked per course); playback
+        # also for its enrolled students.
+        _S + "StartVideoUpload": _TEACHERS,
+        _S + "GetVideoUpload": _TEACHERS,
+        _S + "CompleteVideoUpload": _TEACHERS,
+        _S + "AbortVideoUpload": _TEACHERS,
+        _S + "GetTranscodingStatus": _TEACHERS,
+        _S + "WatchTranscodingStatus": _TEACHERS,
+        _S + "GetPlaybackUrl": SIGNED_IN,
     }
 )

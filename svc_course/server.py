@@ -12,6 +12,7 @@ from mesh.bus import connect_bus
 from mesh.cache import open_cache
 from mesh.db import Database
 from mesh.logs import configure_logging
+from mesh.objectstore import open_objectstore
 from mesh.outbox import Outbox
 from mesh.state import open_state
 from svc_course import cache_events
@@ -19,11 +20,16 @@ from svc_course.catalog import Catalog
 from svc_course.enrollment import Enrollments
 from svc_course.lookups import Lookups
 from svc_course.models import SCHEMA, outbox
+from svc_course.playback import Playback
 from svc_course.policy import POLICY
 from svc_course.progress import Progress
 from svc_course.search import Search
 from svc_course.servicer import CourseServicer
 from svc_course.settings import CourseSettings
+from svc_course.transcode_queue import TranscodeQueue, ensure_job_stream
+from svc_course.transcode_status import TranscodeStatus
+from svc_course.upload_sweeper import sweep_uploads
+from svc_course.uploads import Uploads
 from svc_course.videos import Videos
 
 SERVICE = course_service_pb2.DESCRIPTOR.services_by_name["CourseService"].full_name
@@ -31,7 +37,9 @@ SERVICE = course_service_pb2.DESCRIPTOR.services_by_name["CourseService"].full_n
 
 async def serve() -> None:
     settings = CourseSettings.load()
-    settings.require("database_url", "cache_url", "state_url", "nats_url", "jwt_public_key_file")
+    settings.require(
+        "database_url", "cache_url", "state_url", "nats_url", "jwt_public_key_file", "s3_url"
+    )
     listener = configure_logging("course", settings.instance_name, settings.log_level)
     try:
         async with AsyncExitStack() as stack:
@@ -39,18 +47,24 @@ async def serve() -> None:
             cache = await stack.enter_async_context(open_cache(settings))
             state = await stack.enter_async_context(open_state(settings))
             bus = await stack.enter_async_context(connect_bus(settings))
+            store = await stack.enter_async_context(open_objectstore(settings))
+            await ensure_job_stream(bus.js, settings.transcode_queue_limit)
             events = Outbox(outbox)
             progress = Progress(db=db, state=state, outbox=events, settings=settings)
             # Registered last, so it runs first on the way out: pending progress is flushed
             # while the pools are still open.
             stack.push_async_callback(progress.close)
             lookups = Lookups(db, cache, settings)
+            uploads = Uploads(db, lookups, store, TranscodeQueue(bus.js), settings)
             servicer = CourseServicer(
                 Catalog(db, lookups, events),
                 Videos(db, lookups),
                 Search(db, lookups),
                 Enrollments(db, lookups, events, on_unenroll=progress.forget_enrollment),
                 progress,
+                uploads,
+                TranscodeStatus(db, lookups, bus.nc),
+                Playback(lookups, store, settings),
             )
 
             def register(srv: grpc.aio.Server) -> None:
@@ -58,6 +72,9 @@ async def serve() -> None:
 
             async def relay() -> None:
                 await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+
+            async def sweep() -> None:
+                await sweep_uploads(uploads, settings)
 
             async def invalidate_cache() -> None:
                 await cache_events.consume(bus, lookups)
@@ -67,7 +84,12 @@ async def serve() -> None:
                 services=[SERVICE],
                 register=register,
                 policy=POLICY,
-                background=[relay, invalidate_cache, *progress.background_tasks()],
+                background=[
+                    relay,
+                    invalidate_cache,
+                    *progress.background_tasks(),
+                    sweep,
+                ],
                 bus=bus,
             )
             await server.run(settings, spec)

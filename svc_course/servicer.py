@@ -3,20 +3,22 @@ mesh interceptor, so handlers only raise."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from grpc.aio import ServicerContext
 
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1 import course_service_pb2_grpc
 from mesh.context import Caller, current_caller
-from mesh.errors import Unimplemented
 from svc_course import validation as check
 from svc_course.catalog import Catalog
 from svc_course.enrollment import Enrollments
+from svc_course.playback import Playback
 from svc_course.progress import Progress
 from svc_course.search import Search
+from svc_course.transcode_status import TranscodeStatus
+from svc_course.uploads import Uploads
 from svc_course.videos import Videos
-
-_VIDEO_ISSUE = "is not implemented yet (the video upload and transcoding issue)"
 
 
 def _caller() -> Caller:
@@ -33,12 +35,18 @@ class CourseServicer(course_service_pb2_grpc.CourseServiceServicer):
         search: Search,
         enrollments: Enrollments,
         progress: Progress,
+        uploads: Uploads,
+        transcoding: TranscodeStatus,
+        playback: Playback,
     ) -> None:
         self._catalog = catalog
         self._videos = videos
         self._search = search
         self._enrollments = enrollments
         self._progress = progress
+        self._uploads = uploads
+        self._transcoding = transcoding
+        self._playback = playback
 
     # Catalog
 
@@ -191,28 +199,53 @@ class CourseServicer(course_service_pb2_grpc.CourseServiceServicer):
     ) -> pb.ListVideoProgressResponse:
         return await self._progress.list(request)
 
-    # Uploads, transcoding and playback belong to the video issue.
+    # Uploads, transcoding and playback: svc_course.uploads, transcode_status, playback.
     async def StartVideoUpload(
         self, request: pb.StartVideoUploadRequest, context: ServicerContext
     ) -> pb.StartVideoUploadResponse:
-        raise Unimplemented(f"StartVideoUpload {_VIDEO_ISSUE}")
+        video_id = check.uuid_of(request.video_id, "video_id")
+        return await self._uploads.start(_caller(), video_id, request)
+
+    async def GetVideoUpload(
+        self, request: pb.GetVideoUploadRequest, context: ServicerContext
+    ) -> pb.GetVideoUploadResponse:
+        video_id = check.uuid_of(request.video_id, "video_id")
+        upload_id = check.uuid_of(request.upload_id, "upload_id")
+        return await self._uploads.get(_caller(), video_id, upload_id)
 
     async def CompleteVideoUpload(
         self, request: pb.CompleteVideoUploadRequest, context: ServicerContext
     ) -> pb.CompleteVideoUploadResponse:
-        raise Unimplemented(f"CompleteVideoUpload {_VIDEO_ISSUE}")
+        video_id = check.uuid_of(request.video_id, "video_id")
+        upload_id = check.uuid_of(request.upload_id, "upload_id")
+        parts = [(p.part_number, p.etag) for p in request.parts]
+        video = await self._uploads.complete(_caller(), video_id, upload_id, parts)
+        return pb.CompleteVideoUploadResponse(video=video)
 
     async def AbortVideoUpload(
         self, request: pb.AbortVideoUploadRequest, context: ServicerContext
     ) -> pb.AbortVideoUploadResponse:
-        raise Unimplemented(f"AbortVideoUpload {_VIDEO_ISSUE}")
+        video_id = check.uuid_of(request.video_id, "video_id")
+        upload_id = check.uuid_of(request.upload_id, "upload_id")
+        video = await self._uploads.abort(_caller(), video_id, upload_id)
+        return pb.AbortVideoUploadResponse(video=video)
 
     async def GetTranscodingStatus(
         self, request: pb.GetTranscodingStatusRequest, context: ServicerContext
     ) -> pb.GetTranscodingStatusResponse:
-        raise Unimplemented(f"GetTranscodingStatus {_VIDEO_ISSUE}")
+        video_id = check.uuid_of(request.video_id, "video_id")
+        status = await self._transcoding.get(_caller(), video_id)
+        return pb.GetTranscodingStatusResponse(status=status)
+
+    async def WatchTranscodingStatus(
+        self, request: pb.WatchTranscodingStatusRequest, context: ServicerContext
+    ) -> AsyncIterator[pb.WatchTranscodingStatusResponse]:
+        video_id = check.uuid_of(request.video_id, "video_id")
+        async for status in self._transcoding.watch(_caller(), video_id):
+            yield pb.WatchTranscodingStatusResponse(status=status)
 
     async def GetPlaybackUrl(
         self, request: pb.GetPlaybackUrlRequest, context: ServicerContext
     ) -> pb.GetPlaybackUrlResponse:
-        raise Unimplemented(f"GetPlaybackUrl {_VIDEO_ISSUE}")
+        video_id = check.uuid_of(request.video_id, "video_id")
+        return await self._playback.url(_caller(), video_id)

@@ -36,3 +36,44 @@ class CourseSettings(MeshSettings):
     progress_video_cache_seconds: float = 60.0
     # How long a graceful shutdown may spend flushing before it gives up (the samples stay).
     progress_drain_seconds: float = 10.0
+
+    # Video pipeline (M4). Uploads larger than this are refused before any byte is sent.
+    upload_max_bytes: int = 20 * 1024**3
+    # Parts of about 10 MiB (the review's size): small enough to retry cheaply, large enough
+    # that a 20 GiB file stays within S3's 10,000 parts (raised automatically beyond that).
+    upload_part_bytes: int = 10 * 1024 * 1024
+    # Presigned part URLs live this long; GetVideoUpload hands out fresh ones.
+    upload_url_ttl_seconds: int = 3600
+    # Uploads still open after this long are aborted by the sweeper, freeing their slot.
+    upload_abandon_seconds: float = 24 * 3600.0
+    upload_sweep_interval_seconds: float = 300.0
+    # At most this many uploads-to-be-transcoded at once (the review's 100 pending jobs).
+    transcode_queue_limit: int = 100
+    # RetryInfo's delay on a full queue: about the time a short job takes.
+    transcode_queue_retry_seconds: int = 60
+    probe_timeout_seconds: float = 30.0
+    # How long a playback link (playlists and segment URLs) works.
+    playback_url_ttl_seconds: int = 900
+
+
+class TranscoderSettings(CourseSettings):
+    """The transcoder worker (python -m svc_course.transcoder): TRANSCODER_* variables, plus the
+    course settings it shares (queue limit, probe timeout, cache TTLs) under the same prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRANSCODER_", extra="ignore", populate_by_name=True
+    )
+    service: ClassVar[str] = "transcoder"
+
+    # ffmpeg runs at this nice level with this many threads, so the API keeps its CPU (M4).
+    threads: int = 2
+    nice: int = 19
+    # A job is redelivered when its worker has not acked (or said "still working") for this
+    # long; the worker says so every heartbeat_seconds while ffmpeg runs.
+    ack_wait_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    # Deliveries before a job is dead-lettered and its video marked FAILED.
+    max_deliveries: int = 3
+    segment_seconds: int = 4
+    # Scratch space for one job's renditions (default: the system's temp dir).
+    work_dir: str = ""

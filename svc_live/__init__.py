@@ -1,2 +1,3 @@
-"""svc_live: LiveService. Its implementation lands with issue #5; until then it starts,
-reports SERVING and answers UNIMPLEMENTED, never a fake success."""
+"""svc_live: LiveService — live sessions of a course over gRPC streams, fanned out across pods
+through core NATS with one sequencer per session in the state Valkey (see README, "Live
+sessions")."""

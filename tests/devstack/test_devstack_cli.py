@@ -87,6 +87,7 @@ def test_cli_start_status_stop(data_dir: Path) -> None:
             "valkey-cache-0",
             "valkey-state-0",
             "nats-0",
+            "seaweedfs-0",
             "user-0",
             "live-0",
             "live-1",

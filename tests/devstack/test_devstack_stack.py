@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.runstate import ENDPOINTS_FILE, Endpoints
+from devstack.seaweedfs import S3Env
 from devstack.stack import Stack, StackConfig
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -237,6 +238,12 @@ def test_a_killed_postgres_restarts_with_its_data(running: Stack) -> None:
         assert conn.execute("SELECT id FROM survivor").fetchall() == [(42,)]
 
 
+def external_s3(endpoints: Endpoints) -> S3Env:
+    return S3Env(
+        endpoints.s3_url, endpoints.s3_access_key, endpoints.s3_secret_key, endpoints.s3_bucket
+    )
+
+
 def test_external_servers_are_used_instead_of_starting_ours(
     running: Stack, tmp_path: Path, fake_command: Callable[..., Callable[[str], list[str]]]
 ) -> None:
@@ -250,6 +257,7 @@ def test_external_servers_are_used_instead_of_starting_ours(
         database_url=shared.database_url,
         redis_url=shared.state_url,
         nats_url=shared.nats_url,
+        s3=external_s3(shared),
     )
     with Stack(config) as second:
         assert list(second.processes) == ["user-0"]
@@ -273,6 +281,7 @@ def test_an_external_state_server_leaves_the_cache_to_us(
         database_url=shared.database_url,
         state_url=shared.state_url,
         nats_url=shared.nats_url,
+        s3=external_s3(shared),
     )
     with Stack(config) as second:
         assert sorted(second.processes) == ["user-0", "valkey-cache-0"]

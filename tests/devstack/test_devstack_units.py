@@ -38,6 +38,7 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "course": 1,
         "live": 3,
         "analytics": 1,
+        "transcoder": 1,
     }
     # A worker follows its service unless named.
     assert resolve_replicas({})["quiz-worker"] == 1
@@ -137,6 +138,8 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         jwt_private_key_file=tmp_path / "priv",
         admin_email="a@b",
         admin_password="pw",
+        course_address="127.0.0.1:50061",
+        user_address="127.0.0.1:50051",
     )
     env = service_env("live", 2, ServicePorts(50074, 59074), shared, base={"PATH": "/bin"})
     assert env == {
@@ -152,6 +155,9 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         "ELEARN_INSTANCE": "live-2",
         "ELEARN_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # live calls CourseService (enrollment) and UserService (display names) directly.
+        "LIVE_COURSE_ADDRESS": "127.0.0.1:50061",
+        "LIVE_USER_ADDRESS": "127.0.0.1:50051",
     }
     user = service_env("user", 0, ServicePorts(50051, 59051), shared, base={})
     assert user["USER_JWT_PRIVATE_KEY_FILE"] == str(tmp_path / "priv")

@@ -68,8 +68,8 @@ def test_json_register_login_whoami(stack: Endpoints) -> None:
 
 
 def test_unimplemented_service_is_501_not_a_fake_success(stack: Endpoints) -> None:
-    video_id = "00000000-0000-4000-8000-000000000000"
-    response = httpx.get(f"http://{stack.edge}/api/videos/{video_id}/transcoding")
+    course_id = "00000000-0000-4000-8000-000000000000"
+    response = httpx.get(f"http://{stack.edge}/api/analytics/courses/{course_id}")
     assert response.status_code == 501
     assert "not implemented yet" in response.json()["message"]
 
@@ -127,10 +127,12 @@ async def test_native_grpc_through_the_edge(stack: Endpoints) -> None:
         )
         assert me.user.email == email
         courses = course_service_pb2_grpc.CourseServiceStub(channel)
+        # The course service answers through the same channel (a student may not see jobs).
         await fails_with(
-            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.StatusCode.PERMISSION_DENIED,
             courses.GetTranscodingStatus(
-                course_service_pb2.GetTranscodingStatusRequest(video_id=str(uuid.uuid4()))
+                course_service_pb2.GetTranscodingStatusRequest(video_id=str(uuid.uuid4())),
+                metadata=(("authorization", f"Bearer {login.tokens.access_token}"),),
             ),
         )
 

@@ -178,6 +178,34 @@ ENROLLMENT_STATE_UNENROLLED: EnrollmentState.ValueType  # 3
 """The student unenrolled; the seat is free."""
 Global___EnrollmentState: _TypeAlias = EnrollmentState  # noqa: Y015
 
+class _UploadState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UploadStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UPLOAD_STATE_UNSPECIFIED: _UploadState.ValueType  # 0
+    """Not a state; never stored."""
+    UPLOAD_STATE_OPEN: _UploadState.ValueType  # 1
+    """Open: parts may be PUT."""
+    UPLOAD_STATE_COMPLETED: _UploadState.ValueType  # 2
+    """Completed and checked; its transcoding job is queued or done."""
+    UPLOAD_STATE_ABORTED: _UploadState.ValueType  # 3
+    """Aborted by the instructor, refused at completion, or swept when abandoned."""
+
+class UploadState(_UploadState, metaclass=_UploadStateEnumTypeWrapper):
+    """UploadState is where an upload is."""
+
+UPLOAD_STATE_UNSPECIFIED: UploadState.ValueType  # 0
+"""Not a state; never stored."""
+UPLOAD_STATE_OPEN: UploadState.ValueType  # 1
+"""Open: parts may be PUT."""
+UPLOAD_STATE_COMPLETED: UploadState.ValueType  # 2
+"""Completed and checked; its transcoding job is queued or done."""
+UPLOAD_STATE_ABORTED: UploadState.ValueType  # 3
+"""Aborted by the instructor, refused at completion, or swept when abandoned."""
+Global___UploadState: _TypeAlias = UploadState  # noqa: Y015
+
 @_typing.final
 class Course(_message.Message):
     """Course is a catalog entry."""
@@ -1967,3 +1995,157 @@ class ListVideoProgressResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListVideoProgressResponse: _TypeAlias = ListVideoProgressResponse  # noqa: Y015
+
+@_typing.final
+class StoredUploadPart(_message.Message):
+    """StoredUploadPart is one part object storage holds for an open upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PART_NUMBER_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    part_number: _builtins.int
+    """Part number, from 1."""
+    size_bytes: _builtins.int
+    """Bytes stored for the part."""
+    etag: _builtins.str
+    """ETag to pass back in CompleteVideoUpload."""
+    def __init__(
+        self,
+        *,
+        part_number: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "part_number", b"part_number", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredUploadPart: _TypeAlias = StoredUploadPart  # noqa: Y015
+
+@_typing.final
+class GetVideoUploadRequest(_message.Message):
+    """GetVideoUploadRequest names an upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    """Video id (UUID)."""
+    upload_id: _builtins.str
+    """Upload id from StartVideoUpload."""
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVideoUploadRequest: _TypeAlias = GetVideoUploadRequest  # noqa: Y015
+
+@_typing.final
+class GetVideoUploadResponse(_message.Message):
+    """GetVideoUploadResponse is what a client needs to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PART_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    STORED_PARTS_FIELD_NUMBER: _builtins.int
+    MISSING_PARTS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """Upload id."""
+    state: Global___UploadState.ValueType
+    """Upload state; parts are listed and URLs given only while OPEN."""
+    part_size_bytes: _builtins.int
+    """Size of every part but the last."""
+    size_bytes: _builtins.int
+    """Declared size of the whole file in bytes."""
+    @_builtins.property
+    def stored_parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredUploadPart]:
+        """Parts already stored, by part number."""
+
+    @_builtins.property
+    def missing_parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___UploadPart]:
+        """Fresh presigned URLs for the parts not stored yet (a stored part of the wrong size too)."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When these URLs stop working."""
+
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        state: Global___UploadState.ValueType = ...,
+        part_size_bytes: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        stored_parts: _abc.Iterable[Global___StoredUploadPart] | None = ...,
+        missing_parts: _abc.Iterable[Global___UploadPart] | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "missing_parts", b"missing_parts", "part_size_bytes", b"part_size_bytes", "size_bytes", b"size_bytes", "state", b"state", "stored_parts", b"stored_parts", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVideoUploadResponse: _TypeAlias = GetVideoUploadResponse  # noqa: Y015
+
+@_typing.final
+class WatchTranscodingStatusRequest(_message.Message):
+    """WatchTranscodingStatusRequest names a video."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    """Video id (UUID)."""
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTranscodingStatusRequest: _TypeAlias = WatchTranscodingStatusRequest  # noqa: Y015
+
+@_typing.final
+class WatchTranscodingStatusResponse(_message.Message):
+    """WatchTranscodingStatusResponse is one status update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___TranscodingStatus:
+        """The job's status after the change."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___TranscodingStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTranscodingStatusResponse: _TypeAlias = WatchTranscodingStatusResponse  # noqa: Y015

@@ -158,6 +158,16 @@ class CourseServiceStub:
                 request_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressRequest.SerializeToString,
                 response_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressResponse.FromString,
                 _registered_method=True)
+        self.GetVideoUpload = channel.unary_unary(
+                '/elearn.course.v1.CourseService/GetVideoUpload',
+                request_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadRequest.SerializeToString,
+                response_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadResponse.FromString,
+                _registered_method=True)
+        self.WatchTranscodingStatus = channel.unary_stream(
+                '/elearn.course.v1.CourseService/WatchTranscodingStatus',
+                request_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusRequest.SerializeToString,
+                response_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusResponse.FromString,
+                _registered_method=True)
 
 
 class CourseServiceServicer:
@@ -355,6 +365,23 @@ class CourseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVideoUpload(self, request, context):
+        """GetVideoUpload returns an open upload's state, the parts object storage holds already and
+        fresh presigned URLs for the missing ones, so an interrupted upload resumes where it
+        stopped (its course's instructor or an admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTranscodingStatus(self, request, context):
+        """WatchTranscodingStatus streams the transcoding status of a video's latest upload: the
+        current one at once, then every change, until the job succeeds or fails for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CourseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -477,6 +504,16 @@ def add_CourseServiceServicer_to_server(servicer, server):
                     servicer.ListVideoProgress,
                     request_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressRequest.FromString,
                     response_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressResponse.SerializeToString,
+            ),
+            'GetVideoUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVideoUpload,
+                    request_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadRequest.FromString,
+                    response_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadResponse.SerializeToString,
+            ),
+            'WatchTranscodingStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTranscodingStatus,
+                    request_deserializer=elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusRequest.FromString,
+                    response_serializer=elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1131,6 +1168,60 @@ class CourseService:
             '/elearn.course.v1.CourseService/ListVideoProgress',
             elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressRequest.SerializeToString,
             elearn_dot_course_dot_v1_dot_course__service__pb2.ListVideoProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVideoUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/elearn.course.v1.CourseService/GetVideoUpload',
+            elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadRequest.SerializeToString,
+            elearn_dot_course_dot_v1_dot_course__service__pb2.GetVideoUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTranscodingStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/elearn.course.v1.CourseService/WatchTranscodingStatus',
+            elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusRequest.SerializeToString,
+            elearn_dot_course_dot_v1_dot_course__service__pb2.WatchTranscodingStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

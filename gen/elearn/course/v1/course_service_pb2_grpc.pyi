@@ -121,6 +121,15 @@ class CourseServiceStub:
     """ListVideoProgress pages through the caller's progress on a course's videos, in course
     order, with the course-level percentage.
     """
+    GetVideoUpload: _grpc.UnaryUnaryMultiCallable[_course_service_pb2.GetVideoUploadRequest, _course_service_pb2.GetVideoUploadResponse]
+    """GetVideoUpload returns an open upload's state, the parts object storage holds already and
+    fresh presigned URLs for the missing ones, so an interrupted upload resumes where it
+    stopped (its course's instructor or an admin).
+    """
+    WatchTranscodingStatus: _grpc.UnaryStreamMultiCallable[_course_service_pb2.WatchTranscodingStatusRequest, _course_service_pb2.WatchTranscodingStatusResponse]
+    """WatchTranscodingStatus streams the transcoding status of a video's latest upload: the
+    current one at once, then every change, until the job succeeds or fails for good.
+    """
 
 @_typing.type_check_only
 class CourseServiceAsyncStub(CourseServiceStub):
@@ -214,6 +223,15 @@ class CourseServiceAsyncStub(CourseServiceStub):
     ListVideoProgress: _aio.UnaryUnaryMultiCallable[_course_service_pb2.ListVideoProgressRequest, _course_service_pb2.ListVideoProgressResponse]  # type: ignore[assignment]
     """ListVideoProgress pages through the caller's progress on a course's videos, in course
     order, with the course-level percentage.
+    """
+    GetVideoUpload: _aio.UnaryUnaryMultiCallable[_course_service_pb2.GetVideoUploadRequest, _course_service_pb2.GetVideoUploadResponse]  # type: ignore[assignment]
+    """GetVideoUpload returns an open upload's state, the parts object storage holds already and
+    fresh presigned URLs for the missing ones, so an interrupted upload resumes where it
+    stopped (its course's instructor or an admin).
+    """
+    WatchTranscodingStatus: _aio.UnaryStreamMultiCallable[_course_service_pb2.WatchTranscodingStatusRequest, _course_service_pb2.WatchTranscodingStatusResponse]  # type: ignore[assignment]
+    """WatchTranscodingStatus streams the transcoding status of a video's latest upload: the
+    current one at once, then every change, until the job succeeds or fails for good.
     """
 
 class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -449,6 +467,27 @@ class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_course_service_pb2.ListVideoProgressResponse, _abc.Awaitable[_course_service_pb2.ListVideoProgressResponse]]:
         """ListVideoProgress pages through the caller's progress on a course's videos, in course
         order, with the course-level percentage.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVideoUpload(
+        self,
+        request: _course_service_pb2.GetVideoUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_course_service_pb2.GetVideoUploadResponse, _abc.Awaitable[_course_service_pb2.GetVideoUploadResponse]]:
+        """GetVideoUpload returns an open upload's state, the parts object storage holds already and
+        fresh presigned URLs for the missing ones, so an interrupted upload resumes where it
+        stopped (its course's instructor or an admin).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTranscodingStatus(
+        self,
+        request: _course_service_pb2.WatchTranscodingStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_course_service_pb2.WatchTranscodingStatusResponse], _abc.AsyncIterator[_course_service_pb2.WatchTranscodingStatusResponse]]:
+        """WatchTranscodingStatus streams the transcoding status of a video's latest upload: the
+        current one at once, then every change, until the job succeeds or fails for good.
         """
 
 def add_CourseServiceServicer_to_server(servicer: CourseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

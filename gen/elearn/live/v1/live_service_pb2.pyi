@@ -499,19 +499,25 @@ class SubscribeRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_OLDEST_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     resume_after_sequence: _builtins.int
     """Last sequence the client has seen; 0 joins the live feed without replay."""
+    from_oldest: _builtins.bool
+    """Replay everything still kept (from the oldest retained event), then the live feed;
+    resume_after_sequence is ignored.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         resume_after_sequence: _builtins.int = ...,
+        from_oldest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_oldest", b"from_oldest", "resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -699,19 +705,25 @@ class Hello(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_OLDEST_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id (UUID)."""
     resume_after_sequence: _builtins.int
     """Last sequence the client has seen; 0 joins the live feed without replay."""
+    from_oldest: _builtins.bool
+    """Replay everything still kept (from the oldest retained event), then the live feed;
+    resume_after_sequence is ignored.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         resume_after_sequence: _builtins.int = ...,
+        from_oldest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_oldest", b"from_oldest", "resume_after_sequence", b"resume_after_sequence", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -792,16 +804,20 @@ class UpvoteQuestion(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUESTION_ID_FIELD_NUMBER: _builtins.int
+    WITHDRAW_FIELD_NUMBER: _builtins.int
     question_id: _builtins.str
     """Question id from a question event."""
+    withdraw: _builtins.bool
+    """True withdraws the participant's earlier upvote instead."""
     def __init__(
         self,
         *,
         question_id: _builtins.str = ...,
+        withdraw: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["question_id", b"question_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["question_id", b"question_id", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -842,16 +858,20 @@ class RaiseHand(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RAISED_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     raised: _builtins.bool
     """True to raise, false to lower."""
+    user_id: _builtins.str
+    """Whose hand to lower (instructor only); empty means the participant's own."""
     def __init__(
         self,
         *,
         raised: _builtins.bool = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["raised", b"raised"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["raised", b"raised", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1090,6 +1110,7 @@ class Welcome(_message.Message):
     OPEN_POLLS_FIELD_NUMBER: _builtins.int
     QUESTIONS_FIELD_NUMBER: _builtins.int
     PARTICIPANT_COUNT_FIELD_NUMBER: _builtins.int
+    RAISED_HANDS_FIELD_NUMBER: _builtins.int
     connection_id: _builtins.str
     """Id of this connection; pass it to Send so heartbeats keep its presence."""
     role: Global___ParticipantRole.ValueType
@@ -1112,6 +1133,10 @@ class Welcome(_message.Message):
     def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LiveQuestion]:
         """Unanswered questions, most votes first (at most 50)."""
 
+    @_builtins.property
+    def raised_hands(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandRaised]:
+        """Hands raised now, oldest first."""
+
     def __init__(
         self,
         *,
@@ -1123,10 +1148,11 @@ class Welcome(_message.Message):
         open_polls: _abc.Iterable[Global___Poll] | None = ...,
         questions: _abc.Iterable[Global___LiveQuestion] | None = ...,
         participant_count: _builtins.int = ...,
+        raised_hands: _abc.Iterable[Global___HandRaised] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "last_sequence", b"last_sequence", "open_polls", b"open_polls", "participant_count", b"participant_count", "questions", b"questions", "resumed", b"resumed", "role", b"role", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "last_sequence", b"last_sequence", "open_polls", b"open_polls", "participant_count", b"participant_count", "questions", b"questions", "raised_hands", b"raised_hands", "resumed", b"resumed", "role", b"role", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

