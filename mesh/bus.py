@@ -7,15 +7,18 @@ nothing. Live fan-out uses core NATS subjects on the same connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from mesh.config import MeshSettings
@@ -26,7 +29,9 @@ EVENT_STREAM = "ELEARN"
 EVENT_SUBJECTS = ["elearn.>"]
 # Publishers retry for a while after a crash; two minutes covers a relay restart.
 DUPLICATE_WINDOW_SECONDS = 120.0
-EVENT_RETENTION_SECONDS = 7 * 24 * 3600.0
+# Read models (analytics) rebuild by replaying the stream, so it keeps 30 days; a rebuild
+# after that starts from the first retained message and says that history is missing.
+EVENT_RETENTION_SECONDS = 30 * 24 * 3600.0
 
 
 @dataclass
@@ -67,3 +72,59 @@ async def ensure_event_stream(js: JetStreamContext) -> None:
     except BadRequestError:
         # Exists already (another replica created it): bring its settings up to date.
         await js.update_stream(config)
+
+
+BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
+
+
+async def consume_batches(
+    bus: Bus,
+    durable: str,
+    handle: BatchHandler,
+    *,
+    filter_subject: str = "elearn.>",
+    batch: int = 500,
+    wait_seconds: float = 1.0,
+    ack_wait_seconds: float = 60.0,
+    stop: asyncio.Event | None = None,
+    on_idle: Callable[[], None] | None = None,
+) -> None:
+    """Apply the stream to a handler in batches through a durable pull consumer, forever (or
+    until `stop` is set). A batch is acked only after `handle` returns, so a crash or a failed
+    batch is redelivered: handlers must be idempotent. A failing batch is retried after a
+    short back-off instead of acked, so nothing is skipped silently. `on_idle` is called after
+    each wait that fetched nothing."""
+    sub = await bus.js.pull_subscribe(
+        filter_subject,
+        durable=durable,
+        stream=EVENT_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_seconds,
+            max_ack_pending=batch * 4,
+        ),
+    )
+    backoff = 0.5
+    while stop is None or not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=wait_seconds)
+        except (NatsTimeoutError, TimeoutError):
+            # Nothing to fetch within the wait (nats-py raises either, depending on the path).
+            if on_idle is not None:
+                on_idle()
+            continue
+        try:
+            await handle(msgs)
+        except Exception:
+            log.exception(
+                "consumer %s: batch of %d failed; it will be redelivered", durable, len(msgs)
+            )
+            for msg in msgs:
+                await msg.nak(delay=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        backoff = 0.5
+        # Acked only now that the batch is committed; sent together, not one round trip each.
+        await asyncio.gather(*(msg.ack() for msg in msgs))

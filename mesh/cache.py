@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -186,6 +187,35 @@ class Cache:
             log.warning(
                 "cache invalidation failed; entries expire within their TTL",
                 extra={"kind": ",".join(kinds), "keys": len(keys), "error": type(exc).__name__},
+            )
+
+    async def generation(self, kind: CacheKind, ident: str) -> str:
+        """The current generation of a group of entries (e.g. every page of one dashboard):
+        callers put it in their entry idents, so `bump` retires the whole group in one write
+        without knowing its keys. '' when unknown or on an outage (entries still expire)."""
+        try:
+            value = await self._client.get(kind.key(f"gen:{ident}"))
+        except (RedisError, TimeoutError, OSError):
+            return ""
+        if value is None:
+            return ""
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def bump(self, kind: CacheKind, *idents: str) -> None:
+        """Start a new generation for each group, best effort like `invalidate`. The marker
+        outlives the entries (ten TTLs) so an evicted marker cannot revive a stale entry."""
+        if not idents:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for ident in idents:
+                    pipe.set(kind.key(f"gen:{ident}"), uuid.uuid4().hex, ex=kind.ttl_seconds * 10)
+                await pipe.execute()
+        except (RedisError, TimeoutError, OSError) as exc:
+            metrics.CACHE_INVALIDATION_FAILURES.labels(kind.name).inc()
+            log.warning(
+                "cache generation bump failed; entries expire within their TTL",
+                extra={"kind": kind.name, "keys": len(idents), "error": type(exc).__name__},
             )
 
     def _count(self, kind: CacheKind, outcome: str) -> None:

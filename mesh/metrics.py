@@ -70,3 +70,14 @@ def split_method(full: str) -> tuple[str, str]:
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     if port:
         start_http_server(port, addr=host)
+
+
+EVENT_APPLY_LAG = Histogram(
+    "event_apply_lag_seconds",
+    "Time from an event's creation (occur_time) to its effect committed in a read model.",
+    ["consumer"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 30.0, 300.0),
+)
+EVENTS_APPLIED = Counter(
+    "events_applied_total", "Events a read-model consumer applied.", ["consumer"]
+)

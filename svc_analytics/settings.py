@@ -14,3 +14,10 @@ class AnalyticsSettings(MeshSettings):
         env_prefix="ANALYTICS_", extra="ignore", populate_by_name=True
     )
     service: ClassVar[str] = "analytics"
+
+    # Durable consumer name: replicas share it, so each event is applied by one of them.
+    consumer_name: str = "analytics"
+    # Events per batch: one transaction and one statement per table per batch.
+    consumer_batch: int = 500
+    # How often courses whose learners went idle get their active/at-risk counters refreshed.
+    idle_refresh_seconds: float = 60.0

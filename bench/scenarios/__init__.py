@@ -7,6 +7,7 @@ and, when ghz can drive it, a `bench/ghz/<name>.json`.
 
 from __future__ import annotations
 
+from bench.scenarios.analytics import AnalyticsCold, AnalyticsWarm
 from bench.scenarios.base import Scenario, SetupContext
 from bench.scenarios.enrollment import CheckEnrollment, Enroll
 from bench.scenarios.health import Health
@@ -31,6 +32,8 @@ SCENARIOS: dict[str, type[Scenario]] = {
         ProgressJson,
         ExamRush,
         QueuedGrading,
+        AnalyticsWarm,
+        AnalyticsCold,
     )
 }
 CEILING = Health.name

@@ -1,5 +1,5 @@
 """The whole stack through Envoy: register -> login -> who-am-I as JSON, as gRPC-Web and as
-native gRPC; reflection lists the five services; unfinished services answer UNIMPLEMENTED."""
+native gRPC; reflection lists the five services; analytics as JSON."""
 
 from __future__ import annotations
 
@@ -67,11 +67,29 @@ def test_json_register_login_whoami(stack: Endpoints) -> None:
         assert logout.status_code == 200
 
 
-def test_unimplemented_service_is_501_not_a_fake_success(stack: Endpoints) -> None:
+def test_analytics_dashboard_as_json_needs_a_token(stack: Endpoints) -> None:
+    # Analytics was the last service answering UNIMPLEMENTED (501); it now serves dashboards.
+    base = f"http://{stack.edge}"
+    login = httpx.post(
+        f"{base}/api/auth/login",
+        json={"email": stack.admin_email, "password": stack.admin_password},
+        timeout=10,
+    ).json()
+    me = login["user"]["userId"]
+    path = f"{base}/api/analytics/instructor/{me}/courses?pageSize=10"
+    assert httpx.get(path, timeout=10).status_code == 401
+    response = httpx.get(
+        path, headers={"authorization": f"Bearer {login['tokens']['accessToken']}"}, timeout=10
+    )
+    assert response.status_code == 200
+    assert isinstance(response.json().get("courses", []), list)
     course_id = "00000000-0000-4000-8000-000000000000"
-    response = httpx.get(f"http://{stack.edge}/api/analytics/courses/{course_id}")
-    assert response.status_code == 501
-    assert "not implemented yet" in response.json()["message"]
+    unknown = httpx.get(
+        f"{base}/api/analytics/courses/{course_id}/at-risk",
+        headers={"authorization": f"Bearer {login['tokens']['accessToken']}"},
+        timeout=10,
+    )
+    assert unknown.status_code == 404
 
 
 def grpc_web_call(stack: Endpoints, method: str, request: bytes, token: str = "") -> grpcweb.Reply:

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+elearn/analytics/v1/analytics_service.proto\x12\x13\x65learn.analytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x02\n\x0b\x43ourseStats\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x10\x65nrollment_count\x18\x03 \x01(\x05\x12\x18\n\x10\x63ompletion_count\x18\x04 \x01(\x05\x12\x17\n\x0f\x63ompletion_rate\x18\x05 \x01(\x01\x12\x1d\n\x15\x61verage_score_percent\x18\x06 \x01(\x01\x12\x1f\n\x17graded_submission_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x61\x63tive_learner_count\x18\x08 \x01(\x05\x12\x1d\n\x15\x61t_risk_learner_count\x18\t \x01(\x05\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n ListInstructorCourseStatsRequest\x12\x15\n\rinstructor_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n!ListInstructorCourseStatsResponse\x12\x31\n\x07\x63ourses\x18\x01 \x03(\x0b\x32 .elearn.analytics.v1.CourseStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x0bScoreBucket\x12\x15\n\rlower_percent\x18\x01 \x01(\x01\x12\x15\n\rupper_percent\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"z\n\rQuestionStats\x12\x0f\n\x07quiz_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nswer_count\x18\x03 \x01(\x05\x12\x15\n\rcorrect_share\x18\x04 \x01(\x01\x12\x16\n\x0e\x64iscrimination\x18\x05 \x01(\x01\"\x9b\x01\n\x0cVideoDropOff\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x14\n\x0cviewer_count\x18\x04 \x01(\x05\x12\x18\n\x10\x63ompletion_count\x18\x05 \x01(\x05\x12\x15\n\rdrop_off_rate\x18\x06 \x01(\x01\x12\x11\n\tretention\x18\x07 \x03(\x01\"?\n\x19GetCourseAnalyticsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07quiz_id\x18\x02 \x01(\t\"\xa6\x02\n\x1aGetCourseAnalyticsResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .elearn.analytics.v1.CourseStats\x12<\n\x12score_distribution\x18\x02 \x03(\x0b\x32 .elearn.analytics.v1.ScoreBucket\x12\x35\n\tquestions\x18\x03 \x03(\x0b\x32\".elearn.analytics.v1.QuestionStats\x12\x31\n\x06videos\x18\x04 \x03(\x0b\x32!.elearn.analytics.v1.VideoDropOff\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xfe\x02\n\x10\x41nalyticsService\x12\xc5\x01\n\x19ListInstructorCourseStats\x12\x35.elearn.analytics.v1.ListInstructorCourseStatsRequest\x1a\x36.elearn.analytics.v1.ListInstructorCourseStatsResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x31/api/analytics/instructor/{instructor_id}/courses\x12\xa1\x01\n\x12GetCourseAnalytics\x12..elearn.analytics.v1.GetCourseAnalyticsRequest\x1a/.elearn.analytics.v1.GetCourseAnalyticsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/analytics/courses/{course_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+elearn/analytics/v1/analytics_service.proto\x12\x13\x65learn.analytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x0b\x43ourseStats\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x10\x65nrollment_count\x18\x03 \x01(\x05\x12\x18\n\x10\x63ompletion_count\x18\x04 \x01(\x05\x12\x17\n\x0f\x63ompletion_rate\x18\x05 \x01(\x01\x12\x1d\n\x15\x61verage_score_percent\x18\x06 \x01(\x01\x12\x1f\n\x17graded_submission_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x61\x63tive_learner_count\x18\x08 \x01(\x05\x12\x1d\n\x15\x61t_risk_learner_count\x18\t \x01(\x05\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63ompletion_percent\x18\x0b \x01(\x01\"`\n ListInstructorCourseStatsRequest\x12\x15\n\rinstructor_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n!ListInstructorCourseStatsResponse\x12\x31\n\x07\x63ourses\x18\x01 \x03(\x0b\x32 .elearn.analytics.v1.CourseStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x0bScoreBucket\x12\x15\n\rlower_percent\x18\x01 \x01(\x01\x12\x15\n\rupper_percent\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"z\n\rQuestionStats\x12\x0f\n\x07quiz_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nswer_count\x18\x03 \x01(\x05\x12\x15\n\rcorrect_share\x18\x04 \x01(\x01\x12\x16\n\x0e\x64iscrimination\x18\x05 \x01(\x01\"\x9b\x01\n\x0cVideoDropOff\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x14\n\x0cviewer_count\x18\x04 \x01(\x05\x12\x18\n\x10\x63ompletion_count\x18\x05 \x01(\x05\x12\x15\n\rdrop_off_rate\x18\x06 \x01(\x01\x12\x11\n\tretention\x18\x07 \x03(\x01\"?\n\x19GetCourseAnalyticsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07quiz_id\x18\x02 \x01(\t\"\xa6\x02\n\x1aGetCourseAnalyticsResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .elearn.analytics.v1.CourseStats\x12<\n\x12score_distribution\x18\x02 \x03(\x0b\x32 .elearn.analytics.v1.ScoreBucket\x12\x35\n\tquestions\x18\x03 \x03(\x0b\x32\".elearn.analytics.v1.QuestionStats\x12\x31\n\x06videos\x18\x04 \x03(\x0b\x32!.elearn.analytics.v1.VideoDropOff\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x01\n\rAtRiskLearner\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x32\n\x07reasons\x18\x02 \x03(\x0e\x32!.elearn.analytics.v1.AtRiskReason\x12\x36\n\x12last_activity_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65nroll_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10progress_percent\x18\x05 \x01(\x01\x12\x1a\n\x12\x66\x61iling_quiz_count\x18\x06 \x01(\x05\"U\n\x19ListAtRiskLearnersRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x1aListAtRiskLearnersResponse\x12\x34\n\x08learners\x18\x01 \x03(\x0b\x32\".elearn.analytics.v1.AtRiskLearner\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*g\n\x0c\x41tRiskReason\x12\x1e\n\x1a\x41T_RISK_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41T_RISK_REASON_INACTIVE\x10\x01\x12\x1a\n\x16\x41T_RISK_REASON_FAILING\x10\x02\x32\xaa\x04\n\x10\x41nalyticsService\x12\xc5\x01\n\x19ListInstructorCourseStats\x12\x35.elearn.analytics.v1.ListInstructorCourseStatsRequest\x1a\x36.elearn.analytics.v1.ListInstructorCourseStatsResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x31/api/analytics/instructor/{instructor_id}/courses\x12\xa1\x01\n\x12GetCourseAnalytics\x12..elearn.analytics.v1.GetCourseAnalyticsRequest\x1a/.elearn.analytics.v1.GetCourseAnalyticsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/analytics/courses/{course_id}\x12\xa9\x01\n\x12ListAtRiskLearners\x12..elearn.analytics.v1.ListAtRiskLearnersRequest\x1a/.elearn.analytics.v1.ListAtRiskLearnersResponse\"2\x82\xd3\xe4\x93\x02,\x12*/api/analytics/courses/{course_id}/at-riskb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListInstructorCourseStats']._serialized_options = b'\202\323\344\223\0023\0221/api/analytics/instructor/{instructor_id}/courses'
   _globals['_ANALYTICSSERVICE'].methods_by_name['GetCourseAnalytics']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['GetCourseAnalytics']._serialized_options = b'\202\323\344\223\002$\022\"/api/analytics/courses/{course_id}'
+  _globals['_ANALYTICSSERVICE'].methods_by_name['ListAtRiskLearners']._loaded_options = None
+  _globals['_ANALYTICSSERVICE'].methods_by_name['ListAtRiskLearners']._serialized_options = b'\202\323\344\223\002,\022*/api/analytics/courses/{course_id}/at-risk'
+  _globals['_ATRISKREASON']._serialized_start=1833
+  _globals['_ATRISKREASON']._serialized_end=1936
   _globals['_COURSESTATS']._serialized_start=132
-  _globals['_COURSESTATS']._serialized_end=430
-  _globals['_LISTINSTRUCTORCOURSESTATSREQUEST']._serialized_start=432
-  _globals['_LISTINSTRUCTORCOURSESTATSREQUEST']._serialized_end=528
-  _globals['_LISTINSTRUCTORCOURSESTATSRESPONSE']._serialized_start=530
-  _globals['_LISTINSTRUCTORCOURSESTATSRESPONSE']._serialized_end=641
-  _globals['_SCOREBUCKET']._serialized_start=643
-  _globals['_SCOREBUCKET']._serialized_end=717
-  _globals['_QUESTIONSTATS']._serialized_start=719
-  _globals['_QUESTIONSTATS']._serialized_end=841
-  _globals['_VIDEODROPOFF']._serialized_start=844
-  _globals['_VIDEODROPOFF']._serialized_end=999
-  _globals['_GETCOURSEANALYTICSREQUEST']._serialized_start=1001
-  _globals['_GETCOURSEANALYTICSREQUEST']._serialized_end=1064
-  _globals['_GETCOURSEANALYTICSRESPONSE']._serialized_start=1067
-  _globals['_GETCOURSEANALYTICSRESPONSE']._serialized_end=1361
-  _globals['_ANALYTICSSERVICE']._serialized_start=1364
-  _globals['_ANALYTICSSERVICE']._serialized_end=1746
+  _globals['_COURSESTATS']._serialized_end=458
+  _globals['_LISTINSTRUCTORCOURSESTATSREQUEST']._serialized_start=460
+  _globals['_LISTINSTRUCTORCOURSESTATSREQUEST']._serialized_end=556
+  _globals['_LISTINSTRUCTORCOURSESTATSRESPONSE']._serialized_start=558
+  _globals['_LISTINSTRUCTORCOURSESTATSRESPONSE']._serialized_end=669
+  _globals['_SCOREBUCKET']._serialized_start=671
+  _globals['_SCOREBUCKET']._serialized_end=745
+  _globals['_QUESTIONSTATS']._serialized_start=747
+  _globals['_QUESTIONSTATS']._serialized_end=869
+  _globals['_VIDEODROPOFF']._serialized_start=872
+  _globals['_VIDEODROPOFF']._serialized_end=1027
+  _globals['_GETCOURSEANALYTICSREQUEST']._serialized_start=1029
+  _globals['_GETCOURSEANALYTICSREQUEST']._serialized_end=1092
+  _globals['_GETCOURSEANALYTICSRESPONSE']._serialized_start=1095
+  _globals['_GETCOURSEANALYTICSRESPONSE']._serialized_end=1389
+  _globals['_ATRISKLEARNER']._serialized_start=1392
+  _globals['_ATRISKLEARNER']._serialized_end=1635
+  _globals['_LISTATRISKLEARNERSREQUEST']._serialized_start=1637
+  _globals['_LISTATRISKLEARNERSREQUEST']._serialized_end=1722
+  _globals['_LISTATRISKLEARNERSRESPONSE']._serialized_start=1724
+  _globals['_LISTATRISKLEARNERSRESPONSE']._serialized_end=1831
+  _globals['_ANALYTICSSERVICE']._serialized_start=1939
+  _globals['_ANALYTICSSERVICE']._serialized_end=2493
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AtRiskReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AtRiskReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AtRiskReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AT_RISK_REASON_UNSPECIFIED: _AtRiskReason.ValueType  # 0
+    """Not used."""
+    AT_RISK_REASON_INACTIVE: _AtRiskReason.ValueType  # 1
+    """No progress or submission (nor enrollment) for 7 days."""
+    AT_RISK_REASON_FAILING: _AtRiskReason.ValueType  # 2
+    """The latest graded attempt of at least one quiz is below its passing score."""
+
+class AtRiskReason(_AtRiskReason, metaclass=_AtRiskReasonEnumTypeWrapper):
+    """AtRiskReason says why a learner is at risk."""
+
+AT_RISK_REASON_UNSPECIFIED: AtRiskReason.ValueType  # 0
+"""Not used."""
+AT_RISK_REASON_INACTIVE: AtRiskReason.ValueType  # 1
+"""No progress or submission (nor enrollment) for 7 days."""
+AT_RISK_REASON_FAILING: AtRiskReason.ValueType  # 2
+"""The latest graded attempt of at least one quiz is below its passing score."""
+Global___AtRiskReason: _TypeAlias = AtRiskReason  # noqa: Y015
 
 @_typing.final
 class CourseStats(_message.Message):
@@ -35,6 +60,7 @@ class CourseStats(_message.Message):
     ACTIVE_LEARNER_COUNT_FIELD_NUMBER: _builtins.int
     AT_RISK_LEARNER_COUNT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    COMPLETION_PERCENT_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     """Course id (UUID)."""
     title: _builtins.str
@@ -52,7 +78,15 @@ class CourseStats(_message.Message):
     active_learner_count: _builtins.int
     """Enrolled learners with any activity (progress, submission) in the last 7 days."""
     at_risk_learner_count: _builtins.int
-    """Enrolled learners, not completed, with no activity for 7 days or a failing average."""
+    """Enrolled learners, not completed, with no activity for 7 days (the enrollment itself counts
+    as activity) or whose latest graded attempt of some quiz is below that quiz's passing score.
+    Refreshed when the course's events are applied and by a periodic job as learners go idle.
+    """
+    completion_percent: _builtins.float
+    """completion_count / enrollment_count in percent, 0 to 100, the unit of
+    average_score_percent: dashboards show both as percent. completion_rate stays for older
+    clients (a *_rate or *_share field is a fraction 0 to 1, a *_percent field 0 to 100).
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the newest event affecting these figures was applied."""
@@ -70,10 +104,11 @@ class CourseStats(_message.Message):
         active_learner_count: _builtins.int = ...,
         at_risk_learner_count: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        completion_percent: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_learner_count", b"active_learner_count", "at_risk_learner_count", b"at_risk_learner_count", "average_score_percent", b"average_score_percent", "completion_count", b"completion_count", "completion_rate", b"completion_rate", "course_id", b"course_id", "enrollment_count", b"enrollment_count", "graded_submission_count", b"graded_submission_count", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_learner_count", b"active_learner_count", "at_risk_learner_count", b"at_risk_learner_count", "average_score_percent", b"average_score_percent", "completion_count", b"completion_count", "completion_percent", b"completion_percent", "completion_rate", b"completion_rate", "course_id", b"course_id", "enrollment_count", b"enrollment_count", "graded_submission_count", b"graded_submission_count", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -302,11 +337,13 @@ class GetCourseAnalyticsResponse(_message.Message):
 
     @_builtins.property
     def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuestionStats]:
-        """Per question, by quiz then the quiz's question order."""
+        """Per question, by quiz then the quiz's question order; at most 500 (ask per quiz_id for
+        courses with more).
+        """
 
     @_builtins.property
     def videos(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoDropOff]:
-        """Per video, by position (unknown positions last)."""
+        """Per video, by position (unknown positions last); at most 500."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -328,3 +365,109 @@ class GetCourseAnalyticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCourseAnalyticsResponse: _TypeAlias = GetCourseAnalyticsResponse  # noqa: Y015
+
+@_typing.final
+class AtRiskLearner(_message.Message):
+    """AtRiskLearner is one at-risk learner of a course."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_TIME_FIELD_NUMBER: _builtins.int
+    ENROLL_TIME_FIELD_NUMBER: _builtins.int
+    PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
+    FAILING_QUIZ_COUNT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Learner's user id (UUID)."""
+    progress_percent: _builtins.float
+    """Course progress, 0 to 100, as of the newest progress event."""
+    failing_quiz_count: _builtins.int
+    """Quizzes whose latest graded attempt is failing."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[Global___AtRiskReason.ValueType]:
+        """Every reason that applies."""
+
+    @_builtins.property
+    def last_activity_time(self) -> _timestamp_pb2.Timestamp:
+        """Newest progress or submission; unset when the learner never did either."""
+
+    @_builtins.property
+    def enroll_time(self) -> _timestamp_pb2.Timestamp:
+        """When the learner enrolled (or re-enrolled)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        reasons: _abc.Iterable[Global___AtRiskReason.ValueType] | None = ...,
+        last_activity_time: _timestamp_pb2.Timestamp | None = ...,
+        enroll_time: _timestamp_pb2.Timestamp | None = ...,
+        progress_percent: _builtins.float = ...,
+        failing_quiz_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enroll_time", b"enroll_time", "last_activity_time", b"last_activity_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enroll_time", b"enroll_time", "failing_quiz_count", b"failing_quiz_count", "last_activity_time", b"last_activity_time", "progress_percent", b"progress_percent", "reasons", b"reasons", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AtRiskLearner: _TypeAlias = AtRiskLearner  # noqa: Y015
+
+@_typing.final
+class ListAtRiskLearnersRequest(_message.Message):
+    """ListAtRiskLearnersRequest pages through one course's at-risk learners."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    """Course id (UUID)."""
+    page_size: _builtins.int
+    """Learners per page, 1 to 100; 0 means 50."""
+    page_token: _builtins.str
+    """next_page_token from the previous page; empty for the first."""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAtRiskLearnersRequest: _TypeAlias = ListAtRiskLearnersRequest  # noqa: Y015
+
+@_typing.final
+class ListAtRiskLearnersResponse(_message.Message):
+    """ListAtRiskLearnersResponse is one page of at-risk learners."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEARNERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def learners(self) -> _containers.RepeatedCompositeFieldContainer[Global___AtRiskLearner]:
+        """Most idle first."""
+
+    def __init__(
+        self,
+        *,
+        learners: _abc.Iterable[Global___AtRiskLearner] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learners", b"learners", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAtRiskLearnersResponse: _TypeAlias = ListAtRiskLearnersResponse  # noqa: Y015

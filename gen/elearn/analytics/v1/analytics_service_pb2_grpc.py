@@ -48,6 +48,11 @@ class AnalyticsServiceStub:
                 request_serializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsRequest.SerializeToString,
                 response_deserializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsResponse.FromString,
                 _registered_method=True)
+        self.ListAtRiskLearners = channel.unary_unary(
+                '/elearn.analytics.v1.AnalyticsService/ListAtRiskLearners',
+                request_serializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersRequest.SerializeToString,
+                response_deserializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -73,6 +78,14 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAtRiskLearners(self, request, context):
+        """ListAtRiskLearners pages through a course's at-risk learners (see CourseStats), most idle
+        first. Only the course's instructor or an admin may read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +98,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetCourseAnalytics,
                     request_deserializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsRequest.FromString,
                     response_serializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsResponse.SerializeToString,
+            ),
+            'ListAtRiskLearners': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAtRiskLearners,
+                    request_deserializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersRequest.FromString,
+                    response_serializer=elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,6 +163,33 @@ class AnalyticsService:
             '/elearn.analytics.v1.AnalyticsService/GetCourseAnalytics',
             elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsRequest.SerializeToString,
             elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.GetCourseAnalyticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAtRiskLearners(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/elearn.analytics.v1.AnalyticsService/ListAtRiskLearners',
+            elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersRequest.SerializeToString,
+            elearn_dot_analytics_dot_v1_dot_analytics__service__pb2.ListAtRiskLearnersResponse.FromString,
             options,
             channel_credentials,
             insecure,

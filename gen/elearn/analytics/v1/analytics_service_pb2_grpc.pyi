@@ -45,6 +45,10 @@ class AnalyticsServiceStub:
     """GetCourseAnalytics returns one course's detail: score distribution, question difficulty
     and drop-off per video. Only the course's instructor or an admin may read it.
     """
+    ListAtRiskLearners: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.ListAtRiskLearnersRequest, _analytics_service_pb2.ListAtRiskLearnersResponse]
+    """ListAtRiskLearners pages through a course's at-risk learners (see CourseStats), most idle
+    first. Only the course's instructor or an admin may read it.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -62,6 +66,10 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     GetCourseAnalytics: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetCourseAnalyticsRequest, _analytics_service_pb2.GetCourseAnalyticsResponse]  # type: ignore[assignment]
     """GetCourseAnalytics returns one course's detail: score distribution, question difficulty
     and drop-off per video. Only the course's instructor or an admin may read it.
+    """
+    ListAtRiskLearners: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.ListAtRiskLearnersRequest, _analytics_service_pb2.ListAtRiskLearnersResponse]  # type: ignore[assignment]
+    """ListAtRiskLearners pages through a course's at-risk learners (see CourseStats), most idle
+    first. Only the course's instructor or an admin may read it.
     """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +97,16 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_service_pb2.GetCourseAnalyticsResponse, _abc.Awaitable[_analytics_service_pb2.GetCourseAnalyticsResponse]]:
         """GetCourseAnalytics returns one course's detail: score distribution, question difficulty
         and drop-off per video. Only the course's instructor or an admin may read it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAtRiskLearners(
+        self,
+        request: _analytics_service_pb2.ListAtRiskLearnersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_service_pb2.ListAtRiskLearnersResponse, _abc.Awaitable[_analytics_service_pb2.ListAtRiskLearnersResponse]]:
+        """ListAtRiskLearners pages through a course's at-risk learners (see CourseStats), most idle
+        first. Only the course's instructor or an admin may read it.
         """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,85 @@
+"""The event consumers: apply stream batches to the read model, refresh the touched courses'
+counters in the same transaction, retire their cached dashboards, and measure freshness.
+
+A periodic job refreshes the counters of courses whose learners crossed the 7-day idle line
+since its last run, since "active" and "at risk" change with the clock, not only with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.msg import Msg
+from sqlalchemy import Row
+
+from mesh import metrics
+from mesh.bus import Bus, consume_batches
+from mesh.cache import Cache
+from mesh.db import Database
+from svc_analytics import repository
+from svc_analytics.dashboard import DASHBOARD, idle_cutoff
+from svc_analytics.events import Incoming, decode
+
+log = logging.getLogger("svc_analytics.ingest")
+
+CONSUMER = "analytics"
+
+
+class Ingest:
+    def __init__(self, db: Database, cache: Cache | None, consumer: str = CONSUMER) -> None:
+        self._db = db
+        self._cache = cache
+        self._consumer = consumer
+        self._lag = metrics.EVENT_APPLY_LAG.labels(consumer)
+        self._applied = metrics.EVENTS_APPLIED.labels(consumer)
+
+    async def apply(self, msgs: Sequence[Msg]) -> None:
+        batch = [Incoming(m.subject, m.data, dict(m.headers or {})) for m in msgs]
+        await self.apply_incoming(batch)
+
+    async def apply_incoming(self, batch: Sequence[Incoming]) -> None:
+        changes = decode(batch)
+        async with self._db.transaction() as conn:
+            touched = await repository.apply(conn, changes, idle_cutoff())
+        now = datetime.now(UTC)
+        for occurred in changes.occurred:
+            self._lag.observe(max((now - occurred).total_seconds(), 0.0))
+        self._applied.inc(len(changes.occurred))
+        await self._retire(touched)
+
+    async def _retire(self, touched: Sequence[Row[Any]]) -> None:
+        if self._cache is not None and touched:
+            await self._cache.bump(DASHBOARD, *sorted({str(row.instructor_id) for row in touched}))
+
+    async def run(self, bus: Bus, batch: int, stop: asyncio.Event | None = None) -> None:
+        await consume_batches(bus, self._consumer, self.apply, batch=batch, stop=stop)
+
+    async def refresh_idle_forever(self, interval_seconds: float) -> None:
+        """Refresh courses whose learners went idle since the last pass; the first pass
+        refreshes every course (the process cannot know what happened while it was down)."""
+        since: datetime | None = None
+        while True:
+            until = idle_cutoff()
+            started = time.monotonic()
+            async with self._db.read() as conn:
+                if since is None:
+                    ids = await repository.all_course_ids(conn)
+                else:
+                    ids = await repository.crossed_idle_line(conn, since, until)
+            touched = []
+            # One short transaction per chunk: a long one would hold the pool and its locks.
+            for i in range(0, len(ids), 500):
+                async with self._db.transaction() as conn:
+                    touched += await repository.refresh(conn, ids[i : i + 500], until)
+            await self._retire(touched)
+            log.info(
+                "idle refresh",
+                extra={"courses": len(ids), "seconds": round(time.monotonic() - started, 3)},
+            )
+            since = until
+            await asyncio.sleep(interval_seconds)

@@ -1,0 +1,339 @@
+"""All of the analytics SQL. Writes are order-insensitive merges (see models), so a batch may be
+applied twice or out of order; reads are each one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from svc_analytics.events import Changes
+
+_NEWER_INFO = (
+    "(excluded.info_seq, excluded.info_at) > (c.info_seq, coalesce(c.info_at, '-infinity'))"
+)
+
+_UPSERT_COURSE = text(f"""
+INSERT INTO courses AS c (course_id, instructor_id, title, created_at, info_seq, info_at,
+                          updated_at)
+VALUES (:course_id, :instructor_id, :title, :created_at, :info_seq, :info_at, now())
+ON CONFLICT (course_id) DO UPDATE SET
+  instructor_id = CASE WHEN {_NEWER_INFO} THEN excluded.instructor_id ELSE c.instructor_id END,
+  title = CASE WHEN {_NEWER_INFO} THEN excluded.title ELSE c.title END,
+  info_seq = CASE WHEN {_NEWER_INFO} THEN excluded.info_seq ELSE c.info_seq END,
+  info_at = CASE WHEN {_NEWER_INFO} THEN excluded.info_at ELSE c.info_at END,
+  created_at = LEAST(c.created_at, excluded.created_at)
+""")
+
+# A course first seen through an enrollment: a row to hang counters on until its course event.
+_PLACEHOLDER_COURSE = text("""
+INSERT INTO courses AS c (course_id, instructor_id, created_at, updated_at)
+VALUES (:course_id, :instructor_id, :at, now())
+ON CONFLICT (course_id) DO UPDATE SET created_at = LEAST(c.created_at, excluded.created_at)
+""")
+
+_NEWER_ENROLL = (
+    "(excluded.enroll_seq, excluded.enroll_at) > (l.enroll_seq, coalesce(l.enroll_at, '-infinity'))"
+)
+
+_UPSERT_ENROLLMENT = text(f"""
+INSERT INTO learners AS l (course_id, user_id, active, enroll_seq, enroll_at, enrolled_at,
+                           last_seen_at)
+VALUES (:course_id, :user_id, :active, :enroll_seq, :enroll_at, :enrolled_at, :enrolled_at)
+ON CONFLICT (course_id, user_id) DO UPDATE SET
+  active = CASE WHEN {_NEWER_ENROLL} THEN excluded.active ELSE l.active END,
+  enrolled_at = CASE WHEN {_NEWER_ENROLL} AND excluded.active THEN excluded.enrolled_at
+                     ELSE l.enrolled_at END,
+  enroll_seq = CASE WHEN {_NEWER_ENROLL} THEN excluded.enroll_seq ELSE l.enroll_seq END,
+  enroll_at = CASE WHEN {_NEWER_ENROLL} THEN excluded.enroll_at ELSE l.enroll_at END,
+  last_seen_at = GREATEST(l.last_seen_at, excluded.last_seen_at)
+""")
+
+_COMPLETE = text("""
+INSERT INTO learners (course_id, user_id, completed) VALUES (:course_id, :user_id, true)
+ON CONFLICT (course_id, user_id) DO UPDATE SET completed = true
+""")
+
+_ACTIVITY = text("""
+INSERT INTO learners AS l (course_id, user_id, last_activity_at, last_seen_at, progress_percent,
+                           progress_at)
+VALUES (:course_id, :user_id, :last_activity_at, :last_activity_at, :progress_percent,
+        :progress_at)
+ON CONFLICT (course_id, user_id) DO UPDATE SET
+  last_activity_at = GREATEST(l.last_activity_at, excluded.last_activity_at),
+  last_seen_at = GREATEST(l.last_seen_at, excluded.last_activity_at),
+  progress_percent = CASE
+    WHEN excluded.progress_at IS NOT NULL
+         AND excluded.progress_at >= coalesce(l.progress_at, '-infinity')
+    THEN excluded.progress_percent ELSE l.progress_percent END,
+  progress_at = GREATEST(l.progress_at, excluded.progress_at)
+""")
+
+_SUBMISSION = text("""
+INSERT INTO submissions AS s (submission_id, course_id, quiz_id, user_id, attempt_number,
+                              grade_version, score_percent, passed, graded_at)
+VALUES (:submission_id, :course_id, :quiz_id, :user_id, :attempt_number, :grade_version,
+        :score_percent, :passed, :graded_at)
+ON CONFLICT (submission_id) DO UPDATE SET
+  grade_version = excluded.grade_version, score_percent = excluded.score_percent,
+  passed = excluded.passed, graded_at = excluded.graded_at
+WHERE excluded.grade_version > s.grade_version
+""")
+
+_ANSWER = text("""
+INSERT INTO answers AS a (submission_id, question_id, course_id, quiz_id, position,
+                          grade_version, correct)
+VALUES (:submission_id, :question_id, :course_id, :quiz_id, :position, :grade_version, :correct)
+ON CONFLICT (submission_id, question_id) DO UPDATE SET
+  grade_version = excluded.grade_version, correct = excluded.correct,
+  position = excluded.position
+WHERE excluded.grade_version > a.grade_version
+""")
+
+_ATTEMPT = text("""
+INSERT INTO latest_attempts AS a (course_id, user_id, quiz_id, attempt_number, grade_version,
+                                  passed)
+VALUES (:course_id, :user_id, :quiz_id, :attempt_number, :grade_version, :passed)
+ON CONFLICT (course_id, user_id, quiz_id) DO UPDATE SET
+  attempt_number = excluded.attempt_number, grade_version = excluded.grade_version,
+  passed = excluded.passed
+WHERE (excluded.attempt_number, excluded.grade_version) > (a.attempt_number, a.grade_version)
+""")
+
+_FAILING = text("""
+UPDATE learners l SET failing_quiz_count = (
+  SELECT count(*) FROM latest_attempts a
+  WHERE a.course_id = l.course_id AND a.user_id = l.user_id AND NOT a.passed)
+FROM unnest(CAST(:courses AS uuid[]), CAST(:users AS uuid[])) AS t(course_id, user_id)
+WHERE l.course_id = t.course_id AND l.user_id = t.user_id
+""")
+
+_VIDEO_PROGRESS = text("""
+INSERT INTO video_progress AS v (course_id, video_id, user_id, furthest_ms, duration_ms, completed)
+VALUES (:course_id, :video_id, :user_id, :furthest_ms, :duration_ms, :completed)
+ON CONFLICT (course_id, video_id, user_id) DO UPDATE SET
+  furthest_ms = GREATEST(v.furthest_ms, excluded.furthest_ms),
+  duration_ms = GREATEST(v.duration_ms, excluded.duration_ms),
+  completed = v.completed OR excluded.completed
+""")
+
+_VIDEO = text("""
+INSERT INTO videos AS v (video_id, course_id, title, position, info_at)
+VALUES (:video_id, :course_id, :title, :position, :info_at)
+ON CONFLICT (video_id) DO UPDATE SET
+  course_id = excluded.course_id, title = excluded.title, position = excluded.position,
+  info_at = excluded.info_at
+WHERE excluded.info_at > v.info_at
+""")
+
+# Every counter recomputed from the rows, not incremented: a replayed event cannot count twice.
+AT_RISK = "active AND NOT completed AND (last_seen_at < :cutoff OR failing_quiz_count > 0)"
+_REFRESH = text(f"""
+UPDATE courses c SET
+  enrollment_count = s.enrolled, completion_count = s.completed,
+  active_learner_count = s.active_now, at_risk_learner_count = s.at_risk,
+  graded_submission_count = s.graded, score_sum = s.score_sum, updated_at = now()
+FROM (
+  SELECT x.course_id, coalesce(l.enrolled, 0) AS enrolled, coalesce(l.completed, 0) AS completed,
+         coalesce(l.active_now, 0) AS active_now, coalesce(l.at_risk, 0) AS at_risk,
+         coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS score_sum
+  FROM unnest(CAST(:ids AS uuid[])) AS x(course_id)
+  LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE active) AS enrolled,
+           count(*) FILTER (WHERE active AND completed) AS completed,
+           count(*) FILTER (WHERE active AND last_activity_at >= :cutoff) AS active_now,
+           count(*) FILTER (WHERE {AT_RISK}) AS at_risk
+    FROM learners WHERE course_id = x.course_id) l ON true
+  LEFT JOIN LATERAL (
+    SELECT count(*) AS graded, sum(score_percent) AS score_sum
+    FROM submissions WHERE course_id = x.course_id) g ON true
+) s
+WHERE c.course_id = s.course_id
+RETURNING c.course_id, c.instructor_id
+""")
+
+_CROSSED = text("""
+SELECT DISTINCT course_id FROM learners
+WHERE (last_seen_at >= :since AND last_seen_at < :until)
+   OR (last_activity_at >= :since AND last_activity_at < :until)
+""")
+
+
+# The tables in the order `apply` first writes them (rebuild locks them in this order too).
+APPLY_ORDER = (
+    "courses", "learners", "submissions", "answers", "latest_attempts", "video_progress", "videos"
+)  # fmt: skip
+
+
+def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in key order: replicas applying batches at once lock rows in the same order, so
+    they wait for each other instead of deadlocking."""
+    return [rows[k] for k in sorted(rows)]
+
+
+async def _many(conn: AsyncConnection, stmt: Any, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(stmt, list(rows))
+
+
+async def apply(conn: AsyncConnection, ch: Changes, cutoff: datetime) -> list[Row[Any]]:
+    """Write one decoded batch and refresh the counters of the courses it touched; returns
+    (course_id, instructor_id) of the refreshed courses."""
+    await _many(conn, _UPSERT_COURSE, [
+        {**r, "created_at": r["created_at"] or r["info_at"]} for r in _ordered(ch.courses)
+    ])  # fmt: skip
+    placeholders: dict[UUID, dict[str, Any]] = {}
+    for r in _ordered(ch.enrollments) + list(ch.completions.values()):
+        placeholders.setdefault(r["course_id"], {
+            "course_id": r["course_id"], "instructor_id": r["instructor_id"],
+            "at": r.get("enroll_at") or r["at"],
+        })  # fmt: skip
+    await _many(conn, _PLACEHOLDER_COURSE, _ordered(placeholders))
+    await _many(conn, _UPSERT_ENROLLMENT, _ordered(ch.enrollments))
+    await _many(conn, _COMPLETE, [
+        {"course_id": r["course_id"], "user_id": r["user_id"]} for r in _ordered(ch.completions)
+    ])  # fmt: skip
+    await _many(conn, _ACTIVITY, [
+        {**r, "progress_percent": r["progress_percent"] or 0.0} for r in _ordered(ch.activity)
+    ])  # fmt: skip
+    await _many(conn, _SUBMISSION, _ordered(ch.submissions))
+    await _many(conn, _ANSWER, _ordered(ch.answers))
+    await _many(conn, _ATTEMPT, _ordered(ch.attempts))
+    if ch.attempts:
+        keys = sorted({(r["course_id"], r["user_id"]) for r in ch.attempts.values()})
+        await conn.execute(
+            _FAILING, {"courses": [k[0] for k in keys], "users": [k[1] for k in keys]}
+        )
+    await _many(conn, _VIDEO_PROGRESS, _ordered(ch.progress))
+    await _many(conn, _VIDEO, _ordered(ch.videos))
+    return await refresh(conn, sorted(ch.touched_courses), cutoff)
+
+
+async def refresh(
+    conn: AsyncConnection, course_ids: list[UUID], cutoff: datetime
+) -> list[Row[Any]]:
+    if not course_ids:
+        return []
+    result = await conn.execute(_REFRESH, {"ids": course_ids, "cutoff": cutoff})
+    return list(result.all())
+
+
+async def crossed_idle_line(conn: AsyncConnection, since: datetime, until: datetime) -> list[UUID]:
+    """Courses with a learner whose last activity moved past the idle line between two
+    cutoffs: only their active/at-risk counters can have changed with the clock."""
+    result = await conn.execute(_CROSSED, {"since": since, "until": until})
+    return [r[0] for r in result]
+
+
+async def all_course_ids(conn: AsyncConnection) -> list[UUID]:
+    return [r[0] for r in await conn.execute(text("SELECT course_id FROM courses"))]
+
+
+_STATS_COLUMNS = """course_id, instructor_id, title, enrollment_count, completion_count,
+  graded_submission_count, score_sum, active_learner_count, at_risk_learner_count, updated_at,
+  created_at"""
+
+# The dashboard: one statement, an index range read of precomputed rows, whatever the count.
+_DASHBOARD_FIRST = text(f"""
+SELECT {_STATS_COLUMNS} FROM courses WHERE instructor_id = :instructor
+ORDER BY created_at DESC, course_id DESC LIMIT :limit
+""")
+_DASHBOARD_AFTER = text(f"""
+SELECT {_STATS_COLUMNS} FROM courses WHERE instructor_id = :instructor
+  AND (created_at, course_id) < (:created_at, :course_id)
+ORDER BY created_at DESC, course_id DESC LIMIT :limit
+""")
+
+
+async def dashboard(
+    conn: AsyncConnection, instructor: UUID, limit: int, after: tuple[datetime, UUID] | None
+) -> list[Row[Any]]:
+    if after is None:
+        params: dict[str, Any] = {"instructor": instructor, "limit": limit}
+        return list((await conn.execute(_DASHBOARD_FIRST, params)).all())
+    params = {"instructor": instructor, "limit": limit, "created_at": after[0],
+              "course_id": after[1]}  # fmt: skip
+    return list((await conn.execute(_DASHBOARD_AFTER, params)).all())
+
+
+async def course_row(conn: AsyncConnection, course: UUID) -> Row[Any] | None:
+    sql = text(f"SELECT {_STATS_COLUMNS} FROM courses WHERE course_id = :c")
+    return (await conn.execute(sql, {"c": course})).first()
+
+
+_AT_RISK_PAGE = text(f"""
+SELECT user_id, last_activity_at, last_seen_at, enrolled_at, progress_percent,
+       failing_quiz_count
+FROM learners
+WHERE course_id = :course AND {AT_RISK} AND (last_seen_at, user_id) > (:seen, :user)
+ORDER BY last_seen_at, user_id LIMIT :limit
+""")
+
+
+async def at_risk(
+    conn: AsyncConnection, course: UUID, cutoff: datetime, limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[Row[Any]]:  # fmt: skip
+    seen, user = after or (datetime.min.replace(tzinfo=cutoff.tzinfo), UUID(int=0))
+    params = {"course": course, "cutoff": cutoff, "limit": limit, "seen": seen, "user": user}
+    return list((await conn.execute(_AT_RISK_PAGE, params)).all())
+
+
+_QUIZ_FILTER = "AND (CAST(:quiz AS uuid) IS NULL OR s.quiz_id = :quiz)"
+
+_SCORES = text(f"""
+SELECT LEAST(floor(s.score_percent / 10), 9)::int AS bucket, count(*) AS n
+FROM submissions s WHERE s.course_id = :course {_QUIZ_FILTER}
+GROUP BY 1
+""")
+
+# Difficulty is the share of final answers fully correct; discrimination compares that share
+# in the top third of the quiz's submissions by score with the bottom third (0 when a third
+# is empty).
+_QUESTIONS = text(f"""
+WITH ranked AS (
+  SELECT s.submission_id, s.grade_version,
+         ntile(3) OVER (PARTITION BY s.quiz_id ORDER BY s.score_percent) AS third
+  FROM submissions s WHERE s.course_id = :course {_QUIZ_FILTER}
+)
+SELECT a.quiz_id, a.question_id, min(a.position) AS position, count(*) AS n,
+       avg(a.correct::int) AS correct_share,
+       CASE WHEN count(*) FILTER (WHERE r.third = 3) = 0
+              OR count(*) FILTER (WHERE r.third = 1) = 0 THEN 0
+            ELSE avg(a.correct::int) FILTER (WHERE r.third = 3)
+               - avg(a.correct::int) FILTER (WHERE r.third = 1) END AS discrimination
+FROM answers a
+JOIN ranked r ON r.submission_id = a.submission_id AND r.grade_version = a.grade_version
+GROUP BY a.quiz_id, a.question_id
+ORDER BY a.quiz_id, position, a.question_id
+LIMIT :limit
+""")
+
+_RETENTION = ", ".join(
+    f"avg((p.completed OR (p.duration_ms > 0 AND p.furthest_ms * 10 >= {k} * p.duration_ms))"
+    f"::int) AS r{k}"
+    for k in range(1, 11)
+)
+_VIDEOS = text(f"""
+SELECT p.video_id, coalesce(v.title, '') AS title, coalesce(v.position, 0) AS position,
+       count(*) AS viewers, count(*) FILTER (WHERE p.completed) AS completions, {_RETENTION}
+FROM video_progress p LEFT JOIN videos v ON v.video_id = p.video_id
+WHERE p.course_id = :course
+GROUP BY p.video_id, v.title, v.position
+ORDER BY v.position IS NULL, v.position, p.video_id
+LIMIT :limit
+""")
+
+
+async def course_detail(
+    conn: AsyncConnection, course: UUID, quiz: UUID | None, limit: int
+) -> tuple[list[Row[Any]], list[Row[Any]], list[Row[Any]]]:
+    params = {"course": course, "quiz": quiz, "limit": limit}
+    scores = list((await conn.execute(_SCORES, params)).all())
+    questions = list((await conn.execute(_QUESTIONS, params)).all())
+    videos = list((await conn.execute(_VIDEOS, params)).all())
+    return scores, questions, videos

@@ -1,0 +1,57 @@
+"""mesh.bus.consume_batches on the real JetStream: it outlives idle waits, hands messages over
+in batches, and redelivers a batch whose handler failed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from nats.aio.msg import Msg
+
+from devstack.stack import Endpoints
+from mesh.bus import connect_bus, consume_batches
+from mesh.config import MeshSettings
+from tests.mesh.polling import eventually
+
+
+async def test_consumer_survives_idle_waits_and_redelivers_failed_batches(
+    stack: Endpoints,
+) -> None:
+    subject = f"elearn.test.{uuid.uuid4().hex}"
+    seen: list[bytes] = []
+    idle = 0
+    failures = 1
+
+    async def handle(msgs: Sequence[Msg]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("first batch fails")
+        seen.extend(m.data for m in msgs)
+
+    def count_idle() -> None:
+        nonlocal idle
+        idle += 1
+
+    stop = asyncio.Event()
+    async with connect_bus(MeshSettings(nats_url=stack.nats_url)) as bus:
+        task = asyncio.create_task(
+            consume_batches(bus, f"t{uuid.uuid4().hex}", handle, filter_subject=subject,
+                            wait_seconds=0.05, stop=stop, on_idle=count_idle)
+        )  # fmt: skip
+
+        async def idled() -> bool:
+            return idle >= 3
+
+        await eventually(idled, within=10)
+        assert not task.done()
+        for n in range(3):
+            await bus.js.publish(subject, str(n).encode())
+
+        async def all_seen() -> bool:
+            return sorted(seen) == [b"0", b"1", b"2"]
+
+        await eventually(all_seen, within=15)
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -1,0 +1,47 @@
+"""The dashboard costs a constant number of SQL statements (issue 14 item 2): counted with the
+driver's before_cursor_execute event for an instructor with 1 course and with 200, on a read
+model seeded by svc_analytics.seed, with the cache missing (a fresh generation each time)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import event
+
+from devstack.stack import Endpoints
+from mesh.cache import open_cache
+from mesh.context import Caller
+from mesh.db import Database
+from svc_analytics.dashboard import DASHBOARD, Dashboards
+from svc_analytics.models import SCHEMA
+from svc_analytics.seed import Plan, seed
+from svc_analytics.settings import AnalyticsSettings
+
+
+async def test_dashboard_statements_do_not_grow_with_course_count(stack: Endpoints) -> None:
+    settings = AnalyticsSettings(database_url=stack.database_url, cache_url=stack.cache_url)
+    tag = uuid.uuid4().hex[:8]
+    async with Database.open(settings, SCHEMA) as db, open_cache(settings) as cache:
+        one = await seed(db, Plan(f"{tag}-1", 1, 1, 20, 100, 5), quiet=True)
+        many = await seed(db, Plan(f"{tag}-200", 200, 200, 2_000, 1_000, 5), quiet=True)
+        dashboards = Dashboards(db, cache)
+        statements: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+            statements.append(sql)
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+        counts = {}
+        for instructor, courses in ((one, 1), (many, 200)):
+            await cache.bump(DASHBOARD, str(instructor))  # a cold cache: the query runs
+            caller = Caller(str(instructor), frozenset({"instructor"}), "", time.time() + 60)
+            statements.clear()
+            page = await dashboards.instructor(caller, instructor, 500, "")
+            assert len(page.courses) == courses
+            assert sum(c.enrollment_count for c in page.courses) > 0
+            counts[courses] = len(statements)
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    # At least one: the cache missed, so the statements counted are the whole read.
+    assert 1 <= counts[1] == counts[200] <= 2, counts

@@ -1,0 +1,79 @@
+"""Decoding a batch merges rows by the upserts' own rules, so one statement per table never
+touches a row twice and a batch's order does not matter (pure, no servers)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+
+from elearn.events.v1 import course_events_pb2 as ce
+from elearn.events.v1 import quiz_events_pb2 as qe
+from mesh.outbox import AGGREGATE_SEQ_HEADER
+from svc_analytics.events import Incoming, decode
+from tests.svc_analytics.conftest import ts
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+COURSE, USER, INSTRUCTOR, VIDEO, QUIZ = (str(uuid.uuid4()) for _ in range(5))
+
+
+def _enrollment(enrolled: bool, seq: int) -> Incoming:
+    kind = ce.Enrolled if enrolled else ce.Unenrolled
+    event = kind(event_id=str(uuid.uuid4()), occur_time=ts(T0 + timedelta(seconds=seq)),
+                 course_id=COURSE, user_id=USER, instructor_id=INSTRUCTOR)  # fmt: skip
+    subject = "elearn.course.enrolled" if enrolled else "elearn.course.unenrolled"
+    return Incoming(subject, event.SerializeToString(), {AGGREGATE_SEQ_HEADER: str(seq)})
+
+
+def _progress(position: int, completed: bool, minute: int) -> Incoming:
+    entry = ce.VideoProgressEntry(
+        user_id=USER, course_id=COURSE, video_id=VIDEO, position=Duration(seconds=position),
+        duration=Duration(seconds=100), completed=completed, course_progress_percent=minute,
+        update_time=ts(T0 + timedelta(minutes=minute)),
+    )  # fmt: skip
+    event = ce.VideoProgressFlushed(event_id=str(uuid.uuid4()), occur_time=ts(T0), entries=[entry])
+    return Incoming("elearn.course.video_progress_flushed", event.SerializeToString(), {})
+
+
+def _grade(submission: str, version: int, attempt: int, passed: bool) -> Incoming:
+    event = qe.SubmissionGraded(
+        event_id=str(uuid.uuid4()), occur_time=ts(T0), submission_id=submission, quiz_id=QUIZ,
+        course_id=COURSE, user_id=USER, attempt_number=attempt, grade_version=version,
+        score_percent=10.0 * version, passed=passed,
+    )  # fmt: skip
+    return Incoming("elearn.quiz.submission_graded", event.SerializeToString(), {})
+
+
+def test_any_order_of_a_batch_decodes_to_the_same_rows() -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = [
+        _enrollment(True, 1), _enrollment(False, 2), _enrollment(True, 3),
+        _progress(80, False, 1), _progress(40, True, 2),
+        _grade(first, 1, 1, False), _grade(first, 2, 1, True), _grade(second, 1, 2, False),
+    ]  # fmt: skip
+    outcomes = set()
+    for order in itertools.islice(itertools.permutations(batch), 0, None, 997):
+        ch = decode(order)
+        key = (uuid.UUID(COURSE), uuid.UUID(USER))
+        progress = next(iter(ch.progress.values()))
+        outcomes.add((
+            ch.enrollments[key]["active"], ch.enrollments[key]["enroll_seq"],
+            progress["furthest_ms"], progress["completed"], ch.activity[key]["progress_percent"],
+            ch.submissions[uuid.UUID(first)]["grade_version"],
+            next(iter(ch.attempts.values()))["attempt_number"],
+            next(iter(ch.attempts.values()))["passed"],
+        ))  # fmt: skip
+    # Enrolled again (seq 3) wins; the furthest position and completion stick; the newest
+    # progress percent; the regrade (version 2); the latest attempt (2, failing).
+    assert outcomes == {(True, 3, 80_000, True, 2.0, 2, 2, False)}
+
+
+def test_unknown_subjects_and_undecodable_payloads_are_skipped() -> None:
+    ch = decode([
+        Incoming("elearn.user.user_registered", b"whatever", {}),
+        Incoming("elearn.course.enrolled", b"\xff\xff\xff", {}),
+        Incoming("elearn.course.enrolled", ce.Enrolled(course_id="nope").SerializeToString(), {}),
+    ])  # fmt: skip
+    assert not ch.enrollments and not ch.occurred
