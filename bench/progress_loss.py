@@ -47,6 +47,7 @@ FAST_FLUSH = {
 STEP_MS = 1000
 VIDEO_SECONDS = 36_000
 CALL_TIMEOUT = 2.0
+FINAL_READ_TIMEOUT = 20.0
 
 
 @dataclass
@@ -162,12 +163,17 @@ async def send(stub: CourseServiceStub, viewer: Viewer, period: float, until: fl
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-async def read(stub: CourseServiceStub, viewer: Viewer) -> int | None:
+async def read(
+    stub: CourseServiceStub, viewer: Viewer, *, limit_s: float = CALL_TIMEOUT, wait: bool = False
+) -> int | None:
+    """The viewer's watched value; `wait` holds the call until the channel has reconnected
+    (the final read-back must not count a channel still in reconnect back-off as a loss)."""
     try:
         reply = await stub.GetVideoProgress(
             pb.GetVideoProgressRequest(video_id=viewer.video_id),
             metadata=viewer.auth,
-            timeout=CALL_TIMEOUT,
+            timeout=limit_s,
+            wait_for_ready=wait,
         )
     except grpc.aio.AioRpcError:
         return None
@@ -223,7 +229,7 @@ async def measure(
         await asyncio.gather(*load)
 
         # The read-back first: what a viewer sees right after the run.
-        finals = [await read(stub, v) for v in viewers]
+        finals = [await read(stub, v, limit_s=FINAL_READ_TIMEOUT, wait=True) for v in viewers]
         caught_up = time.monotonic()
         deadline = caught_up + flush_deadline_s
         while True:

@@ -54,7 +54,7 @@ async def run(stack: Stack, target: str) -> Report:
         students=STUDENTS,
         rate_per_student=RATE,
         before_s=2.0,
-        after_s=2.0,
+        after_s=4.0,
         flush_deadline_s=FLUSH_DEADLINE_S,
     )
 
