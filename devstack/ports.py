@@ -17,13 +17,15 @@ from mesh.platform import PROCESS_NAMES
 LOOPBACK = "127.0.0.1"
 
 # The platform's order (mesh.platform) fixes the default port of each service's first replica
-# (user 50051 … analytics 50055); further replicas add 10 per replica index (user-1 50061, live-2
-# 50074), and metrics ports sit 9000 above their gRPC port (user-0 59051). Workers come after
-# the services (quiz-worker-0 50056).
+# (user 20051 … analytics 20055); further replicas add 10 per replica index (user-1 20061, live-2
+# 20074), and metrics ports sit 1000 above their gRPC port (user-0 21051). Workers come after
+# the services (quiz-worker-0 20056). Every fixed port stays below Linux's ephemeral range
+# (32768-60999): a listener there can find its port taken by an outgoing connection of the
+# stack itself (SeaweedFS and the pools open hundreds), which failed `make start` at random.
 SERVICE_ORDER = PROCESS_NAMES
-GRPC_BASE_PORT = 50051
+GRPC_BASE_PORT = 20051
 REPLICA_PORT_STRIDE = 10
-METRICS_PORT_OFFSET = 9000
+METRICS_PORT_OFFSET = 1000
 MAX_REPLICAS = 9
 
 

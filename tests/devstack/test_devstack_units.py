@@ -59,9 +59,9 @@ def test_default_ports_follow_the_documented_layout() -> None:
         18222,
     )
     assert (plan.edge, plan.envoy_admin) == (8080, 19901)
-    assert plan.services["user"] == (ServicePorts(50051, 59051), ServicePorts(50061, 59061))
-    assert plan.services["analytics"] == (ServicePorts(50055, 59055),)
-    assert [p.grpc for p in plan.services["live"]] == [50054, 50064, 50074]
+    assert plan.services["user"] == (ServicePorts(20051, 21051), ServicePorts(20061, 21061))
+    assert plan.services["analytics"] == (ServicePorts(20055, 21055),)
+    assert [p.grpc for p in plan.services["live"]] == [20054, 20064, 20074]
 
 
 def test_free_ports_are_distinct() -> None:
@@ -138,14 +138,14 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         jwt_private_key_file=tmp_path / "priv",
         admin_email="a@b",
         admin_password="pw",
-        course_address="127.0.0.1:50061",
-        user_address="127.0.0.1:50051",
+        course_address="127.0.0.1:20061",
+        user_address="127.0.0.1:20051",
     )
-    env = service_env("live", 2, ServicePorts(50074, 59074), shared, base={"PATH": "/bin"})
+    env = service_env("live", 2, ServicePorts(20074, 59074), shared, base={"PATH": "/bin"})
     assert env == {
         "PATH": "/bin",
         "LIVE_GRPC_HOST": "127.0.0.1",
-        "LIVE_GRPC_PORT": "50074",
+        "LIVE_GRPC_PORT": "20074",
         "LIVE_METRICS_PORT": "59074",
         "DATABASE_URL": "db",
         "CACHE_URL": "cache",
@@ -156,10 +156,10 @@ def test_service_env_uses_the_documented_names(tmp_path: Path) -> None:
         "ELEARN_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         # live calls CourseService (enrollment) and UserService (display names) directly.
-        "LIVE_COURSE_ADDRESS": "127.0.0.1:50061",
-        "LIVE_USER_ADDRESS": "127.0.0.1:50051",
+        "LIVE_COURSE_ADDRESS": "127.0.0.1:20061",
+        "LIVE_USER_ADDRESS": "127.0.0.1:20051",
     }
-    user = service_env("user", 0, ServicePorts(50051, 59051), shared, base={})
+    user = service_env("user", 0, ServicePorts(20051, 21051), shared, base={})
     assert user["USER_JWT_PRIVATE_KEY_FILE"] == str(tmp_path / "priv")
     assert (user["USER_ADMIN_EMAIL"], user["USER_ADMIN_PASSWORD"]) == ("a@b", "pw")
 
@@ -212,9 +212,9 @@ def test_real_edge_config_renders_through_the_adapter_and_validates(tmp_path: Pa
     from devstack.config import PROTOSET
 
     upstreams = [
-        envoy.UpstreamSpec("user", "elearn.user.v1.UserService", [("127.0.0.1", 50051)]),
+        envoy.UpstreamSpec("user", "elearn.user.v1.UserService", [("127.0.0.1", 20051)]),
         envoy.UpstreamSpec(
-            "live", "elearn.live.v1.LiveService", [("127.0.0.1", 50054), ("127.0.0.1", 50064)]
+            "live", "elearn.live.v1.LiveService", [("127.0.0.1", 20054), ("127.0.0.1", 20064)]
         ),
     ]
     text = envoy.render_edge_config(
