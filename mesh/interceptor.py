@@ -9,6 +9,7 @@ costs a measurable share of a ~150 µs call; the concerns still live in their ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -230,6 +231,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             started.inc()
             metrics.STREAMS_OPEN.inc()
             call = _Call(method)
+            result: Any = None
             try:
                 self._enter(rule, method, ctx)
                 result = behavior(request, ctx)
@@ -246,6 +248,12 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             except Exception as exc:
                 await self._fail(call, exc, ctx)
             finally:
+                # Close the handler's generator now, while the call is alive: left to the
+                # garbage collector, its clean-up (tasks still reading the request stream) ran
+                # after grpc had freed the call, and the C core crashed on it.
+                if hasattr(result, "aclose"):
+                    with contextlib.suppress(Exception):
+                        await result.aclose()
                 self._in_flight -= 1
                 metrics.STREAMS_OPEN.dec()
                 self._exit(call, ctx)
