@@ -31,17 +31,27 @@ _OK = grpc.StatusCode.OK
 class _Call:
     """Per-call bookkeeping shared by the four handler shapes."""
 
-    __slots__ = ("code", "method", "start")
+    __slots__ = ("code", "deadline", "method", "peer", "start")
 
-    def __init__(self, method: str) -> None:
+    def __init__(
+        self, method: str, peer: str | None = None, remaining: float | None = None
+    ) -> None:
         self.method = method
         self.start = time.perf_counter()
         self.code = _OK
+        self.deadline = None if remaining is None else time.monotonic() + remaining
+        # Streams record their peer up front: their clean-up can run after grpc has freed the
+        # call, and ctx.peer() on a freed call dereferences NULL in the C core (a segfault).
+        self.peer = peer
 
 
-def _cancelled_code(ctx: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _cancelled_code(ctx: grpc.aio.ServicerContext, call: _Call) -> grpc.StatusCode:
     """grpc.aio cancels the handler both when the client goes away and when the deadline
     passes; the two mean different things on a dashboard."""
+    if call.peer is not None:  # a stream: its call may be gone, use what was noted at start
+        if call.deadline is not None and call.deadline <= time.monotonic():
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
     remaining = ctx.time_remaining()
     if remaining is not None and remaining <= 0:
         return grpc.StatusCode.DEADLINE_EXCEEDED
@@ -149,7 +159,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
                     "method": call.method,
                     "code": code.name,
                     "ms": round(elapsed * 1000, 3),
-                    "peer": ctx.peer(),
+                    "peer": call.peer if call.peer is not None else ctx.peer(),
                 },
             )
 
@@ -208,7 +218,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
                 self._enter(rule, method, ctx)
                 return await behavior(request, ctx)
             except asyncio.CancelledError:
-                call.code = _cancelled_code(ctx)
+                call.code = _cancelled_code(ctx, call)
                 raise
             except grpc.aio.AbortError:
                 # Aborted through the context: _exit reads the code from it.
@@ -230,7 +240,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             self._in_flight += 1
             started.inc()
             metrics.STREAMS_OPEN.inc()
-            call = _Call(method)
+            call = _Call(method, ctx.peer(), ctx.time_remaining())
             result: Any = None
             try:
                 self._enter(rule, method, ctx)
@@ -241,7 +251,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
                 else:
                     await result
             except asyncio.CancelledError:
-                call.code = _cancelled_code(ctx)
+                call.code = _cancelled_code(ctx, call)
                 raise
             except grpc.aio.AbortError:
                 raise
