@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -25,6 +24,7 @@ from elearn.events.v1 import quiz_events_pb2 as events_pb
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from svc_user.tokens import AccessTokens, load_private_key
+from tests.mesh.polling import eventually
 from tests.svc_quiz.conftest import short
 
 pytestmark = pytest.mark.e2e
@@ -75,15 +75,6 @@ async def stubs(
         grpc.aio.insecure_channel(ends.services["course"][0]) as course_channel,
     ):
         yield ends, QuizServiceStub(quiz_channel), CourseServiceStub(course_channel)
-
-
-async def _until(check: object, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 async def test_killed_worker_loses_no_job_and_grades_nothing_twice(
@@ -162,13 +153,13 @@ async def test_killed_worker_loses_no_job_and_grades_nothing_twice(
         async def some_graded() -> bool:
             return graded() >= 50
 
-        await _until(some_graded, 30)
+        await eventually(some_graded, within=30, every=0.1)
         crash_stack.kill("quiz-worker", 0)
 
         async def all_graded() -> bool:
             return graded() == SUBMISSIONS
 
-        await _until(all_graded, 120)
+        await eventually(all_graded, within=120, every=0.1)
         versions = sql.execute(
             "SELECT grade_version, count(*) FROM quizzes.submissions WHERE quiz_id = %s"
             " GROUP BY grade_version",
@@ -192,7 +183,7 @@ async def test_killed_worker_loses_no_job_and_grades_nothing_twice(
                 event = events_pb.SubmissionGraded.FromString(msg.data)
                 seen[event.submission_id] = seen.get(event.submission_id, 0) + 1
 
-        await _until(all_events, 60)
+        await eventually(all_events, within=60, every=0.1)
         assert len(seen) == SUBMISSIONS
         assert set(seen.values()) == {1}
     finally:
