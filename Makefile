@@ -13,9 +13,12 @@ GHZ_VERSION ?= v0.120.0
 GHZ := $(TOOLS)/ghz
 # ghz reports its version as "dev", so a stamp named after the pinned version records it.
 GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
+# Jaeger's version is pinned by tools/go.mod (a Go tools module, go.sum included); the binary is
+# rebuilt whenever that module changes.
+JAEGER := $(TOOLS)/jaeger
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools clean
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -77,7 +80,9 @@ test-unit: $(INSTALLED)  ## only the tests that need no server
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools:  ## install ghz into .tools/bin (`make test` does it itself; needs Go)
+tools: tools-ghz tools-jaeger  ## install ghz and Jaeger into .tools/bin (`make test` does it itself; needs Go)
+
+tools-ghz:  ## ghz, the gRPC load tool the edge tests drive
 	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
 	    | grep -Eq '^\s+mod\s+github.com/bojand/ghz\s+$(GHZ_VERSION)\s'; }; then \
 	  touch $(GHZ_STAMP); \
@@ -90,6 +95,17 @@ tools:  ## install ghz into .tools/bin (`make test` does it itself; needs Go)
 	  rm -f $(TOOLS)/.ghz-*; \
 	  GOBIN=$(CURDIR)/$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && touch $(GHZ_STAMP); \
 	fi
+
+tools-jaeger: $(JAEGER)  ## Jaeger v1.75.0 (the trace back-end of `make up ARGS=--observe`), ~4 min once
+
+$(JAEGER): tools/go.mod tools/go.sum
+	@command -v go >/dev/null 2>&1 || { \
+	  echo "make: Jaeger (traces, --observe and the trace test) is built from source with Go," >&2; \
+	  echo "      and 'go' is not on PATH: install Go 1.24 or newer (https://go.dev/dl/)." >&2; \
+	  exit 1; }
+	@echo "building Jaeger (tools/go.mod) into $(TOOLS) (go build, once)"
+	cd tools && go build -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+	@touch $@
 
 clean:  ## remove the local stack's data and logs
 	rm -rf .stack

@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--skip-migrations", action="store_true", help="do not run mesh.migrate")
     common.add_argument("--no-envoy", action="store_true", help="do not start the edge")
+    common.add_argument(
+        "--observe",
+        action="store_true",
+        help="also start Jaeger (traces from services and Envoy; needs `make tools`)",
+    )
 
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(required=True, metavar="command")
@@ -99,6 +104,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         overrides["migrate_command"] = None
     if args.no_envoy:
         overrides["with_envoy"] = False
+    if args.observe:
+        overrides["observe"] = True
     return StackConfig.for_local(
         data_dir=args.data_dir,
         replicas=parse_replicas(args.replicas),
@@ -154,7 +161,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
         out += ["--edge-port", str(args.edge_port)]
     if args.service_command:
         out += ["--service-command", args.service_command]
-    for flag in ("free_ports", "skip_migrations", "no_envoy"):
+    for flag in ("free_ports", "skip_migrations", "no_envoy", "observe"):
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))
     return out
@@ -271,6 +278,10 @@ def _table(e: Endpoints) -> str:
         ("object storage (S3)", f"{e.s3_url}  (clients: {e.s3_public_url}/{e.s3_bucket}/)"),
         ("data, logs", f"{e.data_dir}, {e.data_dir}/logs"),
     ]
+    if e.jaeger_ui:
+        rows.append(
+            ("traces (Jaeger UI, query API)", f"{e.jaeger_ui}  (OTLP in: {e.otlp_endpoint})")
+        )
     width = max(len(k) for k, _ in rows)
     lines = ["", "elearn stack is up:"] + [f"  {k:<{width}}  {v}" for k, v in rows]
     if e.edge and "user" in e.services:

@@ -73,6 +73,10 @@ class StackConfig:
     # shutdown_delay_seconds and shutdown_grace_seconds); past this, they are killed.
     service_grace: float = 15.0
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # --observe: start Jaeger (devstack.jaeger); services and Envoy export their spans to it.
+    observe: bool = False
+    # TRACE_SAMPLE_RATIO for services and Envoy when observing; None keeps mesh's default.
+    trace_sample_ratio: float | None = None
 
     def __post_init__(self) -> None:
         for name, count in self.replicas.items():
@@ -126,6 +130,9 @@ class StackConfig:
             redis_url=environ.get("REDIS_URL") or None,
             nats_url=environ.get("NATS_URL") or None,
             s3=external_s3(environ),
+            trace_sample_ratio=float(ratio)
+            if (ratio := environ.get("TRACE_SAMPLE_RATIO"))
+            else None,
         )
         return dataclasses.replace(config, **overrides)
 

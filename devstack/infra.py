@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 
-from devstack import detached_pgdata, nats, pg_install, postgres, seaweedfs, valkey
+from devstack import detached_pgdata, jaeger, nats, pg_install, postgres, seaweedfs, valkey
 from devstack.config import ROOT, StackConfig
 from devstack.ports import LOOPBACK, port_in_use
 from devstack.processes import Deadline, ManagedProcess, StackError
@@ -113,6 +113,19 @@ def start_seaweedfs(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> se
     return env
 
 
+def start_jaeger(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> str:
+    """Jaeger with --observe; returns the OTLP endpoint services and Envoy export to."""
+    ports = cfg.ports.jaeger
+    proc = jaeger.server(
+        config_path=cfg.data_dir / "config" / "jaeger.yaml",
+        ports=ports,
+        log_path=cfg.logs_dir / "jaeger.log",
+    )
+    sup.launch(proc, lambda: jaeger.is_ready(ports), ports.all())
+    sup.await_ready([proc], deadline)
+    return jaeger.otlp_endpoint(ports)
+
+
 def migrate(sup: Supervisor, cfg: StackConfig, database_url: str, deadline: Deadline) -> None:
     assert cfg.migrate_command is not None
     proc = ManagedProcess(
@@ -154,6 +167,8 @@ def check_ports(cfg: StackConfig) -> None:
             wanted += [(f"{name}-{index} metrics", ports.metrics)]
     if cfg.with_envoy:
         wanted += [("envoy edge", plan.edge), ("envoy admin", plan.envoy_admin)]
+    if cfg.observe:
+        wanted += [(f"jaeger {name}", port) for name, port in vars(plan.jaeger).items()]
     busy = [f"{port} ({what})" for what, port in wanted if port_in_use(port)]
     if busy:
         raise StackError(

@@ -56,6 +56,20 @@ class MediaPorts:
 
 
 @dataclass(frozen=True)
+class JaegerPorts:
+    """Jaeger (devstack.jaeger, with --observe): OTLP receivers, query API/UI, health."""
+
+    otlp_grpc: int = 24317
+    otlp_http: int = 24318
+    query_http: int = 26686
+    query_grpc: int = 26685
+    health: int = 23133
+
+    def all(self) -> list[int]:
+        return [self.otlp_grpc, self.otlp_http, self.query_http, self.query_grpc, self.health]
+
+
+@dataclass(frozen=True)
 class PortPlan:
     postgres: int
     valkey_cache: int
@@ -67,6 +81,7 @@ class PortPlan:
     # service name -> one entry per replica, indexed by replica number
     services: Mapping[str, tuple[ServicePorts, ...]]
     media: MediaPorts = MediaPorts()
+    jaeger: JaegerPorts = JaegerPorts()
 
     @classmethod
     def defaults(cls, replicas: Mapping[str, int], *, edge_port: int = 8080) -> PortPlan:
@@ -106,6 +121,8 @@ class PortPlan:
             envoy_admin=next(ports),
             services=services,
             media=MediaPorts(*(next(ports) for _ in range(MEDIA_PORT_COUNT))),
+            # Picked even when not observing: five ports are cheap, a second plan is not.
+            jaeger=JaegerPorts(*free_ports(len(JaegerPorts().all()))),
         )
 
 

@@ -47,6 +47,9 @@ class Endpoints:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_bucket: str = ""
+    # With --observe: Jaeger's UI and query API, and the OTLP endpoint spans go to.
+    jaeger_ui: str = ""
+    otlp_endpoint: str = ""
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))

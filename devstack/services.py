@@ -52,6 +52,9 @@ class SharedEnv:
     s3_secret_key: str = ""
     s3_bucket: str = ""
     s3_region: str = "us-east-1"
+    # Tracing (--observe): where spans go, and the sampling ratio (None: mesh's default).
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float | None = None
 
 
 def s3_env(shared: SharedEnv) -> dict[str, str]:
@@ -101,6 +104,10 @@ def service_env(
         }
     )
     env.update(s3_env(shared))
+    if shared.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = shared.otlp_endpoint
+        if shared.trace_sample_ratio is not None:
+            env["TRACE_SAMPLE_RATIO"] = str(shared.trace_sample_ratio)
     if name == "quiz":
         env["QUIZ_COURSE_ADDRESS"] = shared.course_address
     if name == "live":

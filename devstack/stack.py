@@ -7,17 +7,18 @@ stop everything in reverse, and restart a single process on demand (tests kill -
     ...
     stack.stop()   # leaves no process behind, also after a failed start
 
-Start order: Postgres, the cache and state Valkeys, NATS, JWT keys, migrations, the services'
-replicas (all at once), Envoy. Stop order: services (SIGTERM together, then a grace), Envoy,
-NATS, Valkeys, Postgres: each part stops only after everything that uses it. The servers'
-start-up lives in devstack.infra, process bookkeeping in devstack.supervisor.
+Start order: Postgres, the cache and state Valkeys, NATS, object storage, Jaeger (with
+`observe`), JWT keys, migrations, the services' replicas (all at once), Envoy. Stop order:
+services (SIGTERM together, then a grace), Envoy, NATS, Valkeys, Postgres, Jaeger: each part
+stops only after everything that uses it. The servers' start-up lives in devstack.infra,
+process bookkeeping in devstack.supervisor.
 """
 
 from __future__ import annotations
 
 import atexit
 
-from devstack import envoy, envoy_media, infra
+from devstack import envoy, envoy_media, envoy_tracing, infra, jaeger
 from devstack.config import ROOT, StackConfig, Timeouts
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import LOOPBACK
@@ -137,6 +138,11 @@ class Stack:
         valkeys = infra.start_valkeys(sup, cfg, self._phase(timeouts.infra, overall))
         nats_url = cfg.nats_url or infra.start_nats(sup, cfg, self._phase(timeouts.infra, overall))
         s3 = infra.start_seaweedfs(sup, cfg, self._phase(timeouts.infra, overall))
+        otlp = (
+            infra.start_jaeger(sup, cfg, self._phase(timeouts.infra, overall))
+            if cfg.observe
+            else ""
+        )
         keys = ensure_jwt_keys(cfg.data_dir / "keys")
         shared = SharedEnv(
             database_url=database_url,
@@ -157,6 +163,8 @@ class Stack:
             s3_region=s3.region,
             course_address=_first_replica(cfg, "course"),
             user_address=_first_replica(cfg, "user"),
+            otlp_endpoint=otlp,
+            trace_sample_ratio=cfg.trace_sample_ratio,
         )
         if cfg.migrate_command is not None:
             infra.migrate(sup, cfg, database_url, self._phase(timeouts.migrate, overall))
@@ -221,6 +229,12 @@ class Stack:
             config_yaml = envoy_media.with_media_route(
                 config_yaml, bucket=DEFAULT_BUCKET, host=LOOPBACK, port=cfg.ports.media.s3
             )
+        if cfg.observe:
+            config_yaml = envoy_tracing.with_tracing(
+                config_yaml,
+                collector=(LOOPBACK, cfg.ports.jaeger.otlp_grpc),
+                sample_ratio=cfg.trace_sample_ratio,
+            )
         proc = envoy.server(
             config_path=cfg.data_dir / "config" / "envoy.yaml",
             config_yaml=config_yaml,
@@ -257,6 +271,8 @@ class Stack:
             s3_access_key=shared.s3_access_key,
             s3_secret_key=shared.s3_secret_key,
             s3_bucket=shared.s3_bucket,
+            jaeger_ui=jaeger.ui_url(cfg.ports.jaeger) if cfg.observe else "",
+            otlp_endpoint=shared.otlp_endpoint,
         )
 
 

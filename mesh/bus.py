@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from mesh import tracing
 from mesh.config import MeshSettings
 
 log = logging.getLogger("mesh.bus")
@@ -93,7 +94,8 @@ async def consume_batches(
     until `stop` is set). A batch is acked only after `handle` returns, so a crash or a failed
     batch is redelivered: handlers must be idempotent. A failing batch is retried after a
     short back-off instead of acked, so nothing is skipped silently. `on_idle` is called after
-    each wait that fetched nothing."""
+    each wait that fetched nothing. Events that carry a trace get a consumer span in it
+    (mesh.tracing.batch_spans)."""
     sub = await bus.js.pull_subscribe(
         filter_subject,
         durable=durable,
@@ -115,7 +117,8 @@ async def consume_batches(
                 on_idle()
             continue
         try:
-            await handle(msgs)
+            with tracing.batch_spans(f"{durable} process", msgs):
+                await handle(msgs)
         except Exception:
             log.exception(
                 "consumer %s: batch of %d failed; it will be redelivered", durable, len(msgs)

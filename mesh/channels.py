@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from mesh import context
+from mesh import context, tracing
 from mesh.server import KEEPALIVE_OPTIONS
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -99,8 +99,11 @@ class Channels:
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
+            # Ours first: the tracing interceptors then see the deadline and metadata we set,
+            # and add the client span's traceparent beside them.
+            interceptors = [*_PROPAGATE, *tracing.client_interceptors()]
             channel = grpc.aio.insecure_channel(
-                target, options=KEEPALIVE_OPTIONS, interceptors=list(_PROPAGATE)
+                target, options=KEEPALIVE_OPTIONS, interceptors=interceptors
             )
             self._channels[target] = channel
         return channel

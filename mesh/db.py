@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from mesh import metrics
+from mesh import metrics, tracing
 from mesh.config import MeshSettings
 from mesh.errors import Unavailable
 
@@ -58,6 +58,7 @@ class Database:
             },
         )
         _track_pool(engine, settings.db_hold_warning_seconds)
+        tracing.instrument_engine(engine)
         db = cls(engine)
         try:
             await db.check_connection_budget(settings)

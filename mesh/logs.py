@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from mesh import context, metrics
+from mesh import context, metrics, tracing
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -55,10 +55,14 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The stock prepare() formats on the caller's thread; the whole point is to format on
-        # the listener's, so only capture what the listener cannot see: the request id.
+        # the listener's, so only capture what the listener cannot see: the request id and
+        # the current span's ids (a log line then links to its trace).
         rid = context.request_id.get()
         if rid and not hasattr(record, "request_id"):
             record.request_id = rid
+        ids = tracing.log_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return record
 
 

@@ -9,7 +9,9 @@ Several replicas may relay at once: rows are claimed with FOR UPDATE SKIP LOCKED
 
 Events about one aggregate (a course, a user) carry a sequence number assigned in the writing
 transaction (`Elearn-Aggregate-Id` / `Elearn-Aggregate-Seq` headers), so a consumer can order
-them after redelivery and notice a gap. Each row is published on its own: a row that fails
+them after redelivery and notice a gap. A row written inside a sampled trace keeps its
+`traceparent`, and the relay sends it as a header, so the event's consumers continue that
+trace (mesh.tracing). Each row is published on its own: a row that fails
 gets an attempt counted and a growing back-off while the others flow, and after
 `max_attempts` it is parked in `outbox_dead_letter` with its last error. Outages of NATS
 itself (not connected, timeouts) count no attempts: they are nobody's poison.
@@ -54,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mesh import metrics
+from mesh import metrics, tracing
 from mesh.bus import Bus
 from mesh.db import Database
 
@@ -96,6 +98,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column(
             "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()
         ),
+        # The W3C traceparent of the writing transaction's span when its trace is sampled: the
+        # relay puts it in the message headers, so the consumer continues that trace.
+        Column("traceparent", Text),
         # The relay holds back a row while an earlier row of its aggregate waits to be retried.
         Index("ix_outbox_aggregate", "aggregate_id", "id"),
     )
@@ -162,8 +167,9 @@ class Outbox:
             bindparam("payload", type_=LargeBinary),
             bindparam("aggregate_id", type_=Text),
             bump.c.last_seq,
+            bindparam("traceparent", type_=Text),
         )
-        columns = ["event_id", "subject", "payload", "aggregate_id", "aggregate_seq"]
+        columns = ["event_id", "subject", "payload", "aggregate_id", "aggregate_seq", "traceparent"]
         return insert(self.table).from_select(columns, row).add_cte(bump)
 
     async def add(
@@ -181,6 +187,7 @@ class Outbox:
             "event_id": uuid.UUID(event_id),
             "subject": subject,
             "payload": event.SerializeToString(),
+            "traceparent": tracing.current_traceparent(),
         }
         if aggregate_id:
             await conn.execute(self._insert_sequenced, {**values, "aggregate_id": aggregate_id})
@@ -301,7 +308,8 @@ class _Relay:
                     headers[AGGREGATE_ID_HEADER] = row.aggregate_id
                     headers[AGGREGATE_SEQ_HEADER] = str(row.aggregate_seq)
                 try:
-                    await self.bus.js.publish(row.subject, row.payload, headers=headers)
+                    with tracing.publish_span(row.subject, row.traceparent, headers):
+                        await self.bus.js.publish(row.subject, row.payload, headers=headers)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

@@ -2,9 +2,10 @@
 
 Each service's migration history calls these with its own schema, so the outbox's shape is
 written once: version 2 adds per-aggregate sequence numbers, attempts with back-off, and the
-dead-letter and sequence tables. A later change to the outbox gets a new pair of functions;
-these stay as they are, since applied migrations must keep meaning what they meant. A new
-service's first migration calls `create_outbox_tables`, which builds the current shape at once.
+dead-letter and sequence tables; version 3 the trace context. A later change to the outbox
+gets a new pair of functions; these stay as they are, since applied migrations must keep
+meaning what they meant. A new service's first migration calls `create_outbox_tables`
+(version 2), then `upgrade_to_v3`.
 """
 
 from __future__ import annotations
@@ -91,3 +92,13 @@ def create_outbox_tables(S: str) -> None:
 def drop_outbox_tables(S: str) -> None:
     downgrade_from_v2(S)
     op.drop_table("outbox", schema=S)
+
+
+def upgrade_to_v3(S: str) -> None:
+    """The W3C traceparent of the transaction that wrote the event (mesh.tracing); nullable,
+    since most events are written outside a sampled trace."""
+    op.add_column("outbox", sa.Column("traceparent", sa.Text()), schema=S)
+
+
+def downgrade_from_v3(S: str) -> None:
+    op.drop_column("outbox", "traceparent", schema=S)

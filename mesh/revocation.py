@@ -26,6 +26,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elearn.events.v1.user_events_pb2 import SessionRevoked
+from mesh import tracing
 from mesh.auth import TokenVerifier
 from mesh.bus import Bus
 from mesh.outbox import Outbox, new_event_id
@@ -83,7 +84,8 @@ async def follow_revocations(
         if subscribed is not None:
             subscribed.set()
         async for msg in sub.messages:
-            _apply_message(verifier, msg.data)
+            with tracing.consumer_span("apply revocation", msg.subject, msg.headers):
+                _apply_message(verifier, msg.data)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

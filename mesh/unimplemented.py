@@ -13,6 +13,7 @@ from mesh.config import MeshSettings
 from mesh.errors import Unimplemented
 from mesh.logs import configure_logging
 from mesh.server import ServiceSpec, run
+from mesh.tracing import configure_tracing
 
 
 def unimplemented_servicer(base: type, full_name: str, note: str) -> Any:
@@ -38,6 +39,7 @@ async def serve_unimplemented(
     """Run a service whose implementation has not landed: health, reflection, metrics and
     UNIMPLEMENTED for every method."""
     listener = configure_logging(settings.service, settings.instance_name, settings.log_level)
+    configure_tracing(settings.service, settings)
     servicer = unimplemented_servicer(base, full_name, note)
     methods = descriptor_pool.Default().FindServiceByName(full_name).methods
     # Every handler refuses, so there is nothing to guard yet; the real policy lands with the

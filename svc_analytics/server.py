@@ -12,6 +12,7 @@ from mesh.bus import connect_bus
 from mesh.cache import open_cache
 from mesh.db import Database
 from mesh.logs import configure_logging
+from mesh.tracing import configure_tracing
 from svc_analytics.dashboard import Dashboards
 from svc_analytics.ingest import Ingest
 from svc_analytics.models import SCHEMA
@@ -26,6 +27,7 @@ async def serve() -> None:
     settings = AnalyticsSettings.load()
     settings.require("database_url", "cache_url", "nats_url", "jwt_public_key_file")
     listener = configure_logging("analytics", settings.instance_name, settings.log_level)
+    configure_tracing("analytics", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from elearn.events.v1 import course_events_pb2 as events
+from mesh import tracing
 from mesh.bus import Bus
 from svc_course.lookups import Lookups
 
@@ -77,7 +78,8 @@ async def consume(bus: Bus, lookups: Lookups, *, batch: int = 256) -> None:
             continue
         for msg in messages:
             try:
-                await invalidate(lookups, msg.subject, msg.data)
+                with tracing.consumer_span("invalidate", msg.subject, msg.headers):
+                    await invalidate(lookups, msg.subject, msg.data)
             except Exception:
                 log.exception("cache invalidation for %s failed", msg.subject)
                 await msg.nak(delay=1.0)

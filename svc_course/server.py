@@ -15,6 +15,7 @@ from mesh.logs import configure_logging
 from mesh.objectstore import open_objectstore
 from mesh.outbox import Outbox
 from mesh.state import open_state
+from mesh.tracing import configure_tracing
 from svc_course import cache_events
 from svc_course.catalog import Catalog
 from svc_course.enrollment import Enrollments
@@ -41,6 +42,7 @@ async def serve() -> None:
         "database_url", "cache_url", "state_url", "nats_url", "jwt_public_key_file", "s3_url"
     )
     listener = configure_logging("course", settings.instance_name, settings.log_level)
+    configure_tracing("course", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

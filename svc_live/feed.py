@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from elearn.live.v1 import live_service_pb2 as pb
+from mesh import tracing
 from mesh.errors import FailedPrecondition
 from svc_live import live_metrics, wire
 from svc_live.outlet import Outlet
@@ -73,7 +74,8 @@ class SessionFeed:
             await self._sub.unsubscribe()
 
     async def _on_message(self, msg: Msg) -> None:
-        self.offer(msg.data)
+        with tracing.consumer_span("live fan-out", msg.subject, msg.headers):
+            self.offer(msg.data)
 
     def offer(self, event_bytes: bytes) -> None:
         sequence = wire.sequence_of(event_bytes)
@@ -189,7 +191,10 @@ class Hub:
         if sequence == 0:
             raise FailedPrecondition("the session is not live")
         data = wire.sequenced(sequence, body)
-        await self.nc.publish(subject(session_id), data)
+        # Other pods' delivery joins the sender's trace when it is sampled (no header else).
+        headers: dict[str, str] = {}
+        with tracing.publish_span(subject(session_id), None, headers):
+            await self.nc.publish(subject(session_id), data, headers=headers or None)
         # Deliver locally without waiting for the NATS round trip; the copy NATS brings back
         # is then a duplicate and dropped.
         feed = self.feeds.get(session_id)

@@ -15,6 +15,7 @@ from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
 from mesh.state import open_state
+from mesh.tracing import configure_tracing
 from svc_live import wire
 from svc_live.actions import Actions
 from svc_live.course_access import CourseAccess
@@ -63,6 +64,7 @@ async def serve() -> None:
         "database_url", "state_url", "nats_url", "jwt_public_key_file", "course_address"
     )
     listener = configure_logging("live", settings.instance_name, settings.log_level)
+    configure_tracing("live", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

@@ -16,6 +16,7 @@ from mesh.channels import open_channels
 from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
+from mesh.tracing import configure_tracing
 from svc_quiz.attempts import Attempts
 from svc_quiz.authoring import Authoring
 from svc_quiz.courses import Courses
@@ -36,6 +37,7 @@ async def serve() -> None:
     settings = QuizSettings.load()
     settings.require("database_url", "nats_url", "jwt_public_key_file", "course_address")
     listener = configure_logging("quiz", settings.instance_name, settings.log_level)
+    configure_tracing("quiz", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

@@ -28,13 +28,14 @@ from google.protobuf.message import DecodeError
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.msg import Msg
 
-from mesh import server
+from mesh import server, tracing
 from mesh.auth import Policy
 from mesh.bus import Bus, connect_bus
 from mesh.db import Database
 from mesh.errors import infrastructure_error
 from mesh.logs import configure_logging
 from mesh.outbox import Outbox
+from mesh.tracing import configure_tracing
 from svc_quiz.definitions import Definitions
 from svc_quiz.grades import GradeWriter
 from svc_quiz.grading_queue import CONSUMER, DEAD_SUBJECT, JOB_STREAM, ensure_queue
@@ -84,7 +85,8 @@ class Worker:
             return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self._grades.grade_job(submission_id)
+            with tracing.consumer_span("grade", msg.subject, msg.headers):
+                await self._grades.grade_job(submission_id)
         except Exception as exc:
             heartbeat.cancel()
             await self._failed(msg, submission_id, exc)
@@ -132,6 +134,7 @@ async def serve() -> None:
     settings = QuizWorkerSettings.load()
     settings.require("database_url", "nats_url")
     listener = configure_logging("quiz-worker", settings.instance_name, settings.log_level)
+    configure_tracing("quiz-worker", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

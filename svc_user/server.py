@@ -21,6 +21,7 @@ from mesh.logs import configure_logging
 from mesh.outbox import Outbox
 from mesh.platform import GRPC_SERVICE_NAMES
 from mesh.state import open_state
+from mesh.tracing import configure_tracing
 from svc_user.accounts import Accounts, registration_digest_key
 from svc_user.client_address import ClientAddresses
 from svc_user.login_throttle import LoginThrottle
@@ -50,6 +51,7 @@ async def serve() -> None:
         "jwt_private_key_file",
     )
     listener = configure_logging("user", settings.instance_name, settings.log_level)
+    configure_tracing("user", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))

@@ -15,7 +15,7 @@ import uvloop
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from mesh import server
+from mesh import server, tracing
 from mesh.auth import Policy
 from mesh.bus import connect_bus
 from mesh.cache import open_cache
@@ -23,6 +23,7 @@ from mesh.db import Database
 from mesh.logs import configure_logging
 from mesh.objectstore import open_objectstore
 from mesh.outbox import Outbox
+from mesh.tracing import configure_tracing
 from svc_course.lookups import Lookups
 from svc_course.models import SCHEMA, outbox
 from svc_course.settings import TranscoderSettings
@@ -40,6 +41,7 @@ async def serve() -> None:
     settings = TranscoderSettings.load()
     settings.require("database_url", "cache_url", "nats_url", "s3_url")
     listener = configure_logging("transcoder", settings.instance_name, settings.log_level)
+    configure_tracing("transcoder", settings)
     try:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.open(settings, SCHEMA))
@@ -95,7 +97,8 @@ async def _loop(sub: object, transcoder: Transcoder) -> None:
             continue
         for msg in messages:
             try:
-                await transcoder.handle(msg)
+                with tracing.consumer_span("transcode", msg.subject, msg.headers):
+                    await transcoder.handle(msg)
             except asyncio.CancelledError:
                 raise
             except Exception:
