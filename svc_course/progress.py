@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Row
 
 from elearn.course.v1 import course_service_pb2 as pb
+from mesh import tracing
 from mesh.context import Caller, current_caller
 from mesh.db import Database
 from mesh.errors import (
@@ -65,10 +66,13 @@ class Progress:
         self._state = ProgressState(state)
         self._settings = settings
         self._videos: dict[str, VideoMeta] = {}
+        # A traced update's trace goes on through the flush that writes it (mesh.tracing).
+        self._traces = tracing.PendingTraces()
         self.flusher = ProgressFlusher(
             db,
             self._state,
             outbox,
+            traces=self._traces,
             interval_seconds=settings.progress_flush_interval_seconds,
             batch_size=settings.progress_flush_batch,
             lease_seconds=settings.progress_flush_lease_seconds,
@@ -117,6 +121,7 @@ class Progress:
         stored = await self._apply(
             caller.user_id, video_id, video, position, watched, client_time, now
         )
+        self._traces.remember((caller.user_id, video_id))
         return pb.UpdateVideoProgressResponse(
             progress=_message(caller.user_id, video_id, video, stored)
         )

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Row
 
 from elearn.events.v1 import course_events_pb2 as events
+from mesh import tracing
 from mesh.db import Database
 from mesh.outbox import Outbox, new_event_id
 from svc_course import progress_repository as repo
@@ -63,8 +64,10 @@ class ProgressFlusher:
         batch_size: int,
         lease_seconds: float,
         keep_seconds: int,
+        traces: tracing.PendingTraces | None = None,
     ) -> None:
         self._db = db
+        self._traces = traces or tracing.PendingTraces()
         self._state = state
         self._outbox = outbox
         self.interval = interval_seconds
@@ -123,10 +126,12 @@ class ProgressFlusher:
     async def _write(self, claim: Claim) -> None:
         """Commit the claimed samples; the claim is released only after this returns."""
         samples = claim.samples
+        traced = self._traces.take((s.user_id, s.video_id) for s in samples)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 started = time.perf_counter()
-                await self._commit(samples)
+                with tracing.continued("progress flush", traced):
+                    await self._commit(samples)
                 BATCH_SECONDS.observe(time.perf_counter() - started)
                 break
             except Exception:
