@@ -41,6 +41,10 @@ def outgoing_metadata(existing: Any) -> list[tuple[str, str]]:
     rid = context.request_id.get()
     if rid and "x-request-id" not in keys:
         metadata.append(("x-request-id", rid))
+    # A sampled call's traceparent is added by the tracing interceptor; an unsampled one's here.
+    traceparent = tracing.unsampled_traceparent()
+    if traceparent is not None and "traceparent" not in keys:
+        metadata.append(("traceparent", traceparent))
     return metadata
 
 

@@ -221,3 +221,44 @@ async def test_an_event_carries_its_writer_trace_through_the_outbox_and_nats(
     assert seen == [trace_id]
     (process,) = recorder.spans(f"{durable} process")
     assert process.parent is not None and process.parent.span_id == int(_hex(publish)[1], 16)
+
+
+class _Ok:
+    name = "OK"
+    value = (0, "ok")
+
+
+def test_an_unsampled_call_suppresses_spans_and_passes_its_decision_on(
+    recorder: Recorder,
+) -> None:
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    incoming = f"00-{'0a' * 16}-{'0b' * 8}-00"
+    opened = tracing.server_span("/elearn.user.v1.UserService/GetMe", [("traceparent", incoming)])
+    try:
+        assert opened[0] is None
+        assert not is_instrumentation_enabled()
+        # A peer called from here gets the same trace, still unsampled.
+        assert tracing.unsampled_traceparent() == incoming
+    finally:
+        tracing.end_server_span(opened, _Ok)
+    assert is_instrumentation_enabled()
+    assert tracing.unsampled_traceparent() is None
+    assert recorder.spans() == []
+
+
+def test_a_sampled_call_gets_a_server_span_under_its_caller(recorder: Recorder) -> None:
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    incoming = f"00-{'0c' * 16}-{'0d' * 8}-01"
+    opened = tracing.server_span("/elearn.user.v1.UserService/GetMe", [("traceparent", incoming)])
+    try:
+        assert is_instrumentation_enabled()
+        assert tracing.unsampled_traceparent() is None
+    finally:
+        tracing.end_server_span(opened, _Ok)
+    (span,) = recorder.spans("/elearn.user.v1.UserService/GetMe")
+    assert span.kind is SpanKind.SERVER
+    assert _hex(span)[0] == "0c" * 16
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "0d" * 8
+    assert span.attributes is not None and span.attributes["rpc.method"] == "GetMe"
