@@ -13,6 +13,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from mesh import tracing
+
 JOB_STREAM = "TRANSCODE_JOBS"
 JOB_SUBJECT = "jobs.transcode"
 DEAD_LETTER_SUBJECT = "jobs.transcode_dead"
@@ -50,4 +52,7 @@ class TranscodeQueue:
 
     async def enqueue(self, video_id: str, upload_id: str) -> None:
         body = json.dumps({"video_id": video_id, "upload_id": upload_id}).encode()
-        await self._js.publish(JOB_SUBJECT, body, headers={"Nats-Msg-Id": upload_id})
+        headers = {"Nats-Msg-Id": upload_id}
+        # The transcoder continues the upload's trace when it is sampled (mesh.tracing).
+        with tracing.publish_span(JOB_SUBJECT, None, headers):
+            await self._js.publish(JOB_SUBJECT, body, headers=headers)

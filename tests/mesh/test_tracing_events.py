@@ -262,3 +262,21 @@ def test_a_sampled_call_gets_a_server_span_under_its_caller(recorder: Recorder) 
     assert _hex(span)[0] == "0c" * 16
     assert span.parent is not None and format(span.parent.span_id, "016x") == "0d" * 8
     assert span.attributes is not None and span.attributes["rpc.method"] == "GetMe"
+
+
+def test_log_lines_carry_the_current_trace_and_span_ids(recorder: Recorder) -> None:
+    import logging
+    import queue
+
+    from mesh.logs import JsonFormatter, _DroppingQueueHandler
+
+    handler = _DroppingQueueHandler(queue.Queue())
+    assert tracing._tracer is not None
+    with tracing._tracer.start_as_current_span("rpc"):
+        inside = handler.prepare(logging.LogRecord("t", logging.INFO, "", 0, "hello", (), None))
+    outside = handler.prepare(logging.LogRecord("t", logging.INFO, "", 0, "bye", (), None))
+    (rpc,) = recorder.spans("rpc")
+    line = JsonFormatter("svc", "svc-0").format(inside)
+    trace_id, span_id = _hex(rpc)
+    assert f'"trace_id":"{trace_id}"' in line and f'"span_id":"{span_id}"' in line
+    assert "trace_id" not in JsonFormatter("svc", "svc-0").format(outside)
