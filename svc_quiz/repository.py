@@ -13,6 +13,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
+from mesh import tracing
 
 IN_PROGRESS = pb.ATTEMPT_STATE_IN_PROGRESS
 SUBMITTED = pb.ATTEMPT_STATE_SUBMITTED
@@ -144,8 +145,8 @@ _MARK_REGRADING = text(
       WHERE quiz_id = :quiz AND grading_status = {GRADED} AND quiz_version < :version
       RETURNING id
     )
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT gen_random_uuid(), '{JOB_SUBJECT}', {JOB_PAYLOAD} FROM s
+    INSERT INTO outbox (event_id, subject, payload, traceparent)
+    SELECT gen_random_uuid(), '{JOB_SUBJECT}', {JOB_PAYLOAD}, CAST(:tp AS text) FROM s
     RETURNING id
     """
 )
@@ -153,7 +154,8 @@ _MARK_REGRADING = text(
 
 async def mark_regrading(conn: AsyncConnection, quiz_id: str, version: int) -> int:
     """Queue every graded submission of an older key for regrading; returns how many."""
-    rows = (await conn.execute(_MARK_REGRADING, {"quiz": quiz_id, "version": version})).all()
+    params = {"quiz": quiz_id, "version": version, "tp": tracing.current_traceparent()}
+    rows = (await conn.execute(_MARK_REGRADING, params)).all()
     return len(rows)
 
 

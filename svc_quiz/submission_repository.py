@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mesh import tracing
 from svc_quiz.repository import (
     FAILED,
     JOB_PAYLOAD,
@@ -169,15 +170,16 @@ _RETRY = text(
       WHERE id = :id AND grading_status = {FAILED}
       RETURNING id
     )
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT gen_random_uuid(), '{JOB_SUBJECT}', {JOB_PAYLOAD} FROM s
+    INSERT INTO outbox (event_id, subject, payload, traceparent)
+    SELECT gen_random_uuid(), '{JOB_SUBJECT}', {JOB_PAYLOAD}, CAST(:tp AS text) FROM s
     RETURNING id
     """
 )
 
 
 async def retry_failed(conn: AsyncConnection, submission_id: str) -> bool:
-    return (await conn.execute(_RETRY, {"id": submission_id})).first() is not None
+    params = {"id": submission_id, "tp": tracing.current_traceparent()}
+    return (await conn.execute(_RETRY, params)).first() is not None
 
 
 async def claim_manual_key(conn: AsyncConnection, submission_id: str, key: str) -> bool:
