@@ -167,6 +167,10 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             )
         return code
 
+    def _traced(self, method: str) -> bool:
+        # Health checks (Envoy's, every second) and reflection would only fill the trace store.
+        return self._trace and not method.startswith("/grpc.")
+
     def _series_for(self, method: str) -> tuple[Any, Any, str, str]:
         series = self._series.get(method)
         if series is None:
@@ -213,13 +217,14 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         self, method: str, rule: Rule | None, behavior: Callable[..., Any]
     ) -> Callable[..., Any]:
         started = self._series_for(method)[0]
+        traced = self._traced(method)
 
         async def run(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
             self._in_flight += 1
             started.inc()
             call = _Call(method)
             # The call's span is current while the handler and the access log line run.
-            span = tracing.server_span(method, ctx.invocation_metadata()) if self._trace else None
+            span = tracing.server_span(method, ctx.invocation_metadata()) if traced else None
             try:
                 self._enter(rule, method, ctx)
                 return await behavior(request, ctx)
@@ -243,13 +248,14 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         self, method: str, rule: Rule | None, behavior: Callable[..., Any]
     ) -> Callable[..., Any]:
         started = self._series_for(method)[0]
+        traced = self._traced(method)
 
         async def run(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             self._in_flight += 1
             started.inc()
             metrics.STREAMS_OPEN.inc()
             call = _Call(method, ctx.peer(), ctx.time_remaining())
-            span = tracing.server_span(method, ctx.invocation_metadata()) if self._trace else None
+            span = tracing.server_span(method, ctx.invocation_metadata()) if traced else None
             result: Any = None
             try:
                 self._enter(rule, method, ctx)
