@@ -46,11 +46,12 @@ class Ingest:
         changes = decode(batch)
         async with self._db.transaction() as conn:
             touched = await repository.apply(conn, changes, idle_cutoff())
+        # Observed once the cached pages are retired too: the lag is to the dashboard.
+        await self._retire(touched)
         now = datetime.now(UTC)
         for occurred in changes.occurred:
             self._lag.observe(max((now - occurred).total_seconds(), 0.0))
         self._applied.inc(len(changes.occurred))
-        await self._retire(touched)
 
     async def _retire(self, touched: Sequence[Row[Any]]) -> None:
         if self._cache is not None and touched:

@@ -4,7 +4,10 @@ progress, graded submissions and their per-question answers, then every course's
 
 Rows are generated inside Postgres (generate_series) in chunks, with a progress bar; ids are
 md5-derived from --tag, so a rerun with the same tag adds nothing. Full size: 1,000,000
-enrollments and 5,000,000 graded answers (the defaults).
+enrollments and 5,000,000 graded answers (the defaults); the 10k comparison is
+`--tag bench10k --courses 250 --enrollments 10000 --answers 50000` (bench reads the tag from
+BENCH_ANALYTICS_TAG). The database is DATABASE_URL, else the one in --endpoints (a stack's
+endpoints.json, default .stack/endpoints.json).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 from tqdm import tqdm
 
+from devstack.runstate import Endpoints
 from mesh.db import Database
 from svc_analytics import repository
 from svc_analytics.models import SCHEMA
@@ -85,14 +90,17 @@ FROM {_P}, generate_series(p.lo, p.hi) AS k, LATERAL (SELECT 1 + k % p.enrollmen
 ON CONFLICT DO NOTHING
 """)
 
+# The submission's ids are recomputed, not looked up: a join per submission made this the
+# slowest step of the seed.
 _ANSWERS = text(f"""
 INSERT INTO answers (submission_id, question_id, course_id, quiz_id, position, grade_version,
                      correct)
-SELECT s.submission_id, md5(s.quiz_id::text || ':q:' || q)::uuid, s.course_id, s.quiz_id, q, 1,
-       (k + q) % 3 <> 0
-FROM {_P} CROSS JOIN generate_series(p.lo, p.hi) AS k
-JOIN submissions s ON s.submission_id = md5(p.tag || ':sub:' || k)::uuid
-CROSS JOIN generate_series(1, p.questions) AS q
+SELECT md5(p.tag || ':sub:' || k)::uuid, md5(t.quiz::uuid::text || ':q:' || q)::uuid,
+       md5(p.tag || ':course:' || t.course)::uuid, t.quiz::uuid, q, 1, (k + q) % 3 <> 0
+FROM {_P}, generate_series(p.lo, p.hi) AS k,
+     LATERAL (SELECT 1 + (1 + k % p.enrollments) % p.courses AS course) c,
+     LATERAL (SELECT c.course, md5(p.tag || ':quiz:' || c.course || ':' || k % 2) AS quiz) t,
+     generate_series(1, p.questions) AS q
 ON CONFLICT DO NOTHING
 """)
 
@@ -135,12 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enrollments", type=int, default=defaults.enrollments)
     parser.add_argument("--answers", type=int, default=defaults.answers)
     parser.add_argument("--questions", type=int, default=defaults.questions)
+    parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
     args = parser.parse_args(argv)
     plan = Plan(args.tag, args.courses, min(args.bench_courses, args.courses), args.enrollments,
                 args.answers, args.questions)  # fmt: skip
 
     # Bulk statements run longer than a service's statement timeout allows.
-    settings = AnalyticsSettings.load().model_copy(update={"db_statement_timeout_ms": 600_000})
+    update: dict[str, object] = {"db_statement_timeout_ms": 600_000}
+    settings = AnalyticsSettings.load()
+    if not settings.database_url:
+        if not args.endpoints.is_file():
+            parser.error(f"set DATABASE_URL or start a stack ({args.endpoints} not found)")
+        update["database_url"] = Endpoints.load(args.endpoints).database_url
+    settings = settings.model_copy(update=update)
 
     async def run() -> uuid.UUID:
         async with Database.open(settings, SCHEMA) as db:

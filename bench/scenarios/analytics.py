@@ -2,7 +2,9 @@
 a seeded read model (issue 14: p95 under 20 ms with 1,000,000 enrollments and 5,000,000 graded
 answers), warm and cold cache apart.
 
-Seed first: `python -m svc_analytics.seed` (full size by default; `--tag bench`). The admin
+Seed first: `python -m svc_analytics.seed` (full size by default; `--tag bench`); the seed tag
+the scenarios read is BENCH_ANALYTICS_TAG (default `bench`), so the 10k comparison seeded
+with `--tag bench10k` is read with BENCH_ANALYTICS_TAG=bench10k. The admin
 reads the bench instructor's dashboard (an admin may read any). `analytics_warm` asks the same
 page, so after the first call it is a cache hit until a course's counters change;
 `analytics_cold` sends a page token no one sent before on every call (a start key after every
@@ -11,6 +13,7 @@ course, so the same 200 rows), which misses the cache each time and runs the que
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +46,7 @@ class AnalyticsWarm(Scenario):
     async def setup(self, ctx: SetupContext) -> Any:
         async with user_side(ctx) as channel:
             token = await admin_token(ctx, channel)
-        instructor = str(bench_instructor("bench"))
+        instructor = str(bench_instructor(os.environ.get("BENCH_ANALYTICS_TAG", "bench")))
         request = pb.ListInstructorCourseStatsRequest(instructor_id=instructor, page_size=200)
         probe = await raw_method(ctx.channel, DASHBOARD)(
             request.SerializeToString(),
