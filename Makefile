@@ -16,9 +16,14 @@ GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 # Jaeger's version is pinned by tools/go.mod (a Go tools module, go.sum included); the binary is
 # rebuilt whenever that module changes.
 JAEGER := $(TOOLS)/jaeger
+# Prometheus and promtool come from Debian's package, unpacked (not installed) into .tools: no
+# root needed, and the version is the one apt serves; the stamp names it.
+PROMETHEUS_VERSION ?= 2.42.0
+PROMETHEUS := $(TOOLS)/prometheus
+PROMETHEUS_STAMP := $(TOOLS)/.prometheus-$(PROMETHEUS_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger clean
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -80,7 +85,7 @@ test-unit: $(INSTALLED)  ## only the tests that need no server
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools: tools-ghz tools-jaeger  ## install ghz and Jaeger into .tools/bin (`make test` does it itself; needs Go)
+tools: tools-ghz tools-jaeger tools-prometheus  ## install ghz, Jaeger, Prometheus into .tools/bin (`make test` does it itself; needs Go, apt-get)
 
 tools-ghz:  ## ghz, the gRPC load tool the edge tests drive
 	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
@@ -106,6 +111,25 @@ $(JAEGER): tools/go.mod tools/go.sum
 	@echo "building Jaeger (tools/go.mod) into $(TOOLS) (go build, once)"
 	cd tools && go build -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
 	@touch $@
+
+tools-prometheus:  ## Prometheus + promtool from Debian's package, unpacked into .tools/bin
+	@if [ -x $(PROMETHEUS) ] && [ -x $(TOOLS)/promtool ] && [ -f $(PROMETHEUS_STAMP) ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: Prometheus (metrics, --observe and the alert rule tests) is unpacked from Debian's" >&2; \
+	  echo "      'prometheus' package, and 'apt-get' is not on PATH: on another system put prometheus" >&2; \
+	  echo "      and promtool $(PROMETHEUS_VERSION) into $(TOOLS) and touch $(PROMETHEUS_STAMP)." >&2; \
+	  exit 1; \
+	else \
+	  echo "unpacking Debian's prometheus package into $(TOOLS) (apt-get download, once)"; \
+	  rm -rf .tools/prometheus-deb $(TOOLS)/.prometheus-*; mkdir -p .tools/prometheus-deb $(TOOLS); \
+	  (cd .tools/prometheus-deb && apt-get download prometheus 2>/dev/null) \
+	    || { echo "make: 'apt-get download prometheus' failed (run 'apt-get update' first?)" >&2; exit 1; }; \
+	  dpkg-deb -x .tools/prometheus-deb/prometheus_*.deb .tools/prometheus-deb/root; \
+	  install -m 755 .tools/prometheus-deb/root/usr/bin/prometheus .tools/prometheus-deb/root/usr/bin/promtool $(TOOLS)/; \
+	  $(TOOLS)/promtool --version 2>&1 | grep -q 'version $(PROMETHEUS_VERSION)' \
+	    || { echo "make: apt served a prometheus other than $(PROMETHEUS_VERSION): $$($(TOOLS)/promtool --version 2>&1 | head -1)" >&2; exit 1; }; \
+	  rm -rf .tools/prometheus-deb; touch $(PROMETHEUS_STAMP); \
+	fi
 
 clean:  ## remove the local stack's data and logs
 	rm -rf .stack
