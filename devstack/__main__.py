@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--observe",
         action="store_true",
-        help="also start Jaeger (traces from services and Envoy; needs `make tools`)",
+        help="also start Jaeger and Prometheus (traces, metrics, alerts; needs `make tools`)",
     )
 
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n")[0])
@@ -282,6 +282,8 @@ def _table(e: Endpoints) -> str:
         rows.append(
             ("traces (Jaeger UI, query API)", f"{e.jaeger_ui}  (OTLP in: {e.otlp_endpoint})")
         )
+    if e.prometheus:
+        rows.append(("metrics (Prometheus UI, query API)", e.prometheus))
     width = max(len(k) for k, _ in rows)
     lines = ["", "elearn stack is up:"] + [f"  {k:<{width}}  {v}" for k, v in rows]
     if e.edge and "user" in e.services:

@@ -7,7 +7,16 @@ import functools
 import logging
 import os
 
-from devstack import detached_pgdata, jaeger, nats, pg_install, postgres, seaweedfs, valkey
+from devstack import (
+    detached_pgdata,
+    jaeger,
+    nats,
+    pg_install,
+    postgres,
+    prometheus,
+    seaweedfs,
+    valkey,
+)
 from devstack.config import ROOT, StackConfig
 from devstack.ports import LOOPBACK, port_in_use
 from devstack.processes import Deadline, ManagedProcess, StackError
@@ -126,6 +135,24 @@ def start_jaeger(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> str:
     return jaeger.otlp_endpoint(ports)
 
 
+def start_prometheus(sup: Supervisor, cfg: StackConfig, deadline: Deadline) -> str:
+    """Prometheus with --observe, once services and Envoy run: it scrapes what was started
+    (every replica's metrics port, Envoy's admin stats). Returns its URL."""
+    port = cfg.ports.prometheus
+    started = {name: cfg.ports.services[name][:count] for name, count in cfg.replicas.items()}
+    jobs = prometheus.scrape_jobs(started, cfg.ports.envoy_admin if cfg.with_envoy else None)
+    proc = prometheus.server(
+        config_path=cfg.data_dir / "config" / "prometheus.yml",
+        config_text=prometheus.render_config(jobs, prometheus.rule_files()),
+        data_dir=cfg.data_dir / "prometheus",
+        port=port,
+        log_path=cfg.logs_dir / "prometheus.log",
+    )
+    sup.launch(proc, lambda: prometheus.is_ready(port), [port])
+    sup.await_ready([proc], deadline)
+    return prometheus.ui_url(port)
+
+
 def migrate(sup: Supervisor, cfg: StackConfig, database_url: str, deadline: Deadline) -> None:
     assert cfg.migrate_command is not None
     proc = ManagedProcess(
@@ -169,6 +196,7 @@ def check_ports(cfg: StackConfig) -> None:
         wanted += [("envoy edge", plan.edge), ("envoy admin", plan.envoy_admin)]
     if cfg.observe:
         wanted += [(f"jaeger {name}", port) for name, port in vars(plan.jaeger).items()]
+        wanted += [("prometheus", plan.prometheus)]
     busy = [f"{port} ({what})" for what, port in wanted if port_in_use(port)]
     if busy:
         raise StackError(

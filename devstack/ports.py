@@ -82,6 +82,8 @@ class PortPlan:
     services: Mapping[str, tuple[ServicePorts, ...]]
     media: MediaPorts = MediaPorts()
     jaeger: JaegerPorts = JaegerPorts()
+    # Prometheus (devstack.prometheus, with --observe): its UI and query API.
+    prometheus: int = 29090
 
     @classmethod
     def defaults(cls, replicas: Mapping[str, int], *, edge_port: int = 8080) -> PortPlan:
@@ -105,7 +107,7 @@ class PortPlan:
 
     @classmethod
     def free(cls, replicas: Mapping[str, int]) -> PortPlan:
-        needed = 7 + MEDIA_PORT_COUNT + 2 * sum(replicas.values())
+        needed = 8 + MEDIA_PORT_COUNT + 2 * sum(replicas.values())
         ports = iter(free_ports(needed))
         services = {
             name: tuple(ServicePorts(next(ports), next(ports)) for _ in range(count))
@@ -123,6 +125,7 @@ class PortPlan:
             media=MediaPorts(*(next(ports) for _ in range(MEDIA_PORT_COUNT))),
             # Picked even when not observing: five ports are cheap, a second plan is not.
             jaeger=JaegerPorts(*free_ports(len(JaegerPorts().all()))),
+            prometheus=next(ports),
         )
 
 

@@ -50,6 +50,8 @@ class Endpoints:
     # With --observe: Jaeger's UI and query API, and the OTLP endpoint spans go to.
     jaeger_ui: str = ""
     otlp_endpoint: str = ""
+    # With --observe: Prometheus's UI and query API (scraping every process, rules loaded).
+    prometheus: str = ""
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))

@@ -8,8 +8,9 @@ stop everything in reverse, and restart a single process on demand (tests kill -
     stack.stop()   # leaves no process behind, also after a failed start
 
 Start order: Postgres, the cache and state Valkeys, NATS, object storage, Jaeger (with
-`observe`), JWT keys, migrations, the services' replicas (all at once), Envoy. Stop order:
-services (SIGTERM together, then a grace), Envoy, NATS, Valkeys, Postgres, Jaeger: each part
+`observe`), JWT keys, migrations, the services' replicas (all at once), Envoy, Prometheus (with
+`observe`, scraping what started). Stop order: services (SIGTERM together, then a grace), Envoy,
+NATS, Valkeys, Postgres, then Jaeger and Prometheus: each part
 stops only after everything that uses it. The servers' start-up lives in devstack.infra,
 process bookkeeping in devstack.supervisor.
 """
@@ -171,7 +172,12 @@ class Stack:
         self._start_services(shared, self._phase(timeouts.services, overall))
         if cfg.with_envoy:
             self._start_envoy(self._phase(timeouts.envoy, overall))
-        endpoints = self._make_endpoints(shared)
+        prometheus_url = (
+            infra.start_prometheus(sup, cfg, self._phase(timeouts.infra, overall))
+            if cfg.observe
+            else ""
+        )
+        endpoints = self._make_endpoints(shared, prometheus_url)
         endpoints.write(cfg.data_dir / ENDPOINTS_FILE)
         self._endpoints = endpoints
         return endpoints
@@ -249,7 +255,7 @@ class Stack:
             raise StackError(f"the stack did not start within {overall.seconds:.0f} s")
         return Deadline(min(seconds, overall.remaining()))
 
-    def _make_endpoints(self, shared: SharedEnv) -> Endpoints:
+    def _make_endpoints(self, shared: SharedEnv, prometheus_url: str) -> Endpoints:
         cfg = self.config
         replicas = {name: cfg.ports.services[name][:count] for name, count in cfg.replicas.items()}
         return Endpoints(
@@ -273,6 +279,7 @@ class Stack:
             s3_bucket=shared.s3_bucket,
             jaeger_ui=jaeger.ui_url(cfg.ports.jaeger) if cfg.observe else "",
             otlp_endpoint=shared.otlp_endpoint,
+            prometheus=prometheus_url,
         )
 
 
