@@ -2,25 +2,24 @@
 sent as JSON through the edge, each followed from Envoy through the service, its Valkey and
 Postgres statements, the event on NATS, to its consumers (the grading worker, analytics).
 
-The stack is this module's own, started with observing on (Jaeger, services and Envoy export
-spans) and a sampling ratio of 1: the session stack stays as every other test knows it. Each
+The stack is the `observed` one (tests/e2e/conftest.py), started with observing on (Jaeger,
+services and Envoy export spans) and a sampling ratio of 1: the session stack stays as every
+other test knows it. Each
 request carries a sampled `traceparent` of the test's making, so the trace id is known before
 the call and the test asks Jaeger for exactly that trace.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from devstack.stack import Endpoints, Stack, StackConfig
+from devstack.stack import Endpoints
 from tests.conftest import unique_email
 from tests.mesh.polling import eventually
 
@@ -29,22 +28,6 @@ pytestmark = pytest.mark.e2e
 # The progress flusher writes every 5 s and the relays poll at 0.5 s; the rest is export
 # batching (the SDK's 5 s schedule) on a shared box.
 TRACE_WAIT_SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    config = StackConfig.for_tests(
-        tmp_path_factory.mktemp("observed"),
-        # Only what the two flows touch: starting fewer processes keeps the module quick.
-        replicas={"live": 0, "transcoder": 0},
-        observe=True,
-        trace_sample_ratio=1.0,
-    )
-    running = Stack(config)
-    try:
-        yield running.start(timeout=float(os.environ.get("ELEARN_TEST_STACK_TIMEOUT", "180")))
-    finally:
-        running.stop()
 
 
 @dataclass
