@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from mesh import tracing
+from mesh import metrics, tracing
 from mesh.config import MeshSettings
 
 log = logging.getLogger("mesh.bus")
@@ -75,6 +75,30 @@ async def ensure_event_stream(js: JetStreamContext) -> None:
         await js.update_stream(config)
 
 
+# Lag sampling: a consumer_info round trip per durable every few seconds, per process.
+CONSUMER_SAMPLE_SECONDS = 5.0
+
+
+async def watch_consumer(
+    bus: Bus, stream: str, durable: str, every: float = CONSUMER_SAMPLE_SECONDS
+) -> None:
+    """Export a durable consumer's lag (num_pending), unacked and redelivered counts, forever
+    (run it as a task; cancel it with the consumer). Work queues' depth is their lag."""
+    labels = (stream, durable)
+    while True:
+        try:
+            info = await bus.js.consumer_info(stream, durable)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an outage: the gauges keep their last value
+            log.debug("consumer %s/%s: no info (%s)", stream, durable, exc)
+        else:
+            metrics.JETSTREAM_PENDING.labels(*labels).set(info.num_pending or 0)
+            metrics.JETSTREAM_ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
+            metrics.JETSTREAM_REDELIVERED.labels(*labels).set(info.num_redelivered or 0)
+        await asyncio.sleep(every)
+
+
 BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
 
 
@@ -107,6 +131,22 @@ async def consume_batches(
             max_ack_pending=batch * 4,
         ),
     )
+    watcher = asyncio.create_task(watch_consumer(bus, EVENT_STREAM, durable))
+    try:
+        await _fetch_loop(sub, durable, handle, batch, wait_seconds, stop, on_idle)
+    finally:
+        watcher.cancel()
+
+
+async def _fetch_loop(
+    sub: JetStreamContext.PullSubscription,
+    durable: str,
+    handle: BatchHandler,
+    batch: int,
+    wait_seconds: float,
+    stop: asyncio.Event | None,
+    on_idle: Callable[[], None] | None,
+) -> None:
     backoff = 0.5
     while stop is None or not stop.is_set():
         try:

@@ -58,6 +58,7 @@ class Database:
             },
         )
         _track_pool(engine, settings.db_hold_warning_seconds)
+        metrics.DB_POOL_CAPACITY.set(settings.db_pool_size + settings.db_max_overflow)
         tracing.instrument_engine(engine)
         db = cls(engine)
         try:
@@ -113,20 +114,45 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """An autocommit connection for reads that need no transaction."""
+        waiting = _Waiting()
         try:
             async with self._reader.connect() as conn:
+                waiting.done()
                 yield conn
         except PoolTimeout:
             raise Unavailable("database busy: no connection free; retry shortly") from None
+        finally:
+            waiting.done()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; committed when the block ends, rolled back on an exception."""
+        waiting = _Waiting()
         try:
             async with self.engine.begin() as conn:
+                waiting.done()
                 yield conn
         except PoolTimeout:
             raise Unavailable("database busy: no connection free; retry shortly") from None
+        finally:
+            waiting.done()
+
+
+class _Waiting:
+    """A caller between asking the pool and holding a connection: the waiting gauge counts it,
+    and the wait is observed once, whether it ends with a connection or an error."""
+
+    __slots__ = ("_started",)
+
+    def __init__(self) -> None:
+        self._started: float | None = time.perf_counter()
+        metrics.DB_POOL_WAITING.inc()
+
+    def done(self) -> None:
+        if self._started is not None:
+            metrics.DB_POOL_WAITING.dec()
+            metrics.DB_POOL_WAIT.observe(time.perf_counter() - self._started)
+            self._started = None
 
 
 def _track_pool(engine: AsyncEngine, hold_warning_seconds: float) -> None:

@@ -81,3 +81,43 @@ EVENT_APPLY_LAG = Histogram(
 EVENTS_APPLIED = Counter(
     "events_applied_total", "Events a read-model consumer applied.", ["consumer"]
 )
+
+# Issue 16 item 3: the back-ends' health as each process sees it. Labels are roles, commands,
+# streams and durables: a handful each, never ids.
+DB_POOL_CAPACITY = Gauge(
+    "db_pool_capacity", "Postgres connections the pool may open (size + overflow)."
+)
+DB_POOL_WAITING = Gauge("db_pool_waiting", "Callers waiting for a Postgres connection now.")
+DB_POOL_WAIT = Histogram(
+    "db_pool_wait_seconds",
+    "Time from asking the pool for a connection to holding one (BEGIN included for writes).",
+    buckets=_LATENCY_BUCKETS,
+)
+VALKEY_COMMAND = Histogram(
+    "valkey_command_seconds",
+    "Valkey command round trips (pipelines excluded), by role (cache, state) and command.",
+    ["role", "command"],
+    buckets=_LATENCY_BUCKETS,
+)
+JETSTREAM_PENDING = Gauge(
+    "jetstream_consumer_pending",
+    "Messages of the stream not yet delivered to the durable consumer (its lag).",
+    ["stream", "durable"],
+)
+JETSTREAM_ACK_PENDING = Gauge(
+    "jetstream_consumer_ack_pending",
+    "Messages delivered to the durable consumer and not yet acknowledged.",
+    ["stream", "durable"],
+)
+JETSTREAM_REDELIVERED = Gauge(
+    "jetstream_consumer_redelivered",
+    "Messages the durable consumer has had delivered more than once and not yet acknowledged.",
+    ["stream", "durable"],
+)
+OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox rows not yet published (this service's table).")
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row (0 when none)."
+)
+OUTBOX_DEAD_LETTERS = Gauge(
+    "outbox_dead_letters", "Rows in this service's outbox dead-letter table."
+)

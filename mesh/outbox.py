@@ -56,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mesh import metrics, tracing
+from mesh import metrics, outbox_stats, tracing
 from mesh.bus import Bus
 from mesh.db import Database
 
@@ -213,18 +213,22 @@ class Outbox:
         (or left by a crash, or waiting out a back-off) go out too; an in-process commit wakes
         it at once."""
         relay = _Relay(self, db, bus, batch, max_attempts, retry_base_seconds, retry_max_seconds)
-        while True:
-            try:
-                claimed = await relay.once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay failed; retrying")
-                claimed = 0
-            if claimed < batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle_poll_seconds)
+        stats = asyncio.create_task(outbox_stats.sample_forever(db, self.table, self.dead_letter))
+        try:
+            while True:
+                try:
+                    claimed = await relay.once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    claimed = 0
+                if claimed < batch:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), idle_poll_seconds)
+        finally:
+            stats.cancel()
 
 
 class _Relay:

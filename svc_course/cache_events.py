@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -18,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from elearn.events.v1 import course_events_pb2 as events
 from mesh import tracing
-from mesh.bus import Bus
+from mesh.bus import EVENT_STREAM, Bus, watch_consumer
 from svc_course.lookups import Lookups
 
 log = logging.getLogger("svc_course.cache_events")
@@ -65,6 +66,14 @@ async def consume(bus: Bus, lookups: Lookups, *, batch: int = 256) -> None:
         max_ack_pending=10_000,
     )
     sub = await bus.js.pull_subscribe(SUBJECTS, durable=DURABLE, config=config)
+    watcher = asyncio.create_task(watch_consumer(bus, EVENT_STREAM, DURABLE))
+    try:
+        await _fetch_loop(sub, lookups, batch)
+    finally:
+        watcher.cancel()
+
+
+async def _fetch_loop(sub: Any, lookups: Lookups, batch: int) -> None:
     while True:
         try:
             messages: list[Msg] = await sub.fetch(batch, timeout=1.0)

@@ -47,6 +47,11 @@ BATCH_SECONDS = Histogram(
     "Time to write one flush batch (upsert, enrollments, events, commit).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+BATCH_SIZE = Histogram(
+    "progress_flush_batch_size",
+    "Samples per flush batch: near the batch size, the flusher is running behind.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
 BACKLOG = Gauge("progress_dirty_samples", "Progress samples waiting for a flush (last seen).")
 # A deadlock between two replicas updating the same enrollments aborts one transaction; the
 # claim is still held, so the loser simply writes again.
@@ -140,6 +145,7 @@ class ProgressFlusher:
                 log.warning("progress batch write failed; retrying", exc_info=True)
         self._outbox.notify()
         FLUSHED.inc(len(samples))
+        BATCH_SIZE.observe(len(samples))
         committed = now_ms()
         for sample in samples:
             SAMPLE_AGE.observe(max(0, committed - sample.stored.updated_at_ms) / 1000)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
@@ -33,12 +34,18 @@ def subject(session_id: str) -> str:
     return f"live.{session_id}"
 
 
-def _is_end(event_bytes: bytes) -> bool:
-    event = pb.ServerEvent.FromString(event_bytes)
+def _is_end(event: pb.ServerEvent) -> bool:
     return (
         event.WhichOneof("kind") == "session_state"
         and event.session_state.state == pb.SESSION_STATE_ENDED
     )
+
+
+def _observe_delivery(event: pb.ServerEvent) -> None:
+    """Sequencing to local queueing, on the wall clock both ends read (one host or NTP)."""
+    if event.HasField("server_time"):
+        sent = event.server_time.seconds + event.server_time.nanos / 1e9
+        live_metrics.DELIVERY.observe(max(0.0, time.time() - sent))
 
 
 class SessionFeed:
@@ -101,13 +108,15 @@ class SessionFeed:
     def _deliver(self, sequence: int, event_bytes: bytes) -> None:
         self._next = sequence + 1
         self.delivered = sequence
-        last = _is_end(event_bytes)
+        event = pb.ServerEvent.FromString(event_bytes)
+        last = _is_end(event)
         if last:
             self.ended = True
         data = wire.frame(event_bytes)
         for outlet in self.outlets.values():
             outlet.push(sequence, data, last=last)
         live_metrics.DELIVERIES.inc(len(self.outlets))
+        _observe_delivery(event)
 
     async def _fill(self) -> None:
         """Read the missing sequences from the history (bounded retries)."""

@@ -1,6 +1,6 @@
 """svc_live's metrics (mesh.metrics style: few labels, all bounded)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 STREAMS = Gauge("live_streams_active", "Live session streams open on this pod.")
 SESSIONS = Gauge("live_sessions_local", "Sessions with participants on this pod.")
@@ -14,3 +14,9 @@ GAP_FILLS = Counter(
     "live_gap_fills_total", "Out-of-order arrivals filled from the history in Valkey."
 )
 REFUSED = Counter("live_refused_total", "Client events refused, by reason.", ["reason"])
+STREAMS_LIMIT = Gauge("live_streams_limit", "Streams this pod accepts (max_streams_per_pod).")
+DELIVERY = Histogram(
+    "live_delivery_seconds",
+    "Time from an event's sequencing (server_time) to its queueing on this pod's streams.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

@@ -58,6 +58,7 @@ class Participation:
         self._hub = actions.hub
         self._room = self._hub.room
         self._s = settings
+        live_metrics.STREAMS_LIMIT.set(settings.max_streams_per_pod)
         self.draining = False
         self._names = names
         self._rows: dict[uuid.UUID, tuple[float, Any]] = {}

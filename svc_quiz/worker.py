@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 
 from mesh import server, tracing
 from mesh.auth import Policy
-from mesh.bus import Bus, connect_bus
+from mesh.bus import Bus, connect_bus, watch_consumer
 from mesh.db import Database
 from mesh.errors import infrastructure_error
 from mesh.logs import configure_logging
@@ -58,6 +58,14 @@ class Worker:
     async def run(self) -> None:
         psub = await self._bus.js.pull_subscribe(JOB_SUBJECT, durable=CONSUMER, stream=JOB_STREAM)
         await self._bus.nc.subscribe(MAX_DELIVERIES_ADVISORY, cb=self._on_max_deliveries)
+        # The grading queue's depth is this consumer's lag.
+        watcher = asyncio.create_task(watch_consumer(self._bus, JOB_STREAM, CONSUMER))
+        try:
+            await self._fetch_loop(psub)
+        finally:
+            watcher.cancel()
+
+    async def _fetch_loop(self, psub: Any) -> None:
         while True:
             try:
                 msgs = await psub.fetch(self._batch, timeout=1.0)

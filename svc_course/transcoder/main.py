@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from mesh import server, tracing
 from mesh.auth import Policy
-from mesh.bus import connect_bus
+from mesh.bus import connect_bus, watch_consumer
 from mesh.cache import open_cache
 from mesh.db import Database
 from mesh.logs import configure_logging
@@ -66,12 +66,16 @@ async def serve() -> None:
             async def work() -> None:
                 await _loop(sub, transcoder)
 
+            async def lag() -> None:
+                # The transcoding queue's depth is this consumer's lag.
+                await watch_consumer(bus, JOB_STREAM, DURABLE)
+
             spec = server.ServiceSpec(
                 name="transcoder",
                 services=[],
                 register=_no_services,
                 policy=Policy({}),
-                background=[work],
+                background=[work, lag],
                 bus=bus,
             )
             await server.run(settings, spec)

@@ -10,6 +10,7 @@ import pytest
 
 from devstack import prometheus
 from devstack.stack import Endpoints
+from mesh.metric_catalogue import CATALOGUE
 from tests.mesh.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +65,12 @@ async def test_envoy_and_service_series_are_queryable(observed: Endpoints) -> No
         return {"envoy", "user"} <= jobs and bool(envoy["result"])
 
     await eventually(present, within=SCRAPE_WAIT_SECONDS, every=0.5)
+
+
+async def test_every_dashboard_query_is_valid_promql(observed: Endpoints) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        for metric in CATALOGUE:
+            reply = await http.get(
+                f"{observed.prometheus}/api/v1/query", params={"query": metric.query}
+            )
+            assert reply.status_code == 200, f"{metric.name}: {reply.text}"
