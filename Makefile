@@ -79,7 +79,7 @@ test: $(INSTALLED) tools  ## install what tests need (ghz too), lint, check gene
 	$(MAKE) --no-print-directory check-gen lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(INSTALLED)  ## only the tests that need no server
+test-unit: $(INSTALLED) tools-prometheus  ## only the tests that need no server (promtool checks the alert rules)
 	$(PY) -m pytest -m 'not e2e' tests/unit $(PYTEST_ARGS)
 
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
