@@ -8,8 +8,10 @@
         [--endpoints .stack/endpoints.json | --own-stack] [--json PATH]
 
 - upload: MiB/s of a file sent as presigned ~10 MiB parts through the edge (4 at a time),
-  beside one plain presigned PUT of the same bytes straight to the S3 port (target >= 0.9x);
-  the services' CPU seconds per GiB (target: near zero, <= 1 s);
+  beside a plain presigned PUT of the same bytes straight to the S3 port before and after
+  (target >= 0.9x of their mean); the five services' CPU seconds per GiB above their
+  background, measured during the plain PUTs they take no part in (target "near zero": <= 0.5
+  s, against the several seconds per GiB a Python process relaying the bytes would burn);
 - transcode: seconds of video per wall second, upload to READY, beside the same ffmpeg
   command by hand on the same clip before and after (overhead <= 10 %); video seconds per
   CPU second of ffmpeg (per core) beside the review's bar, 1.5 (5 min per video-hour on 8);
@@ -49,12 +51,15 @@ def verdicts(kind: str, r: dict[str, Any], queue_cap: int) -> list[tuple[str, bo
         return [
             (
                 f"presigned {r['presigned_mib_s']:.0f} MiB/s vs plain PUT "
-                f"{r['plain_put_mib_s']:.0f} MiB/s = {r['ratio']:.2f}x (>= 0.9x)",
+                f"{r['plain_put_mib_s']:.0f} MiB/s (runs {r['plain_put_runs_s']} s) = "
+                f"{r['ratio']:.2f}x (>= 0.9x)",
                 r["ratio"] >= 0.9,
             ),
             (
-                f"services' CPU {r['services_cpu_s_per_gib']:.2f} s per GiB (<= 1 s)",
-                r["services_cpu_s_per_gib"] <= 1.0,
+                f"services' CPU {r['services_cpu_s_per_gib_net']:.2f} s per GiB above their "
+                f"background ({r['services_cpu_s_per_gib']:.2f} s in all; the edge's "
+                f"{r['envoy_cpu_s_per_gib']:.2f} s) (<= 0.5 s)",
+                r["services_cpu_s_per_gib_net"] <= 0.5,
             ),
         ]
     if kind == "transcode":
