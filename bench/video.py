@@ -73,7 +73,8 @@ def verdicts(kind: str, r: dict[str, Any], queue_cap: int) -> list[tuple[str, bo
             ),
             (
                 f"per core: {per_core:.2f} video-s per ffmpeg CPU-s by hand, "
-                f"{r['pipeline_video_s_per_cpu_s'] or 0:.2f} in the pipeline; review's bar "
+                f"{r['pipeline_video_s_per_cpu_s'] or 0:.2f} in the pipeline (ffmpeg CPU "
+                f"{r['cpu_overhead_pct']:+.0f} %); review's bar "
                 f"{r['review_bar_video_s_per_core_s']:.2f}",
                 per_core >= r["review_bar_video_s_per_core_s"],
             ),

@@ -210,6 +210,8 @@ async def transcode(
         # Per core = per CPU second of ffmpeg: what a core yields whatever else the box runs.
         "by_hand_video_s_per_cpu_s": seconds / by_hand_cpu,
         "pipeline_video_s_per_cpu_s": seconds / ffmpeg_cpu if ffmpeg_cpu > 0 else None,
+        # The pipeline's ffmpeg CPU against by hand: an overhead figure a busy box cannot blur.
+        "cpu_overhead_pct": 100 * (ffmpeg_cpu / by_hand_cpu - 1),
         # The review's bar: an hour of video in 5 minutes on 8 cores.
         "review_bar_video_s_per_core_s": 3600 / (5 * 60) / 8,
     }
