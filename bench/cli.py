@@ -158,6 +158,11 @@ def list_scenarios(slas: dict[str, Target]) -> str:
             lines.append(f"{'':10} SLA {target.describe()} — {target.source}")
         else:
             lines.append(f"{'':10} no SLA entry")
+    # One-shot workflows with their own ceilings, not calls per second: listed so they are found.
+    lines.append(
+        "\nvideo (issue 15): python -m bench.video upload|transcode|isolation|queue|all"
+        " [--own-stack] (see bench/README.md)"
+    )
     return "\n".join(lines)
 
 
