@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from bench import ghz_prepare, report
+from bench import ghz_prepare, report, sla_report
 from bench.driver import WorkerFailed, run_workers
 from bench.endpoints import (
     DEFAULT_PATH,
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run(args, names, slas, endpoints))
     print(report.table(result["scenarios"]))
     path = report.write_json(result, args.json)
-    print(f"\n{'PASS' if result['passed'] else 'FAIL'} — report: {path}")
+    markdown = sla_report.write(result, path)
+    print(f"\n{'PASS' if result['passed'] else 'FAIL'} — report: {path}, {markdown}")
     return 0 if result["passed"] else 1
 
 
