@@ -65,6 +65,7 @@ async def serve() -> None:
             submissions = Submissions(
                 db, definitions, attempts, grades, events, bus, settings.sync_max_questions
             )
+            stack.push_async_callback(submissions.close)
             servicer = QuizServicer(
                 Authoring(db, definitions, courses, events), attempts, submissions
             )
