@@ -60,6 +60,7 @@ class Submissions:
         events: Outbox,
         bus: Bus,
         sync_max_questions: int,
+        group_commit_max_batch: int = 500,
     ) -> None:
         self._db = db
         self._definitions = definitions
@@ -68,7 +69,7 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
-        self._batch = GroupCommit(db, self._event_rows)
+        self._batch = GroupCommit(db, self._event_rows, group_commit_max_batch)
         self._batch.after_commit = events.notify
 
     async def close(self) -> None:
