@@ -22,7 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
+from mesh import tracing
 from mesh.db import Database
+from mesh.outbox import BatchEvent, Outbox
 from svc_quiz.repository import IN_PROGRESS, SUBMITTED
 
 log = logging.getLogger("svc_quiz.group_commit")
@@ -38,15 +40,21 @@ class Pending:
     quiz: pb.Quiz
     instructor_id: str
     future: asyncio.Future[bool]
+    # The caller's trace: the batch is written by one task, but each event continues the
+    # trace of the request that caused it.
+    traceparent: str | None = None
 
 
-# Outbox rows of a batch: (event_id, subject, payload) for the inserted submissions.
-EventRows = Callable[[list[Pending]], list[tuple[str, str, bytes]]]
+# Outbox rows of a batch, for the inserted submissions.
+EventRows = Callable[[list[Pending]], list[BatchEvent]]
 
 
 class GroupCommit:
-    def __init__(self, db: Database, events: EventRows, max_batch: int = 500) -> None:
+    def __init__(
+        self, db: Database, outbox: Outbox, events: EventRows, max_batch: int = 500
+    ) -> None:
         self._db = db
+        self._outbox = outbox
         self._events = events
         self._max = max_batch
         self._queue: list[Pending] = []
@@ -64,7 +72,8 @@ class GroupCommit:
         """Queue one submission and wait for its batch's commit; True when it was written,
         False when its attempt or key met an earlier row (the caller answers from that)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append(Pending(attempt, values, quiz, instructor_id, future))
+        parent = tracing.current_traceparent()
+        self._queue.append(Pending(attempt, values, quiz, instructor_id, future, parent))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="quiz-group-commit")
@@ -88,7 +97,7 @@ class GroupCommit:
     async def _write(self, batch: list[Pending]) -> None:
         try:
             async with self._db.transaction() as conn:
-                written = await write_batch(conn, batch, self._events)
+                written = await write_batch(conn, batch, self._outbox, self._events)
         except Exception as exc:  # every caller of the batch gets the failure
             for p in batch:
                 if not p.future.done():
@@ -168,15 +177,6 @@ _INSERT_SUBMISSIONS = text(
 # have rolled it back.
 _DROP_ATTEMPTS = text("DELETE FROM attempts WHERE id = ANY(CAST(:ids AS uuid[]))")
 
-_INSERT_EVENTS = text(
-    """
-    INSERT INTO outbox (event_id, subject, payload)
-    SELECT * FROM unnest(CAST(:event_id AS uuid[]), CAST(:subject AS text[]),
-                         CAST(:payload AS bytea[]))
-    """
-)
-
-
 _ATTEMPT_ARRAYS = (
     "id", "quiz_id", "user_id", "quiz_version", "start_key", "shuffle_seed", "started_at",
     "max_attempts",
@@ -187,7 +187,9 @@ def _columns(rows: list[dict[str, Any]], names: Any) -> dict[str, list[Any]]:
     return {n: [r[n] for r in rows] for n in names}
 
 
-async def write_batch(conn: AsyncConnection, batch: list[Pending], events: EventRows) -> list[bool]:
+async def write_batch(
+    conn: AsyncConnection, batch: list[Pending], outbox: Outbox, events: EventRows
+) -> list[bool]:
     """Write a batch inside the caller's transaction; per item, whether it was written."""
     attempts = [p.attempt for p in batch]
     opened = await conn.execute(_INSERT_ATTEMPTS, _columns(attempts, _ATTEMPT_ARRAYS))
@@ -204,10 +206,5 @@ async def write_batch(conn: AsyncConnection, batch: list[Pending], events: Event
     if lost:
         await conn.execute(_DROP_ATTEMPTS, {"ids": lost})
     done = [p for p in numbered if p.values["id"] in inserted]
-    rows_out = events(done)
-    if rows_out:
-        event_id, subject, payload = (list(col) for col in zip(*rows_out, strict=True))
-        await conn.execute(
-            _INSERT_EVENTS, {"event_id": event_id, "subject": subject, "payload": payload}
-        )
+    await outbox.add_many(conn, events(done))
     return [p.values["id"] in inserted for p in batch]

@@ -27,7 +27,7 @@ from mesh.bus import Bus
 from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
-from mesh.outbox import Outbox
+from mesh.outbox import BatchEvent, Outbox
 from mesh.pagination import decode_token, encode_token, page_size
 from svc_quiz import grading, views
 from svc_quiz import repository as repo
@@ -69,7 +69,7 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
-        self._batch = GroupCommit(db, self._event_rows, group_commit_max_batch)
+        self._batch = GroupCommit(db, events, self._event_rows, group_commit_max_batch)
         self._batch.after_commit = events.notify
 
     async def close(self) -> None:
@@ -133,9 +133,9 @@ class Submissions:
         out = views.submission(SimpleNamespace(**values, failure_reason=""))
         return views.withhold_for_student(out, quiz, now)
 
-    def _event_rows(self, batch: list[Pending]) -> list[tuple[str, str, bytes]]:
+    def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
         """The outbox rows of a batch of new submissions (see _record)."""
-        out: list[tuple[str, str, bytes]] = []
+        out: list[BatchEvent] = []
         for p in batch:
             status = p.values["grading_status"]
             if status == pb.GRADING_STATUS_GRADED:
@@ -143,10 +143,12 @@ class Submissions:
                 event_id, event = graded_event(
                     SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
                 )
-                out.append((event_id, GRADED_SUBJECT, event.SerializeToString()))
+                payload = event.SerializeToString()
+                out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
             elif status == pb.GRADING_STATUS_PENDING:
                 sid = str(p.values["id"])
-                out.append((str(uuid.uuid4()), JOB_SUBJECT, job(sid).SerializeToString()))
+                payload = job(sid).SerializeToString()
+                out.append(BatchEvent(str(uuid.uuid4()), JOB_SUBJECT, payload, p.traceparent))
         return out
 
     def _values(
