@@ -3,8 +3,13 @@ streams over a few channels and measure each broadcast's send-to-receipt latency
 
 A broadcast's text is `t<time.time_ns() at send>`; sender and receivers share the box's clock.
 Each stream checks that sequences arrive with no gap (the EVENTS_DROPPED notice is counted
-apart). Used by `python -m bench.scenarios.live` (the service) and `python -m bench.live_ceiling`
-(a bare grpc.aio handler), so both are measured by the same code.
+apart). Latency is also kept per target (replica), so a cross-pod run shows the NATS hop:
+streams on the replica that took the send against streams on the others. With `resume`, a
+stream whose replica went away reconnects to the next one with `resume_after_sequence` and
+notes when it was caught up (its first live event sent after it was welcomed back).
+
+Used by `python -m bench --scenario live` (the service), `python -m bench.live_ceiling` (a bare
+grpc.aio handler), the scale series and the loss run, so all are measured by the same code.
 """
 
 from __future__ import annotations
@@ -31,98 +36,140 @@ class Tally:
     gaps: int = 0
     dropped: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
     streams: int = 0
     cpu_seconds: float = 0.0
     histogram: str = ""
+    by_target: dict[int, str] = field(default_factory=dict)
+    reconnects: int = 0
+    # time_ns at which each resumed stream was caught up (see the module docstring).
+    caught_up_ns: list[int] = field(default_factory=list)
+    # Streams still down (no welcome back) when the run ended.
+    lost: int = 0
 
 
 def _worker(
     targets: list[str],
-    tokens: list[str],
-    session_id: str,
+    streams: list[tuple[str, str]],
     channels: int,
     seconds: float,
     ready: Any,
     results: Any,
+    resume: bool,
 ) -> None:
     import uvloop
 
-    results.put(uvloop.run(_receive(targets, tokens, session_id, channels, seconds, ready)))
+    results.put(uvloop.run(_receive(targets, streams, channels, seconds, ready, resume)))
 
 
 async def _receive(
     targets: list[str],
-    tokens: list[str],
-    session_id: str,
+    streams: list[tuple[str, str]],
     channels: int,
     seconds: float,
     ready: Any,
+    resume: bool = False,
 ) -> Tally:
     tally = Tally()
     hist = new_histogram()
+    per_target = [new_histogram() for _ in targets]
     chans = [grpc.aio.insecure_channel(targets[i % len(targets)]) for i in range(channels)]
     opened = 0
     all_open = asyncio.Event()
-    request = pb.SubscribeRequest(session_id=session_id)
 
     # Joins are spread out as real ones are (a join costs the service an enrollment check):
     # at most this many opening at once per process, and a refused one retries.
     opening = asyncio.Semaphore(64)
 
-    async def one(index: int, token: str) -> None:
+    async def one(index: int, token: str, session_id: str) -> None:
         nonlocal opened
-        method = chans[index % len(chans)].unary_stream(SUBSCRIBE)
+        channel = index % len(chans)
         last = 0
-        for attempt in range(5):
+        down = False
+        back_ns = 0
+        for attempt in range(8):
+            slot = channel % len(chans)
+            thist = per_target[slot % len(targets)]
+            method = chans[slot].unary_stream(SUBSCRIBE)
             await opening.acquire()
             welcomed = False
             call = method(
-                request.SerializeToString(),
+                pb.SubscribeRequest(
+                    session_id=session_id, resume_after_sequence=last if down else 0
+                ).SerializeToString(),
                 metadata=(("authorization", f"Bearer {token}"),),
                 # A channel still connecting (the server just started) waits instead of failing.
-                wait_for_ready=True,
+                wait_for_ready=not down,
             )
             try:
                 async for raw in call:
                     for event in pb.SubscribeResponse.FromString(raw).events:
                         kind = event.WhichOneof("kind")
                         if kind == "welcome":
-                            last = event.welcome.last_sequence
                             welcomed = True
                             opening.release()
+                            if down:
+                                back_ns = time.time_ns()
+                                tally.reconnects += 1
+                                continue
+                            last = event.welcome.last_sequence
                             opened += 1
-                            if opened == len(tokens):
+                            if opened == len(streams):
                                 all_open.set()
                             continue
                         if event.sequence:
+                            if event.sequence <= last:
+                                tally.duplicates += 1
+                                continue
                             if last and event.sequence != last + 1:
                                 tally.gaps += event.sequence - last - 1
                             last = event.sequence
                         if kind == "broadcast" and event.broadcast.text.startswith("t"):
+                            now = time.time_ns()
                             sent = int(event.broadcast.text[1:])
-                            hist.record_value(clamp_us((time.time_ns() - sent) // 1000))
+                            if back_ns and sent >= back_ns:
+                                tally.caught_up_ns.append(now)
+                                back_ns = 0
+                                down = False
+                            if down:
+                                continue
+                            value = clamp_us((now - sent) // 1000)
+                            hist.record_value(value)
+                            thist.record_value(value)
                             tally.deliveries += 1
                         elif kind == "notice" and event.notice.kind == DROPPED:
                             tally.dropped += event.notice.dropped_count
-                return
+                if not resume:
+                    return
+                code = grpc.StatusCode.UNAVAILABLE
             except grpc.aio.AioRpcError as exc:
                 if not welcomed:
                     opening.release()
                 code = exc.code()
                 if code == grpc.StatusCode.UNAVAILABLE and not welcomed and attempt < 4:
                     tally.errors["RETRIED_OPEN"] = tally.errors.get("RETRIED_OPEN", 0) + 1
-                    await asyncio.sleep(0.5)
+                    if resume and down:
+                        channel += 1
+                    await asyncio.sleep(0.5 if not down else 0.05)
                     continue
-                if code != grpc.StatusCode.CANCELLED:
-                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
-                return
+            if resume and code == grpc.StatusCode.UNAVAILABLE and last:
+                # The replica went away: resume on the next one (streams keep their channel
+                # index moving, so they spread over the survivors).
+                if not down:
+                    down = True
+                    tally.lost += 1
+                channel += 1
+                continue
+            if code != grpc.StatusCode.CANCELLED:
+                tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
+            return
 
-    tasks = [asyncio.create_task(one(i, t)) for i, t in enumerate(tokens)]
+    tasks = [asyncio.create_task(one(i, t, s)) for i, (t, s) in enumerate(streams)]
     try:
         async with asyncio.timeout(120):
             await all_open.wait()
     except TimeoutError:
-        tally.errors["NOT_ALL_OPEN"] = len(tokens) - opened
+        tally.errors["NOT_ALL_OPEN"] = len(streams) - opened
     tally.streams = opened
     ready.put(opened)
     start = resource.getrusage(resource.RUSAGE_SELF)
@@ -135,21 +182,23 @@ async def _receive(
     for channel in chans:
         await channel.close()
     tally.histogram = encode(hist)
+    tally.by_target = {i: encode(h) for i, h in enumerate(per_target)}
     return tally
 
 
 class Receivers:
-    """P worker processes sharing `tokens` (one stream each) over `channels` per process."""
+    """P worker processes sharing `streams` ((token, session id), one stream each) over
+    `channels` per process."""
 
     def __init__(
         self,
         targets: list[str],
-        tokens: list[str],
-        session_id: str,
+        streams: list[tuple[str, str]],
         *,
         processes: int,
         channels: int,
         seconds: float,
+        resume: bool = False,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._ready = ctx.Queue()
@@ -159,12 +208,12 @@ class Receivers:
                 target=_worker,
                 args=(
                     targets,
-                    tokens[p::processes],
-                    session_id,
+                    streams[p::processes],
                     channels,
                     seconds,
                     self._ready,
                     self._results,
+                    resume,
                 ),
                 daemon=True,
             )
@@ -187,10 +236,19 @@ class Receivers:
         for t in tallies:
             for k, v in t.errors.items():
                 errors[k] = errors.get(k, 0) + v
+        by_target = {}
+        for index in sorted({i for t in tallies for i in t.by_target}):
+            h = merge(t.by_target[index] for t in tallies if index in t.by_target)
+            if h.get_total_count():
+                by_target[index] = {
+                    "deliveries": h.get_total_count(),
+                    **{f"p{q}_ms": h.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)},
+                }
         return {
             "streams": sum(t.streams for t in tallies),
             "deliveries": sum(t.deliveries for t in tallies),
             "gaps": sum(t.gaps for t in tallies),
+            "duplicates": sum(t.duplicates for t in tallies),
             "dropped": sum(t.dropped for t in tallies),
             "errors": errors,
             "receiver_cpu_seconds": round(sum(t.cpu_seconds for t in tallies), 2),
@@ -198,4 +256,8 @@ class Receivers:
             "p95_ms": hist.get_value_at_percentile(95) / 1000,
             "p99_ms": hist.get_value_at_percentile(99) / 1000,
             "max_ms": hist.get_max_value() / 1000,
+            "by_target": by_target,
+            "resumed_streams": sum(t.lost for t in tallies),
+            "reconnects": sum(t.reconnects for t in tallies),
+            "caught_up_ns": sorted(n for t in tallies for n in t.caught_up_ns),
         }
