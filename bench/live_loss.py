@@ -3,9 +3,10 @@ that its participants resume on the others (Subscribe with `resume_after_sequenc
 within 10 s and with no gap and no duplicate.
 
 Streams are spread over all replicas; the instructor sends through the first, and the last is
-killed `--kill-after` seconds into the broadcast. A resumed stream is caught up when it gets
-the first live broadcast sent after it was welcomed back; since every stream checks that
-sequences follow one another, that means the replay gave it everything it missed. The report
+killed `--kill-after` seconds into the broadcast. A resumed stream is caught up when it holds
+every event up to the session's last sequence at the moment it was welcomed back; since every
+stream checks that sequences follow one another, the replay gave it everything it missed, and
+the live feed continues after it. The report
 gives the time from the kill to each stream's catch-up (p50, max) and the gap count.
 
     python -m bench.live_loss --endpoints /tmp/me-stack/endpoints.json   # a stack with live=3

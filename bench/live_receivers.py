@@ -6,7 +6,8 @@ Each stream checks that sequences arrive with no gap (the EVENTS_DROPPED notice 
 apart). Latency is also kept per target (replica), so a cross-pod run shows the NATS hop:
 streams on the replica that took the send against streams on the others. With `resume`, a
 stream whose replica went away reconnects to the next one with `resume_after_sequence` and
-notes when it was caught up (its first live event sent after it was welcomed back).
+notes when it was caught up: when it holds every event up to the session's last sequence at
+the moment it was welcomed back (the replay of what it missed is complete).
 
 Used by `python -m bench --scenario live` (the service), `python -m bench.live_ceiling` (a bare
 grpc.aio handler), the scale series and the loss run, so all are measured by the same code.
@@ -44,7 +45,7 @@ class Tally:
     reconnects: int = 0
     # time_ns at which each resumed stream was caught up (see the module docstring).
     caught_up_ns: list[int] = field(default_factory=list)
-    # Streams still down (no welcome back) when the run ended.
+    # Streams cut (their replica went away), each resumed on another.
     lost: int = 0
 
 
@@ -56,10 +57,11 @@ def _worker(
     ready: Any,
     results: Any,
     resume: bool,
+    stop: Any,
 ) -> None:
     import uvloop
 
-    results.put(uvloop.run(_receive(targets, streams, channels, seconds, ready, resume)))
+    results.put(uvloop.run(_receive(targets, streams, channels, seconds, ready, resume, stop)))
 
 
 async def _receive(
@@ -69,6 +71,7 @@ async def _receive(
     seconds: float,
     ready: Any,
     resume: bool = False,
+    stop: Any = None,
 ) -> Tally:
     tally = Tally()
     hist = new_histogram()
@@ -86,7 +89,7 @@ async def _receive(
         channel = index % len(chans)
         last = 0
         down = False
-        back_ns = 0
+        behind = 0
         for attempt in range(8):
             slot = channel % len(chans)
             thist = per_target[slot % len(targets)]
@@ -109,8 +112,12 @@ async def _receive(
                             welcomed = True
                             opening.release()
                             if down:
-                                back_ns = time.time_ns()
                                 tally.reconnects += 1
+                                # Caught up once it holds what the session had at this welcome.
+                                behind = event.welcome.last_sequence
+                                if last >= behind:
+                                    tally.caught_up_ns.append(time.time_ns())
+                                    down = False
                                 continue
                             last = event.welcome.last_sequence
                             opened += 1
@@ -124,15 +131,12 @@ async def _receive(
                             if last and event.sequence != last + 1:
                                 tally.gaps += event.sequence - last - 1
                             last = event.sequence
+                            if down and welcomed and last >= behind:
+                                tally.caught_up_ns.append(time.time_ns())
+                                down = False
                         if kind == "broadcast" and event.broadcast.text.startswith("t"):
                             now = time.time_ns()
                             sent = int(event.broadcast.text[1:])
-                            if back_ns and sent >= back_ns:
-                                tally.caught_up_ns.append(now)
-                                back_ns = 0
-                                down = False
-                            if down:
-                                continue
                             value = clamp_us((now - sent) // 1000)
                             hist.record_value(value)
                             thist.record_value(value)
@@ -173,7 +177,7 @@ async def _receive(
     tally.streams = opened
     ready.put(opened)
     start = resource.getrusage(resource.RUSAGE_SELF)
-    await asyncio.wait(tasks, timeout=seconds)
+    await _until_done(tasks, seconds, stop, tally)
     end = resource.getrusage(resource.RUSAGE_SELF)
     tally.cpu_seconds = (end.ru_utime + end.ru_stime) - (start.ru_utime + start.ru_stime)
     for task in tasks:
@@ -184,6 +188,20 @@ async def _receive(
     tally.histogram = encode(hist)
     tally.by_target = {i: encode(h) for i, h in enumerate(per_target)}
     return tally
+
+
+async def _until_done(tasks: list[Any], seconds: float, stop: Any, tally: Tally) -> None:
+    """Until every stream ended or `seconds` passed; once the sender is done (`stop` set),
+    until deliveries stayed quiet for a second, so a lagging delivery is still measured."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    seen, quiet_since = -1, loop.time()
+    while loop.time() < deadline and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.25)
+        if tally.deliveries != seen:
+            seen, quiet_since = tally.deliveries, loop.time()
+        elif stop is not None and stop.is_set() and loop.time() - quiet_since >= 1.0:
+            return
 
 
 class Receivers:
@@ -202,6 +220,7 @@ class Receivers:
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._ready = ctx.Queue()
+        self._stop = ctx.Event()
         self._results = ctx.Queue()
         self._procs = [
             ctx.Process(
@@ -214,6 +233,7 @@ class Receivers:
                     self._ready,
                     self._results,
                     resume,
+                    self._stop,
                 ),
                 daemon=True,
             )
@@ -228,6 +248,8 @@ class Receivers:
         return sum(self._ready.get(timeout=timeout) for _ in self._procs)
 
     def finish(self, timeout: float = 300.0) -> dict[str, Any]:
+        """Call once the sender is done: the workers stop after a quiet second."""
+        self._stop.set()
         tallies: list[Tally] = [self._results.get(timeout=timeout) for _ in self._procs]
         for proc in self._procs:
             proc.join(timeout=10)
