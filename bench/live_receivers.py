@@ -157,12 +157,12 @@ async def _receive(
                     await asyncio.sleep(0.5 if not down else 0.05)
                     continue
             if resume and code == grpc.StatusCode.UNAVAILABLE and last:
-                # The replica went away: resume on the next one (streams keep their channel
-                # index moving, so they spread over the survivors).
+                # The replica went away: resume on another, the cut streams spread over the
+                # survivors as a balancer would spread them (not all onto the next one).
                 if not down:
                     down = True
                     tally.lost += 1
-                channel += 1
+                channel += 1 + index % max(1, len(targets) - 1)
                 continue
             if code != grpc.StatusCode.CANCELLED:
                 tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
