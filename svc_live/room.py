@@ -212,20 +212,15 @@ class Room:
     # -- presence -------------------------------------------------------------------------
 
     def _presence_keys(self, session_id: str) -> list[str]:
-        return [
-            _k(session_id, "presence"),
-            _k(session_id, "presence_owner"),
-            _k(session_id, "presence_users"),
-        ]
+        return [_k(session_id, n) for n in ("presence", "presence_owner", "presence_users")]
 
     async def enter(
         self, session_id: str, connection_id: str, user_id: str, ttl: float, cap: int
     ) -> int:
         """Admit a connection; the count of distinct users after, or -1 when the session holds
         `cap` other users (a user already present may open more connections)."""
-        keys = self._presence_keys(session_id)
-        args = [connection_id, int(ttl * 1000), cap, user_id]
-        return int(await self._join(keys=keys, args=args))
+        args: list[Any] = [connection_id, int(ttl * 1000), cap, user_id]
+        return int(await self._join(keys=self._presence_keys(session_id), args=args))
 
     async def leave(self, session_id: str, connection_id: str) -> None:
         await self._leave(keys=self._presence_keys(session_id), args=[connection_id])
