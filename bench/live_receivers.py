@@ -41,6 +41,9 @@ class Tally:
     streams: int = 0
     cpu_seconds: float = 0.0
     histogram: str = ""
+    # Send to the server's publish (ServerEvent.server_time, set when the event is sequenced):
+    # splits the latency into the send path and the fan-out. Empty for the bare handler.
+    to_publish: str = ""
     by_target: dict[int, str] = field(default_factory=dict)
     reconnects: int = 0
     # time_ns at which each resumed stream was caught up (see the module docstring).
@@ -75,6 +78,7 @@ async def _receive(
 ) -> Tally:
     tally = Tally()
     hist = new_histogram()
+    publish = new_histogram()
     per_target = [new_histogram() for _ in targets]
     chans = [grpc.aio.insecure_channel(targets[i % len(targets)]) for i in range(channels)]
     opened = 0
@@ -140,6 +144,9 @@ async def _receive(
                             value = clamp_us((now - sent) // 1000)
                             hist.record_value(value)
                             thist.record_value(value)
+                            if event.HasField("server_time"):
+                                at = event.server_time.seconds * 10**9 + event.server_time.nanos
+                                publish.record_value(clamp_us((at - sent) // 1000))
                             tally.deliveries += 1
                         elif kind == "notice" and event.notice.kind == DROPPED:
                             tally.dropped += event.notice.dropped_count
@@ -186,6 +193,7 @@ async def _receive(
     for channel in chans:
         await channel.close()
     tally.histogram = encode(hist)
+    tally.to_publish = encode(publish)
     tally.by_target = {i: encode(h) for i, h in enumerate(per_target)}
     return tally
 
@@ -254,6 +262,7 @@ class Receivers:
         for proc in self._procs:
             proc.join(timeout=10)
         hist = merge(t.histogram for t in tallies)
+        publish = merge(t.to_publish for t in tallies)
         errors: dict[str, int] = {}
         for t in tallies:
             for k, v in t.errors.items():
@@ -274,6 +283,9 @@ class Receivers:
             "dropped": sum(t.dropped for t in tallies),
             "errors": errors,
             "receiver_cpu_seconds": round(sum(t.cpu_seconds for t in tallies), 2),
+            "send_to_publish_ms": {
+                f"p{q}": publish.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)
+            },
             "p50_ms": hist.get_value_at_percentile(50) / 1000,
             "p95_ms": hist.get_value_at_percentile(95) / 1000,
             "p99_ms": hist.get_value_at_percentile(99) / 1000,

@@ -132,6 +132,9 @@ def entry(
         "service_cpu_us_per_delivery": run["service_cpu_us_per_delivery"],
         "kib_per_stream": run["service_kib_per_stream"],
     }
+    if "send_to_publish_ms" in run:
+        # How much of the latency is the send path (before the fan-out starts).
+        counters["send_to_publish_p95_ms"] = run["send_to_publish_ms"]["p95"]
     if bare:
         counters.update(
             bare_p95_ms=bare["p95_ms"],
