@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
@@ -55,8 +54,6 @@ class SessionFeed:
         self._filling: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self.ready = asyncio.Event()
-        # Events being fanned out a slice at a time (see _deliver).
-        self._fanout: deque[tuple[int, bytes, bool, list[Outlet]]] = deque()
 
     async def open(self) -> None:
         # Subscribe before reading the counter: an event sequenced in between arrives by NATS
@@ -106,33 +103,9 @@ class SessionFeed:
         if last:
             self.ended = True
         data = wire.frame(event_bytes)
-        outlets = list(self.outlets.values())
-        live_metrics.DELIVERIES.inc(len(outlets))
-        slice_ = self._hub.fanout_slice
-        if not self._fanout and (not slice_ or len(outlets) <= slice_):
-            for outlet in outlets:
-                outlet.push(sequence, data, last=last)
-            return
-        # A large session is woken a slice of streams per loop turn: waking 1,000 at once made
-        # one turn so long that the pod's other work (accepting the instructor's next Send, its
-        # Valkey replies) waited behind each fan-out, and on a busy pod sends queued for
-        # seconds. Events go out in order: one FIFO per feed, drained slice by slice.
-        self._fanout.append((sequence, data, last, outlets))
-        if len(self._fanout) == 1:
-            asyncio.get_running_loop().call_soon(self._fan_out_slice, 0)
-
-    def _fan_out_slice(self, start: int) -> None:
-        sequence, data, last, outlets = self._fanout[0]
-        end = start + self._hub.fanout_slice
-        for outlet in outlets[start:end]:
+        for outlet in self.outlets.values():
             outlet.push(sequence, data, last=last)
-        loop = asyncio.get_running_loop()
-        if end < len(outlets):
-            loop.call_soon(self._fan_out_slice, end)
-            return
-        self._fanout.popleft()
-        if self._fanout:
-            loop.call_soon(self._fan_out_slice, 0)
+        live_metrics.DELIVERIES.inc(len(self.outlets))
 
     async def _fill(self) -> None:
         """Read the missing sequences from the history (bounded retries)."""
@@ -170,11 +143,9 @@ class SessionFeed:
 class Hub:
     """This pod's feeds, one per session with local streams."""
 
-    def __init__(self, nc: NATS, room: Room, fanout_slice: int = 0) -> None:
+    def __init__(self, nc: NATS, room: Room) -> None:
         self.nc = nc
         self.room = room
-        # Streams woken per event loop turn (0: all at once).
-        self.fanout_slice = fanout_slice
         self.feeds: dict[str, SessionFeed] = {}
         self._lock = asyncio.Lock()
 

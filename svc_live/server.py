@@ -74,7 +74,7 @@ async def serve() -> None:
                 channels.get(settings.course_address), settings.enrollment_cache_seconds
             )
             events = Outbox(outbox)
-            hub = Hub(bus.nc, Room(state, settings.history_size), settings.fanout_slice)
+            hub = Hub(bus.nc, Room(state, settings.history_size))
             sessions = Sessions(
                 db,
                 events,

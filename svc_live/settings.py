@@ -28,9 +28,6 @@ class LiveSettings(MeshSettings):
     max_live_sessions: int = 100
     # Events kept per session for resume, in the state Valkey.
     history_size: int = 1000
-    # Streams of one session woken per event loop turn when an event fans out (0: all at
-    # once); smaller slices keep a pod that fans out to thousands responsive to new calls.
-    fanout_slice: int = 100
     # Per-stream send buffer: the review's 10 KB per connection, or this many events.
     stream_buffer_bytes: int = 10_240
     stream_buffer_events: int = 256

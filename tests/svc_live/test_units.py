@@ -13,7 +13,6 @@ from mesh.errors import ResourceExhausted
 from svc_live import wire
 from svc_live.feed import SessionFeed
 from svc_live.outlet import Outlet
-from tests.mesh.polling import eventually
 
 
 def _event(seq: int, text: str = "") -> bytes:
@@ -70,9 +69,8 @@ class _Room:
 
 
 class _Hub:
-    def __init__(self, room: _Room, fanout_slice: int = 0) -> None:
+    def __init__(self, room: _Room) -> None:
         self.room = room
-        self.fanout_slice = fanout_slice
 
 
 async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None:
@@ -94,27 +92,6 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed.offer(history[5])
     events = wire.decode_message(await anext(outlet.messages()))
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
-
-
-async def test_a_sliced_fan_out_reaches_every_stream_once_in_order() -> None:
-    # Slices of 2 over 5 streams: events offered back to back must not overtake each other.
-    history = {s: _event(s) for s in range(1, 4)}
-    feed = SessionFeed(_Hub(_Room(history), fanout_slice=2), "s")  # type: ignore[arg-type]
-    feed._next = 1
-    outlets = [_outlet(max_events=100) for _ in range(5)]
-    for index, outlet in enumerate(outlets):
-        feed.outlets[str(index)] = outlet
-    for sequence in (1, 2, 3):
-        feed.offer(history[sequence])
-    assert feed.delivered == 3
-
-    async def fanned_out() -> bool:
-        return not feed._fanout
-
-    await eventually(fanned_out, within=5.0, every=0.001)
-    for outlet in outlets:
-        events = wire.decode_message(await anext(outlet.messages()))
-        assert [e.sequence for e in events] == [1, 2, 3]
 
 
 def test_the_cli_turns_typed_lines_into_client_events() -> None:
