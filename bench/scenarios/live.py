@@ -62,6 +62,13 @@ def _targets(endpoints: Endpoints, args: argparse.Namespace) -> list[str]:
     return replicas[:count]
 
 
+def _send_target(endpoints: Endpoints, args: argparse.Namespace) -> str | None:
+    """`--send-replica N`: the instructor sends through replica N (which may hold no streams):
+    the A/B of the send landing on a fan-out pod or on another one."""
+    index = getattr(args, "send_replica", None)
+    return None if index is None else endpoints.services["live"][index]
+
+
 def run_live(
     endpoints: Endpoints, args: argparse.Namespace, target: Target | None
 ) -> dict[str, Any]:
@@ -73,6 +80,7 @@ def run_live(
         processes=max(2, args.processes),
         channels=max(8, args.channels),
         targets=_targets(endpoints, args),
+        send_target=_send_target(endpoints, args),
     )
     service = measure(endpoints, plan)
     bare = None
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--send-replica", type=int, help="send through this replica index")
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
