@@ -204,6 +204,8 @@ class FanoutPlan:
     # The replicas the streams are spread over (default: all); sends go to the first.
     targets: list[str] | None = None
     resume: bool = False
+    # Where the instructor sends (default: the first target).
+    send_target: str | None = None
 
 
 Opened = tuple[list[str], str, list[str]]
@@ -238,7 +240,8 @@ def measure(
     async def send_and_watch() -> tuple[int, Any]:
         side = asyncio.to_thread(during, start) if during else asyncio.sleep(0)
         sent, seen = await asyncio.gather(
-            broadcast_all(targets[0], host, sids, plan.rate, plan.duration), side
+            broadcast_all(plan.send_target or targets[0], host, sids, plan.rate, plan.duration),
+            side,
         )
         return sent, seen
 
