@@ -92,7 +92,7 @@ def scenario_entry(
             "children_cpu_s": round(merged.children_cpu_s, 3),
             "wall_s": round(merged.wall_s, 3),
         },
-        "sla": _sla_entry(target, verdict),
+        "sla": sla_entry(target, verdict),
         "histogram": histogram.encode(merged.hist),
         "series": merged.series,
     }
@@ -102,7 +102,7 @@ def failed_entry(name: str, service: str, load: dict[str, Any], error: str) -> d
     return {"name": name, "status": "failed", "error": error, "service": service, "load": load}
 
 
-def _sla_entry(target: Target | None, verdict: Verdict) -> dict[str, Any] | None:
+def sla_entry(target: Target | None, verdict: Verdict) -> dict[str, Any] | None:
     if target is None:
         return None
     return {
