@@ -17,7 +17,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench import histogram
+from bench import histogram, series
 from bench.worker import BARRIER_TIMEOUT_S, WorkerPlan, worker_main
 
 # Time allowed beyond warm-up + window + one deadline for spawning, importing and draining.
@@ -46,6 +46,7 @@ class Merged:
     counters: dict[str, int] = field(default_factory=dict)
     children_cpu_s: float = 0.0
     wall_s: float = 0.0
+    series: dict[str, Any] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -57,7 +58,8 @@ def merge_results(results: Iterable[Mapping[str, Any]]) -> Merged:
     together at a barrier, so the longest one spans the run)."""
     out = Merged()
     encoded = []
-    for r in results:
+    results_list = list(results)
+    for r in results_list:
         out.ok += r["ok"]
         _add(out.errors, r["errors"])
         _add(out.counters, r["counters"])
@@ -70,6 +72,7 @@ def merge_results(results: Iterable[Mapping[str, Any]]) -> Merged:
         out.worker_cpu_s += r["cpu_s"]
         encoded.append(r["histogram"])
     out.hist = histogram.merge(encoded)
+    out.series = series.merge(r.get("series", {}) for r in results_list)
     return out
 
 

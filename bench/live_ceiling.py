@@ -94,6 +94,45 @@ def _server_main(port: int, rate: float, seconds: float, participants: int, out:
     uvloop.run(_serve(port, rate, seconds, participants, out))
 
 
+def measure_ceiling(
+    participants: int, rate: float, duration: float, *, processes: int = 2, channels: int = 8
+) -> dict[str, Any]:
+    """The bare handler's run: one server process, the same receivers as the service's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    server = ctx.Process(target=_server_main, args=(port, rate, duration, participants, out))
+    server.start()
+    try:
+        receivers = Receivers(
+            [f"127.0.0.1:{port}"],
+            [(f"token-{i}", "s") for i in range(participants)],
+            processes=processes,
+            channels=channels,
+            seconds=duration + 30,
+        )
+        receivers.start()
+        opened = receivers.wait_open()
+        served = out.get(timeout=duration + 200)
+        result = receivers.finish()
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+    result.update(served, participants=participants, opened=opened)
+    result["deliveries_per_s"] = round(result["deliveries"] / duration, 1)
+    result["server_cpu_us_per_delivery"] = _per_delivery(
+        result["server_cpu_cores"] * duration, result["deliveries"]
+    )
+    return result
+
+
+def _per_delivery(cpu_seconds: float, deliveries: int) -> float:
+    return round(cpu_seconds * 1e6 / deliveries, 1) if deliveries else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1000)
@@ -102,30 +141,14 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    server = ctx.Process(
-        target=_server_main, args=(port, args.rate, args.duration, args.participants, out)
-    )
-    server.start()
-    receivers = Receivers(
-        [f"127.0.0.1:{port}"],
-        [f"token-{i}" for i in range(args.participants)],
-        "s",
+    result = measure_ceiling(
+        args.participants,
+        args.rate,
+        args.duration,
         processes=args.processes,
         channels=args.channels,
-        seconds=args.duration + 30,
     )
-    receivers.start()
-    receivers.wait_open()
-    served = out.get(timeout=args.duration + 200)
-    result = receivers.finish()
-    server.join(timeout=10)
-    result.update(served, participants=args.participants, pid=os.getpid())
-    result["deliveries_per_s"] = round(result["deliveries"] / args.duration, 1)
+    result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))
 
 

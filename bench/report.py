@@ -1,8 +1,9 @@
 """The run's report: a dict per scenario (written as JSON) and the table printed from it.
 
-JSON shape (schema 1), one file per run under bench/results/:
+JSON shape (schema 2: schema 1 plus each scenario's per-second `series`), one file per run
+under bench/results/, with its SLA report beside it (see `sla_report`):
 
-    {"schema": 1, "run_id", "started_at", "finished_at", "target": {"kind", "addresses"},
+    {"schema": 2, "run_id", "started_at", "finished_at", "target": {"kind", "addresses"},
      "settings": {...}, "host": {...}, "ceiling": {"scenario", "throughput"} | null,
      "passed": bool, "scenarios": [
         {"name", "status": "ok" | "failed", "error": str | null, "service",
@@ -14,7 +15,9 @@ JSON shape (schema 1), one file per run under bench/results/:
          "driver": {"window_cpu_s", "cores", "cpu_us_per_call", "children_cpu_s", "wall_s"},
          "sla": {"source", "target", "passed": bool | null,
                  "checks": [{"name", "target", "actual", "passed"}]} | null,
-         "histogram": HdrHistogram base64}]}
+         "histogram": HdrHistogram base64,
+         "series": {"interval_s", "ok": [n per second], "errors": [...],
+                    "p50", "p95", "p99": [ms per second, null when no call]}}]}
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bench import histogram
 from bench.driver import Merged
 from bench.sla import Observed, Target, Verdict, evaluate, split_errors
 
-SCHEMA = 1
+SCHEMA = 2
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Worker CPU above this share of the worker processes' cores: the driver may be the bottleneck.
 DRIVER_BUSY = 0.8
@@ -89,8 +92,9 @@ def scenario_entry(
             "children_cpu_s": round(merged.children_cpu_s, 3),
             "wall_s": round(merged.wall_s, 3),
         },
-        "sla": _sla_entry(target, verdict),
+        "sla": sla_entry(target, verdict),
         "histogram": histogram.encode(merged.hist),
+        "series": merged.series,
     }
 
 
@@ -98,7 +102,7 @@ def failed_entry(name: str, service: str, load: dict[str, Any], error: str) -> d
     return {"name": name, "status": "failed", "error": error, "service": service, "load": load}
 
 
-def _sla_entry(target: Target | None, verdict: Verdict) -> dict[str, Any] | None:
+def sla_entry(target: Target | None, verdict: Verdict) -> dict[str, Any] | None:
     if target is None:
         return None
     return {
@@ -147,10 +151,10 @@ def table(entries: list[dict[str, Any]]) -> str:
                 e["name"],
                 f"{e['throughput']:.1f}",
                 "-" if e["ratio_of_ceiling"] is None else f"{e['ratio_of_ceiling']:.2f}",
-                *(_ms(lat[k]) for k in ("p50", "p95", "p99", "max")),
-                _errors(e["calls"]),
+                *(format_ms(lat[k]) for k in ("p50", "p95", "p99", "max")),
+                format_errors(e["calls"]),
                 sla["target"] if sla else "-",
-                _verdict(sla),
+                verdict_text(sla),
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(COLUMNS))]
@@ -161,17 +165,17 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _errors(calls: dict[str, Any]) -> str:
+def format_errors(calls: dict[str, Any]) -> str:
     if not calls["errors"]:
         return "0"
     return " ".join(f"{code}:{n}" for code, n in calls["errors"].items())
 
 
-def _verdict(sla: dict[str, Any] | None) -> str:
+def verdict_text(sla: dict[str, Any] | None) -> str:
     if sla is None:
         return "no SLA"
     if sla["passed"]:

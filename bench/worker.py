@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from bench import histogram
+from bench import histogram, series
 from bench.scenarios import SCENARIOS, Scenario
 from bench.schedule import Budget, Window, arrivals
 
@@ -79,6 +79,7 @@ class WorkerResult:
     late_starts: int = 0
     max_lag_us: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)
 
 
 class Recorder:
@@ -89,13 +90,17 @@ class Recorder:
         self.hist = histogram.new_histogram()
         self.result = WorkerResult(index)
         self.last_end_ns = window.measure_ns
+        self.seconds = series.SecondBuckets(window.measure_ns)
 
     def ok(self, t0_ns: int, t1_ns: int, planned_ns: int | None = None) -> None:
         """A call timed from t0; an open-loop call belongs to the phase of its planned start."""
-        if (t0_ns if planned_ns is None else planned_ns) < self.window.measure_ns:
+        t_ref = t0_ns if planned_ns is None else planned_ns
+        if t_ref < self.window.measure_ns:
             self.result.warmup_calls += 1
             return
-        self.hist.record_value(histogram.clamp_us((t1_ns - t0_ns) // 1000))
+        latency_us = histogram.clamp_us((t1_ns - t0_ns) // 1000)
+        self.hist.record_value(latency_us)
+        self.seconds.record(t_ref, latency_us)
         self.result.ok += 1
         if t1_ns > self.last_end_ns:
             self.last_end_ns = t1_ns
@@ -103,10 +108,12 @@ class Recorder:
     def error(
         self, t0_ns: int, t1_ns: int, exc: BaseException, planned_ns: int | None = None
     ) -> None:
-        if (t0_ns if planned_ns is None else planned_ns) < self.window.measure_ns:
+        t_ref = t0_ns if planned_ns is None else planned_ns
+        if t_ref < self.window.measure_ns:
             self.result.warmup_calls += 1
             self.result.warmup_errors += 1
             return
+        self.seconds.error(t_ref)
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
         self.result.errors[code] = self.result.errors.get(code, 0) + 1
         if t1_ns > self.last_end_ns:
@@ -170,6 +177,7 @@ async def _run(plan: WorkerPlan, barrier: Barrier) -> WorkerResult:
             max(recorder.last_end_ns, _end_ns(window, budget, finished_ns)) - window.measure_ns
         ) / 1e9
         result.histogram = histogram.encode(recorder.hist)
+        result.series = recorder.seconds.encode()
         result.counters = scenario.counters(states)
         return result
     finally:

@@ -61,6 +61,16 @@ class Endpoints:
         return cls(**json.loads(path.read_text()))
 
 
+def tool_database_url(from_env: str | None, endpoints: Path) -> str:
+    """The database a command-line tool (a seed) writes to: DATABASE_URL when set, else the
+    running stack's, so `make start` then the tool needs no environment."""
+    if from_env:
+        return from_env
+    if not endpoints.is_file():
+        raise StackError(f"set DATABASE_URL or start a stack first ({endpoints} not found)")
+    return Endpoints.load(endpoints).database_url
+
+
 @dataclass(frozen=True)
 class ProcessRecord:
     key: str

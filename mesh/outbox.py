@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats.errors
 from google.protobuf.message import Message
@@ -51,6 +51,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -127,6 +128,16 @@ def outbox_table(metadata: MetaData) -> Table:
     return outbox
 
 
+class BatchEvent(NamedTuple):
+    """One event of `Outbox.add_many`: ids and subject as for `add`, the payload serialized,
+    and the traceparent of the request that caused it (None outside a sampled trace)."""
+
+    event_id: str
+    subject: str
+    payload: bytes
+    traceparent: str | None
+
+
 def new_event_id() -> tuple[str, Timestamp]:
     """A fresh event id and occurrence time for an event message."""
     ts = Timestamp()
@@ -147,6 +158,11 @@ class Outbox:
         self._wake = asyncio.Event()
         self._insert = insert(table)
         self._insert_sequenced = self._sequenced_insert()
+        self._insert_many = text(
+            f"INSERT INTO {table.fullname} (event_id, subject, payload, traceparent) "
+            "SELECT * FROM unnest(CAST(:event_id AS uuid[]), CAST(:subject AS text[]), "
+            "CAST(:payload AS bytea[]), CAST(:traceparent AS text[]))"
+        )
 
     def _sequenced_insert(self) -> Any:
         # One statement: bump the aggregate's counter (its row lock orders concurrent writers
@@ -193,6 +209,22 @@ class Outbox:
             await conn.execute(self._insert_sequenced, {**values, "aggregate_id": aggregate_id})
         else:
             await conn.execute(self._insert, values)
+
+    async def add_many(self, conn: AsyncConnection, events: Sequence[BatchEvent]) -> None:
+        """Record a batch of unsequenced events in one statement (a group commit's events);
+        each keeps the traceparent its own request had."""
+        if not events:
+            return
+        event_ids, subjects, payloads, parents = (list(col) for col in zip(*events, strict=True))
+        await conn.execute(
+            self._insert_many,
+            {
+                "event_id": [uuid.UUID(e) for e in event_ids],
+                "subject": subjects,
+                "payload": payloads,
+                "traceparent": parents,
+            },
+        )
 
     def notify(self) -> None:
         """Tell this process's relay there is work (call after the commit)."""

@@ -24,7 +24,8 @@ from pathlib import Path
 from sqlalchemy import text
 from tqdm import tqdm
 
-from devstack.runstate import Endpoints
+from devstack.processes import StackError
+from devstack.runstate import tool_database_url
 from mesh.db import Database
 from svc_analytics import repository
 from svc_analytics.models import SCHEMA
@@ -151,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     # Bulk statements run longer than a service's statement timeout allows.
     update: dict[str, object] = {"db_statement_timeout_ms": 600_000}
     settings = AnalyticsSettings.load()
-    if not settings.database_url:
-        if not args.endpoints.is_file():
-            parser.error(f"set DATABASE_URL or start a stack ({args.endpoints} not found)")
-        update["database_url"] = Endpoints.load(args.endpoints).database_url
+    try:
+        update["database_url"] = tool_database_url(settings.database_url, args.endpoints)
+    except StackError as exc:
+        parser.error(str(exc))
     settings = settings.model_copy(update=update)
 
     async def run() -> uuid.UUID:

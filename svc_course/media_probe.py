@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,25 @@ import ffmpeg
 BINARIES = Path(ffmpeg.__file__).parent / "binaries"
 FFMPEG = str(BINARIES / "ffmpeg")
 FFPROBE = str(BINARIES / "ffprobe")
+
+# The wheel's binaries link glibc 2.28 statically. Reading MPEG-TS (an uploaded .ts, our own HLS
+# segments) converts the SDT's service names with iconv, and static glibc then dlopens the
+# system's gconv module ISO_6937.so, built for another glibc: ffmpeg and ffprobe die with
+# SIGSEGV. With GCONV_PATH set, glibc skips gconv-modules.cache and finds no ISO6937 entry in
+# the plain config (glibc >= 2.34 moved it to gconv-modules.d), so iconv_open fails and ffmpeg
+# keeps the raw name instead of crashing.
+MEDIA_ENV = {**os.environ, "GCONV_PATH": "/nonexistent"}
+
+
+def lower_priority(nice: int, idle: bool) -> None:
+    """preexec_fn for ffmpeg children: niceness, and SCHED_IDLE, the lowest CPU weight CFS has
+    (3, against 15 for nice 19 and 1024 for the API at nice 0); a waking API thread preempts an
+    idle-class encoder at once instead of waiting out its slice."""
+    os.nice(nice)
+    if idle:
+        # Not on every platform (macOS has no SCHED_IDLE); nice still applies there.
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 class ProbeFailed(Exception):
@@ -38,6 +59,7 @@ async def probe(source: str, timeout_seconds: float) -> MediaInfo:
         source,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=MEDIA_ENV,
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_seconds)

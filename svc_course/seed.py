@@ -18,10 +18,13 @@ import asyncio
 import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from devstack.processes import StackError
+from devstack.runstate import tool_database_url
 from mesh.db import Database
 from svc_course import repository as repo
 from svc_course.models import SCHEMA
@@ -125,7 +128,8 @@ def plan(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 
 async def seed(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     settings = CourseSettings.load()
-    settings.require("database_url")
+    url = tool_database_url(settings.database_url, args.endpoints)
+    settings = settings.model_copy(update={"database_url": url})
     rows = plan(args)
     total = sum(len(r) for r in rows.values())
     async with Database.open(settings, SCHEMA) as db:
@@ -149,6 +153,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
     parser.add_argument("--batch", type=int, default=1000, help="rows per INSERT")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--endpoints",
+        type=Path,
+        default=Path(".stack/endpoints.json"),
+        help="the stack whose database to fill when DATABASE_URL is unset",
+    )
     args = parser.parse_args(argv)
     for name in ("instructors", "courses", "students"):
         if getattr(args, name) < (1 if name != "students" else 0):
@@ -160,7 +170,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    rows = asyncio.run(seed(args))
+    try:
+        rows = asyncio.run(seed(args))
+    except StackError as exc:
+        raise SystemExit(f"svc_course.seed: {exc}") from None
     published = next((c for c in rows["courses"] if c["state"] == "published"), None)
     print(
         f"seeded {len(rows['courses'])} courses, {len(rows['videos'])} videos, "

@@ -79,6 +79,8 @@ class TranscoderSettings(CourseSettings):
     # ffmpeg runs at this nice level with this many threads, so the API keeps its CPU (M4).
     threads: int = 2
     nice: int = 19
+    # SCHED_IDLE on Linux: the API's threads preempt ffmpeg whenever they wake (isolation, M4).
+    sched_idle: bool = True
     # A job is redelivered when its worker has not acked (or said "still working") for this
     # long; the worker says so every heartbeat_seconds while ffmpeg runs.
     ack_wait_seconds: float = 30.0

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from svc_course.media_probe import FFMPEG
+from svc_course.media_probe import FFMPEG, MEDIA_ENV
 
 
 def make_clip(
@@ -32,7 +32,7 @@ def make_clip(
     ]  # fmt: skip
     if faststart:
         argv += ["-movflags", "+faststart"]
-    subprocess.run([*argv, str(path)], check=True, timeout=max(60.0, seconds * 5))
+    subprocess.run([*argv, str(path)], check=True, timeout=max(60.0, seconds * 5), env=MEDIA_ENV)
     return path
 
 

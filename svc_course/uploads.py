@@ -139,12 +139,6 @@ class Uploads:
                 raise FailedPrecondition(
                     "the video has an open upload; resume it (GetVideoUpload) or abort it"
                 )
-            if not await uploads_repo.take_slot(conn, self._settings.transcode_queue_limit):
-                raise ResourceExhausted(
-                    f"the transcoding queue is full ({self._settings.transcode_queue_limit} "
-                    "jobs); retry later",
-                    retry_after_seconds=self._settings.transcode_queue_retry_seconds,
-                )
             row = await uploads_repo.insert_upload(
                 conn,
                 {
@@ -164,6 +158,16 @@ class Uploads:
                 },
             )
             await uploads_repo.set_video_state(conn, video_id, "uploading")
+            # Last before the commit: every start updates this one counter row, so its lock is
+            # held only for the commit, not for the insert and the update too (150 concurrent
+            # starts on a busy box otherwise queue past the pool's and the statement's timeouts).
+            # A refusal rolls back the rows above with it.
+            if not await uploads_repo.take_slot(conn, self._settings.transcode_queue_limit):
+                raise ResourceExhausted(
+                    f"the transcoding queue is full ({self._settings.transcode_queue_limit} "
+                    "jobs); retry later",
+                    retry_after_seconds=self._settings.transcode_queue_retry_seconds,
+                )
         return row
 
     async def _start_response(self, row: Row) -> pb.StartVideoUploadResponse:

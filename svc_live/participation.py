@@ -111,7 +111,9 @@ class Participation:
         sid = str(session_id)
         connection_id = str(uuid.uuid4())
         cap = min(row.max_participants, self._s.max_participants)
-        count = await self._room.enter(sid, connection_id, self._s.presence_ttl_seconds, cap)
+        count = await self._room.enter(
+            sid, connection_id, caller.user_id, self._s.presence_ttl_seconds, cap
+        )
         if count < 0:
             live_metrics.REFUSED.labels("session_full").inc()
             raise ResourceExhausted(f"the session is full ({cap} participants)")

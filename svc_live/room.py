@@ -31,18 +31,52 @@ redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
 return seq
 """
 
-# Presence: prune expired entries, then admit `member` unless the cap is reached.
-# Returns the count after, or -1 when full.
-_JOIN = """
+# Presence counts people, not connections: a student with two tabs (or two devices) is one
+# participant. KEYS: connection expiries (zset), connection -> user (hash), user -> open
+# connections (hash). Expired connections are pruned first, releasing their users.
+_PRUNE = """
+local function prune(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  for _, conn in ipairs(gone) do
+    local user = redis.call('HGET', KEYS[2], conn)
+    redis.call('HDEL', KEYS[2], conn)
+    if user and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[3], user)
+    end
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
-   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+"""
+
+# Admit connection ARGV[1] of user ARGV[4] unless the session holds ARGV[3] other users.
+# Returns the participant count after, or -1 when full.
+_JOIN = (
+    _PRUNE
+    + """
+prune(now)
+if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 and
+   redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[3]) then
   return -1
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return redis.call('ZCARD', KEYS[1])
+if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+end
+return redis.call('HLEN', KEYS[3])
+"""
+)
+
+# One connection leaves; its user stays present while another of their connections is open.
+_LEAVE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local user = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if user and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+  redis.call('HDEL', KEYS[3], user)
+end
+return 1
 """
 
 # Refresh the expiry of present members (ZADD XX: a member that left is not brought back).
@@ -56,13 +90,15 @@ end
 return n
 """
 
-# Participant count with expired entries pruned.
-_COUNT = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2])}
+# Participant count (distinct users) with expired connections pruned, and raised hands
+# (KEYS[4]).
+_COUNT = (
+    _PRUNE
+    + """
+prune(now)
+return {redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[4])}
 """
+)
 
 # Token bucket: rate per second, burst; returns {1, 0} or {0, ms until a token}.
 _BUCKET = """
@@ -131,6 +167,7 @@ class Room:
         self._history = history_size
         self._sequence = state.register_script(_SEQUENCE)
         self._join = state.register_script(_JOIN)
+        self._leave = state.register_script(_LEAVE)
         self._refresh = state.register_script(_REFRESH)
         self._count = state.register_script(_COUNT)
         self._bucket = state.register_script(_BUCKET)
@@ -174,12 +211,19 @@ class Room:
 
     # -- presence -------------------------------------------------------------------------
 
-    async def enter(self, session_id: str, connection_id: str, ttl: float, cap: int) -> int:
-        keys = [_k(session_id, "presence")]
-        return int(await self._join(keys=keys, args=[connection_id, int(ttl * 1000), cap]))
+    def _presence_keys(self, session_id: str) -> list[str]:
+        return [_k(session_id, n) for n in ("presence", "presence_owner", "presence_users")]
+
+    async def enter(
+        self, session_id: str, connection_id: str, user_id: str, ttl: float, cap: int
+    ) -> int:
+        """Admit a connection; the count of distinct users after, or -1 when the session holds
+        `cap` other users (a user already present may open more connections)."""
+        args: list[Any] = [connection_id, int(ttl * 1000), cap, user_id]
+        return int(await self._join(keys=self._presence_keys(session_id), args=args))
 
     async def leave(self, session_id: str, connection_id: str) -> None:
-        await self._r.zrem(_k(session_id, "presence"), connection_id)
+        await self._leave(keys=self._presence_keys(session_id), args=[connection_id])
 
     async def refresh(self, session_id: str, connection_ids: list[str], ttl: float) -> int:
         if not connection_ids:
@@ -189,7 +233,7 @@ class Room:
 
     async def counts(self, session_id: str) -> tuple[int, int]:
         """(participants, raised hands) now."""
-        keys = [_k(session_id, "presence"), _k(session_id, "hands")]
+        keys = [*self._presence_keys(session_id), _k(session_id, "hands")]
         participants, hands = await self._count(keys=keys)
         return int(participants), int(hands)
 

@@ -192,10 +192,24 @@ class GradeWriter:
             else row.results
         )
         base = list(pb.Submission.FromString(source).results) if source else []
+        earlier: dict[str, pb.ManualGrade] = {}
+        if base and row.quiz_version != quiz.version:
+            # The key changed since these results were written (a waiting essay is not
+            # queued for regrading): score the automatic questions with the current key,
+            # keeping the essay grades already given.
+            earlier = {
+                r.question_id: pb.ManualGrade(
+                    question_id=r.question_id, points_awarded=r.points_awarded, feedback=r.feedback
+                )
+                for r in base
+                if r.outcome != grading.UNJUDGED
+            }
+            base = []
         if not base:
             answers = list(pb.SubmitQuizRequest.FromString(row.answers).answers)
             base = grading.grade_submission(quiz, answers).results
-        grade = grading.apply_manual_grades(quiz, base, {g.question_id: g for g in grades})
+        merged = {**earlier, **{g.question_id: g for g in grades}}
+        grade = grading.apply_manual_grades(quiz, base, merged)
         return await self._write(row, quiz, grade, conn)
 
 

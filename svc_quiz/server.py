@@ -65,8 +65,16 @@ async def serve() -> None:
             )
             grades = GradeWriter(db, definitions, events, bus)
             submissions = Submissions(
-                db, definitions, attempts, grades, events, bus, settings.sync_max_questions
+                db,
+                definitions,
+                attempts,
+                grades,
+                events,
+                bus,
+                settings.sync_max_questions,
+                settings.group_commit_max_batch,
             )
+            stack.push_async_callback(submissions.close)
             servicer = QuizServicer(
                 Authoring(db, definitions, courses, events), attempts, submissions
             )

@@ -26,6 +26,9 @@ class QuizSettings(MeshSettings):
     # Submissions arriving this long after an attempt's deadline are still accepted (a
     # request in flight when the clock ran out).
     deadline_grace_seconds: float = 10.0
+    # One-call submissions queued while a batch is being written share the next transaction,
+    # up to this many (svc_quiz.group_commit): a bound on one transaction's size.
+    group_commit_max_batch: int = 500
     # More questions than this and the quiz is graded by a worker even if all are cheap.
     sync_max_questions: int = 50
     # Exam-start admission: StartAttempt sheds with RESOURCE_EXHAUSTED while more grading

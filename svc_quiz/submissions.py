@@ -4,7 +4,9 @@ the quiz's results visibility, essays graded by hand, retries, and WatchSubmissi
 SubmitQuiz on the hot path is one read (the attempt joined with its quiz's current revision;
 the definition comes from the in-process cache), then one transaction of two statements: the
 submission insert that also closes the attempt, and the outbox row (the SubmissionGraded
-event, or the grading job). Repeats of one idempotency key meet at the unique index: one
+event, or the grading job). A one-call submission (no attempt id: the exam rush) goes
+through the group commit (svc_quiz.group_commit): concurrent calls share one transaction of
+three set-based statements. Repeats of one idempotency key meet at the unique index: one
 insert wins, the others find its row and return it.
 """
 
@@ -25,7 +27,7 @@ from mesh.bus import Bus
 from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
-from mesh.outbox import Outbox
+from mesh.outbox import BatchEvent, Outbox
 from mesh.pagination import decode_token, encode_token, page_size
 from svc_quiz import grading, views
 from svc_quiz import repository as repo
@@ -34,14 +36,10 @@ from svc_quiz import validation as check
 from svc_quiz.attempts import Attempts, merged_answers, refuse_if_closed
 from svc_quiz.authoring import may_author
 from svc_quiz.definitions import Definitions
-from svc_quiz.grades import GradeWriter, answers_digest, job
+from svc_quiz.grades import GRADED_SUBJECT, GradeWriter, answers_digest, graded_event, job
 from svc_quiz.grading_queue import changed_subject
+from svc_quiz.group_commit import GroupCommit, Pending
 from svc_quiz.repository import JOB_SUBJECT
-
-
-class _NotInserted(Exception):
-    """Rolls back a one-call submission that met an earlier attempt or submission."""
-
 
 TERMINAL = (
     pb.GRADING_STATUS_GRADED,
@@ -62,6 +60,7 @@ class Submissions:
         events: Outbox,
         bus: Bus,
         sync_max_questions: int,
+        group_commit_max_batch: int = 500,
     ) -> None:
         self._db = db
         self._definitions = definitions
@@ -70,6 +69,11 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
+        self._batch = GroupCommit(db, events, self._event_rows, group_commit_max_batch)
+        self._batch.after_commit = events.notify
+
+    async def close(self) -> None:
+        await self._batch.close()
 
     async def submit(self, caller: Caller, request: pb.SubmitQuizRequest) -> pb.Submission:
         quiz_id = check.uuid_field(request.quiz_id, "quiz_id")
@@ -109,25 +113,16 @@ class Submissions:
         now = datetime.now(UTC)
         refuse_if_closed(quiz, now)
         attempt = self._attempts.new_attempt(caller, quiz_id, quiz, f"submit:{key}", now)
-        values: dict[str, Any] | None = None
-        try:
-            async with self._db.transaction() as conn:
-                number = await repo.insert_attempt(conn, attempt)
-                if number is None:
-                    raise _NotInserted
-                row = SimpleNamespace(
-                    id=attempt["id"],
-                    quiz_id=head.id,
-                    course_id=head.course_id,
-                    user_id=caller.user_id,
-                    attempt_number=number,
-                    instructor_id=head.instructor_id,
-                )
-                values = self._values(row, quiz, given, key, digest, now)
-                if not await srepo.insert_submission(conn, values):
-                    raise _NotInserted
-                await self._record(conn, values, quiz, row)
-        except _NotInserted:
+        row = SimpleNamespace(
+            id=attempt["id"],
+            quiz_id=head.id,
+            course_id=head.course_id,
+            user_id=caller.user_id,
+            attempt_number=0,
+            instructor_id=head.instructor_id,
+        )
+        values = self._values(row, quiz, given, key, digest, now)
+        if not await self._batch.submit(attempt, values, quiz, str(head.instructor_id)):
             async with self._db.read() as conn:
                 existing = await srepo.submission_by_key(conn, caller.user_id, key)
             if existing is None:
@@ -135,9 +130,26 @@ class Submissions:
                     "another attempt at this quiz is in progress, or every attempt is used"
                 ) from None
             return await self._repeat(caller, key, digest, quiz)
-        self._events.notify()
         out = views.submission(SimpleNamespace(**values, failure_reason=""))
         return views.withhold_for_student(out, quiz, now)
+
+    def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
+        """The outbox rows of a batch of new submissions (see _record)."""
+        out: list[BatchEvent] = []
+        for p in batch:
+            status = p.values["grading_status"]
+            if status == pb.GRADING_STATUS_GRADED:
+                results = list(pb.Submission.FromString(p.values["results"]).results)
+                event_id, event = graded_event(
+                    SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
+                )
+                payload = event.SerializeToString()
+                out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
+            elif status == pb.GRADING_STATUS_PENDING:
+                sid = str(p.values["id"])
+                payload = job(sid).SerializeToString()
+                out.append(BatchEvent(str(uuid.uuid4()), JOB_SUBJECT, payload, p.traceparent))
+        return out
 
     def _values(
         self,

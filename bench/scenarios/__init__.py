@@ -11,6 +11,7 @@ from bench.scenarios.analytics import AnalyticsCold, AnalyticsWarm
 from bench.scenarios.base import Scenario, SetupContext
 from bench.scenarios.enrollment import CheckEnrollment, Enroll
 from bench.scenarios.health import Health
+from bench.scenarios.live import Live
 from bench.scenarios.login import Login
 from bench.scenarios.progress import ProgressGrpc, ProgressJson
 from bench.scenarios.quiz import ExamRush, QueuedGrading
@@ -34,6 +35,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         QueuedGrading,
         AnalyticsWarm,
         AnalyticsCold,
+        Live,
     )
 }
 CEILING = Health.name

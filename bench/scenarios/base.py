@@ -15,14 +15,17 @@ Build request messages in `make_state` (serialized, where the stub takes bytes),
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
 
 from bench.endpoints import Endpoints
 from bench.scenarios.accounts import AccountPool
+from bench.sla import Target
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Scenario(ABC):
     # Whose replicas `--target direct` addresses (a key of endpoints.json "services").
     service: ClassVar[str] = "user"
     needs_prepare: ClassVar[bool] = False
+    # A scenario that is not a call loop (live fan-out) runs whole through `run_standalone`,
+    # in a thread of the CLI, and returns its report entry itself.
+    standalone: ClassVar[bool] = False
 
     def __init__(self, timeout_s: float = 10.0) -> None:
         # Per-call deadline; every call passes it, so a stalled server cannot hang a caller.
@@ -64,6 +70,11 @@ class Scenario(ABC):
     async def prepare(self, stub: Any, state: Any) -> None:
         """Untimed repair before a call; only called when `needs_prepare` is set."""
         return None
+
+    def run_standalone(
+        self, args: argparse.Namespace, endpoints_path: Path, target: Target | None
+    ) -> dict[str, Any]:
+        raise NotImplementedError(f"{self.name} is a call-loop scenario")
 
     def counters(self, states: list[Any]) -> dict[str, int]:
         """Scenario-specific totals over one worker's caller states, summed into the report."""

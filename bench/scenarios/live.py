@@ -1,176 +1,205 @@
 """live fan-out (issue 12): one session, N participants on Subscribe streams spread over
-several channels and client processes, the instructor broadcasting at a fixed rate; reports
-send-to-receipt p50/p95/p99, deliveries per second, gaps and drops, and the service's CPU.
+several channels and two or more client processes, the instructor broadcasting at a fixed
+rate; reports send-to-receipt p50/p95/p99, deliveries per second, gaps and drops, the
+service's CPU per delivery and memory per stream, and beside it, in the same run, the bare
+grpc.aio handler (bench.live_ceiling) at the same count.
 
-It is not a call-loop scenario (what is timed is a delivery to many streams, not one call),
-so it has its own runner; its target is `live_fanout` in bench/sla.yaml.
+It is not a call loop (what is timed is a delivery to many streams), so `python -m bench
+--scenario live` hands it the whole run (`Scenario.standalone`); its target is `live` in
+bench/sla.yaml. Direct to the replicas, one replica or several (`--replicas N` uses the first
+N; a multi-replica run also reports latency per replica: the one that took the send against
+the others, which is the NATS hop):
 
-    python -m bench.scenarios.live --participants 1000 --rate 10 --duration 120
-    python -m bench.scenarios.live --private-stack live=2 --participants 1000 --duration 20
+    python -m bench --scenario live --target direct --duration 20 --endpoints S/endpoints.json
+    python -m bench.scenarios.live --private-stack live=3 --replicas 3 --duration 20
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from bench.live_receivers import Receivers
-from bench.sla import load_sla
+from bench.live_ceiling import measure_ceiling
+from bench.live_run import FanoutPlan, measure
+from bench.scenarios.base import Scenario
+from bench.sla import Check, Observed, Target, Verdict, evaluate, load_sla
 from devstack.runstate import Endpoints
-from elearn.course.v1 import course_service_pb2 as course_pb
-from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from elearn.live.v1 import live_service_pb2 as pb
-from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
-from svc_user.tokens import AccessTokens, load_private_key
+
+# The review's bar, reported beside our own target (sla.yaml's p95_ms).
+REVIEW_P95_MS = 200.0
 
 
-def _auth(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
+class Live(Scenario):
+    name = "live"
+    summary = "one session, 1,000 Subscribe streams, 10 broadcasts/s; bare handler beside it"
+    service = "live"
+    standalone = True
+
+    def make_stub(self, channel: grpc.aio.Channel) -> Any:
+        raise NotImplementedError("live runs whole (run_standalone), not as a call loop")
+
+    async def call(self, stub: Any, state: Any) -> None:
+        raise NotImplementedError("live runs whole (run_standalone), not as a call loop")
+
+    def run_standalone(
+        self, args: argparse.Namespace, endpoints_path: Path, target: Target | None
+    ) -> dict[str, Any]:
+        endpoints = Endpoints.load(endpoints_path)
+        return run_live(endpoints, args, target)
 
 
-async def open_session(endpoints: Endpoints, participants: int) -> tuple[str, str, list[str]]:
-    """A course, its instructor, `participants` enrolled students and a live session."""
-    signer = AccessTokens(load_private_key(endpoints.jwt_private_key_file), 3600)
-
-    def mint(*roles: str) -> tuple[str, str]:
-        user = str(uuid.uuid4())
-        return user, signer.mint(user, ["student", *roles], session_id=str(uuid.uuid4()))
-
-    _, host = mint("instructor")
-    async with grpc.aio.insecure_channel(endpoints.services["course"][0]) as cc:
-        courses = CourseServiceStub(cc)
-        course = await courses.CreateCourse(
-            course_pb.CreateCourseRequest(
-                course=course_pb.Course(
-                    title="Bench live", description="bench", category="bench",
-                    level=course_pb.COURSE_LEVEL_BEGINNER, language="en",
-                ),
-                idempotency_key=uuid.uuid4().hex,
-            ),
-            metadata=_auth(host),
-        )  # fmt: skip
-        course_id = course.course.course_id
-        await courses.PublishCourse(
-            course_pb.PublishCourseRequest(course_id=course_id), metadata=_auth(host)
-        )
-        tokens = [mint()[1] for _ in range(participants)]
-        for start in range(0, participants, 50):
-            await asyncio.gather(
-                *(
-                    courses.Enroll(
-                        course_pb.EnrollRequest(
-                            course_id=course_id, idempotency_key=uuid.uuid4().hex
-                        ),
-                        metadata=_auth(t),
-                    )
-                    for t in tokens[start : start + 50]
-                )
-            )
-    async with grpc.aio.insecure_channel(endpoints.services["live"][0]) as lc:
-        live = LiveServiceStub(lc)
-        when = Timestamp()
-        when.GetCurrentTime()
-        session = await live.ScheduleSession(
-            pb.ScheduleSessionRequest(
-                session=pb.LiveSession(
-                    course_id=course_id, title="bench", scheduled_start_time=when
-                ),
-                idempotency_key=uuid.uuid4().hex,
-            ),
-            metadata=_auth(host),
-        )
-        sid = session.session.session_id
-        await live.StartSession(pb.StartSessionRequest(session_id=sid), metadata=_auth(host))
-    return sid, host, tokens
+def _targets(endpoints: Endpoints, args: argparse.Namespace) -> list[str]:
+    if getattr(args, "target", "direct") == "edge" and endpoints.edge:
+        return [endpoints.edge]
+    replicas = endpoints.services["live"]
+    count = getattr(args, "replicas", 0) or len(replicas)
+    return replicas[:count]
 
 
-async def broadcast(target: str, host: str, sid: str, rate: float, seconds: float) -> int:
-    """Broadcast `t<ns>` at `rate` per second for `seconds` (open loop: a slow answer does not
-    delay the next send); returns how many were accepted."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        live = LiveServiceStub(channel)
-
-        async def send_one() -> bool:
-            event = pb.ClientEvent(
-                client_event_id=uuid.uuid4().hex,
-                broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
-            )
-            try:
-                await live.Send(pb.SendRequest(session_id=sid, event=event), metadata=_auth(host))
-            except grpc.aio.AioRpcError:
-                return False
-            return True
-
-        start = time.monotonic()
-        sends = []
-        n = 0
-        while time.monotonic() - start < seconds:
-            due = start + n / rate
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
-            n += 1
-            sends.append(asyncio.create_task(send_one()))
-        return sum(await asyncio.gather(*sends))
+def _send_target(endpoints: Endpoints, args: argparse.Namespace) -> str | None:
+    """`--send-replica N`: the instructor sends through replica N (which may hold no streams):
+    the A/B of the send landing on a fan-out pod or on another one."""
+    index = getattr(args, "send_replica", None)
+    return None if index is None else endpoints.services["live"][index]
 
 
-def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:
-    """The live replicas' processes (found by their listening ports)."""
-    ports = {int(a.rsplit(":", 1)[1]) for a in endpoints.services["live"]}
-    return [
-        psutil.Process(conn.pid)
-        for conn in psutil.net_connections("tcp")
-        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
-    ]
-
-
-def _service_cpu(endpoints: Endpoints) -> dict[int, float]:
-    """CPU seconds so far of each live replica."""
-    return {p.pid: p.cpu_times().user + p.cpu_times().system for p in _live_processes(endpoints)}
-
-
-def _service_rss(endpoints: Endpoints) -> int:
-    return sum(p.memory_info().rss for p in _live_processes(endpoints))
-
-
-def run(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
-    sid, host, tokens = asyncio.run(open_session(endpoints, args.participants))
-    targets = [endpoints.edge] if args.target == "edge" and endpoints.edge else None
-    targets = targets or endpoints.services["live"]
-    receivers = Receivers(
-        targets, tokens, sid,
-        processes=args.processes, channels=args.channels, seconds=args.duration + 30,
-    )  # fmt: skip
-    rss_before = _service_rss(endpoints)
-    receivers.start()
-    opened = receivers.wait_open()
-    rss_per_stream = (_service_rss(endpoints) - rss_before) / max(1, opened)
-    before = _service_cpu(endpoints)
-    start = time.monotonic()
-    sent = asyncio.run(broadcast(targets[0], host, sid, args.rate, args.duration))
-    window = time.monotonic() - start
-    after = _service_cpu(endpoints)
-    result = receivers.finish()
-    result.update(
+def run_live(
+    endpoints: Endpoints, args: argparse.Namespace, target: Target | None
+) -> dict[str, Any]:
+    rate = args.rate if args.rate else (target.rate if target and target.rate else 10.0)
+    plan = FanoutPlan(
         participants=args.participants,
-        opened=opened,
-        broadcasts=sent,
-        expected_deliveries=sent * args.participants,
-        deliveries_per_s=round(result["deliveries"] / window, 1),
-        service_cpu_cores=round(sum(after[p] - before.get(p, 0) for p in after) / window, 2),
-        replicas=len(endpoints.services["live"]),
-        service_kib_per_stream=round(rss_per_stream / 1024, 1),
+        rate=rate,
+        duration=args.duration,
+        processes=max(2, args.processes),
+        channels=max(8, args.channels),
+        targets=_targets(endpoints, args),
+        send_target=_send_target(endpoints, args),
     )
-    return result
+    service = measure(endpoints, plan)
+    bare = None
+    if not getattr(args, "no_ceiling", False):
+        bare = measure_ceiling(
+            plan.participants, rate, plan.duration,
+            processes=plan.processes, channels=plan.channels,
+        )  # fmt: skip
+    return entry(service, bare, plan, target)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def entry(
+    run: dict[str, Any], bare: dict[str, Any] | None, plan: FanoutPlan, target: Target | None
+) -> dict[str, Any]:
+    """The run in the report's scenario shape (bench.report), plus a `live` section."""
+    planned = plan.rate * plan.participants * plan.sessions
+    throughput = run["deliveries_per_s"]
+    verdict = evaluate(
+        target,
+        Observed(
+            ok=run["deliveries"],
+            errors=run["errors"],
+            p95_ms=run["p95_ms"],
+            p99_ms=run["p99_ms"],
+            throughput=throughput,
+            ratio_of_ceiling=None,
+            planned_rate=planned,
+        ),
+    )
+    if target is not None:
+        extra = (
+            Check("gaps", 0, run["gaps"], run["gaps"] == 0),
+            Check("review_p95_ms", REVIEW_P95_MS, run["p95_ms"], run["p95_ms"] <= REVIEW_P95_MS),
+        )
+        checks = verdict.checks + extra
+        judged = [c.passed for c in checks if c.passed is not None]
+        verdict = Verdict(all(judged), checks)
+    live: dict[str, Any] = {"service": run, "bare": bare}
+    if bare:
+        live["vs_bare"] = {
+            "p50": _ratio(run["p50_ms"], bare["p50_ms"]),
+            "p95": _ratio(run["p95_ms"], bare["p95_ms"]),
+            "p99": _ratio(run["p99_ms"], bare["p99_ms"]),
+            "cpu_per_delivery": _ratio(
+                run["service_cpu_us_per_delivery"], bare["server_cpu_us_per_delivery"]
+            ),
+        }
+    counters = {
+        "gaps": run["gaps"],
+        "duplicates": run["duplicates"],
+        "dropped": run["dropped"],
+        "replicas": run["replicas"],
+        "service_cpu_us_per_delivery": run["service_cpu_us_per_delivery"],
+        "kib_per_stream": run["service_kib_per_stream"],
+    }
+    if "send_to_publish_ms" in run:
+        # How much of the latency is the send path (before the fan-out starts).
+        counters["send_to_publish_p95_ms"] = run["send_to_publish_ms"]["p95"]
+    if bare:
+        counters.update(
+            bare_p95_ms=bare["p95_ms"],
+            bare_cpu_us_per_delivery=bare["server_cpu_us_per_delivery"],
+            p95_x_bare=live["vs_bare"]["p95"],
+        )
+    if len(run["by_target"]) > 1:
+        for index, pod in run["by_target"].items():
+            counters[f"pod{index}_p95_ms"] = pod["p95_ms"]
+    # Imported here: bench.report imports the driver, which imports this registry.
+    from bench import report
+
+    return {
+        "name": "live",
+        "status": "ok",
+        "error": None,
+        "service": "live",
+        "load": {
+            "mode": "open",
+            "processes": plan.processes,
+            "concurrency": plan.participants * plan.sessions // plan.processes,
+            "channels": plan.channels,
+            "rate": planned,
+            "arrival": "fixed",
+            "addresses": plan.targets,
+        },
+        "calls": {
+            "ok": run["deliveries"],
+            "errors": dict(sorted(run["errors"].items())),
+            "shed": 0,
+            "failed": sum(run["errors"].values()),
+            "warmup": 0,
+            "warmup_errors": 0,
+            "prepare_errors": 0,
+        },
+        "latency_ms": {
+            "p50": run["p50_ms"],
+            "p95": run["p95_ms"],
+            "p99": run["p99_ms"],
+            "max": run["max_ms"],
+        },
+        "throughput": throughput,
+        "ratio_of_ceiling": _ratio(throughput, bare["deliveries_per_s"]) if bare else None,
+        "elapsed_s": plan.duration,
+        "open_loop": None,
+        "counters": counters,
+        "driver": {
+            "window_cpu_s": run["receiver_cpu_seconds"],
+            "cores": round(run["receiver_cpu_seconds"] / plan.duration, 2),
+            "cpu_us_per_call": round(
+                run["receiver_cpu_seconds"] * 1e6 / max(1, run["deliveries"]), 1
+            ),
+            "children_cpu_s": run["receiver_cpu_seconds"],
+            "wall_s": plan.duration,
+        },
+        "sla": report.sla_entry(target, verdict),
+        "live": live,
+    }
 
 
 def main() -> None:
@@ -180,10 +209,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--send-replica", type=int, help="send through this replica index")
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
     parser.add_argument("--private-stack", default="", help="e.g. live=2: start a stack")
     args = parser.parse_args()
+    target = load_sla()["live"]
     if args.private_stack:
         from devstack.config import parse_replicas
         from devstack.stack import Stack, StackConfig
@@ -193,19 +226,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             stack = Stack(StackConfig.for_tests(Path(tmp), replicas=replicas))
             try:
-                result = run(stack.start(timeout=180), args)
+                result = run_live(stack.start(timeout=180), args, target)
             finally:
                 stack.stop()
     else:
-        result = run(Endpoints.load(args.endpoints), args)
-    target = load_sla()["live_fanout"]
-    result["sla"] = target.describe()
-    result["pass"] = (
-        result["gaps"] == 0
-        and target.p95_ms is not None
-        and result["p95_ms"] <= target.p95_ms
-        and result["deliveries"] >= 0.99 * result["expected_deliveries"]
-    )
+        result = run_live(Endpoints.load(args.endpoints), args, target)
+    result.pop("histogram", None)
     print(json.dumps(result, indent=2))
 
 

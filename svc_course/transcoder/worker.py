@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import mimetypes
-import os
 import shutil
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from mesh.objectstore import ObjectStore
-from svc_course.media_probe import FFMPEG, MediaInfo, ProbeFailed, probe
+from svc_course.media_probe import FFMPEG, MEDIA_ENV, MediaInfo, ProbeFailed, lower_priority, probe
 from svc_course.playback import hls_prefix
 from svc_course.settings import TranscoderSettings
 from svc_course.transcoder.jobs import JobStore
@@ -137,6 +136,7 @@ class Transcoder:
             *argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=MEDIA_ENV,
             preexec_fn=self._lower_priority,
         )
         assert proc.stdout is not None and proc.stderr is not None
@@ -164,13 +164,14 @@ class Transcoder:
 
     def _lower_priority(self) -> None:
         # Runs in the child before exec: ffmpeg yields the CPU to the API processes.
-        os.nice(self._settings.nice)
+        lower_priority(self._settings.nice, self._settings.sched_idle)
 
     async def _run_quiet(self, argv: list[str]) -> None:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env=MEDIA_ENV,
             preexec_fn=self._lower_priority,
         )
         _, err = await proc.communicate()

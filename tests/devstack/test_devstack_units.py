@@ -19,7 +19,7 @@ from devstack.config import StackConfig, parse_replicas, resolve_replicas
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import SERVICE_ORDER, PortPlan, ServicePorts, free_ports, port_in_use
 from devstack.processes import Abort, Deadline, StackError, tail, wait_until
-from devstack.runstate import SupervisorLock
+from devstack.runstate import Endpoints, SupervisorLock, tool_database_url
 from devstack.services import GRPC_SERVICES, SharedEnv, service_env
 from devstack.stack import Stack
 from mesh import migrate, platform
@@ -272,3 +272,19 @@ def test_the_one_service_list_matches_the_contracts_and_packages() -> None:
         assert service.module == f"svc_{service.name}"
     for worker in platform.WORKERS:
         assert importlib.util.find_spec(worker.module) is not None, worker.module
+
+
+def test_tools_take_database_url_from_env_else_from_the_running_stack(tmp_path: Path) -> None:
+    endpoints = tmp_path / "endpoints.json"
+    with pytest.raises(StackError, match="set DATABASE_URL or start a stack"):
+        tool_database_url(None, endpoints)
+    Endpoints(
+        edge=None, envoy_admin=None, services={}, metrics={},
+        database_url="postgresql+psycopg://stack/db", cache_url="", state_url="", nats_url="",
+        admin_email="", admin_password="", jwt_public_key_file="", jwt_private_key_file="",
+        data_dir=str(tmp_path),
+    ).write(endpoints)  # fmt: skip
+    assert tool_database_url(None, endpoints) == "postgresql+psycopg://stack/db"
+    assert (
+        tool_database_url("postgresql+psycopg://env/db", endpoints) == "postgresql+psycopg://env/db"
+    )

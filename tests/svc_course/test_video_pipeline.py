@@ -13,6 +13,7 @@ import pytest
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from svc_course.media_probe import probe
 from svc_course.upload import upload_file
 from tests.svc_course.conftest import People
 from tests.svc_course.video_support import clip, course_with_video, keys_under
@@ -80,9 +81,7 @@ async def test_video_upload_through_edge_transcodes_to_playable_hls(
         # The same segment without its signature is refused.
         unsigned = await http.get(segment_urls[0].split("?", 1)[0])
         assert unsigned.status_code == 403
-    # The ladder covers the 3 s video, and each segment is MPEG-TS (sync byte every 188
-    # bytes). The wheel's static ffprobe crashes on MPEG-TS and HLS input, so the playlist walk
-    # above stands in for a player.
+    # The ladder covers the 3 s video, and each segment is MPEG-TS (sync byte every 188 bytes).
     extinf = [
         float(line[8:].rstrip(","))
         for line in variant.text.splitlines()
@@ -92,6 +91,12 @@ async def test_video_upload_through_edge_transcodes_to_playable_hls(
     for segment in segments:
         assert len(segment.content) % 188 == 0
         assert segment.content[::188] == b"\x47" * (len(segment.content) // 188)
+    # A player's view: the wheel's ffprobe opens the signed master playlist through the edge
+    # and follows it into the variants and their segments.
+    played = await probe(link.url, timeout_seconds=60)
+    assert abs(played.duration_seconds - 3.0) < 0.2
+    assert (played.width, played.height) == (640, 360)
+    assert played.has_audio
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await courses.GetPlaybackUrl(

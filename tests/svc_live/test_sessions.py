@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import pytest
 
@@ -10,6 +12,7 @@ from elearn.live.v1 import live_service_pb2 as pb
 from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
 from svc_live.participant import Participant
 from tests.grpc_assert import fails_with, violated_fields
+from tests.mesh.polling import eventually
 from tests.svc_live.conftest import People, new_course, open_room, schedule
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -92,6 +95,37 @@ async def test_a_full_session_refuses_the_next_participant(
     second = Participant(live_channel, room.students[1].token, sid)
     await fails_with(grpc.StatusCode.RESOURCE_EXHAUSTED, second.open(), "full")
     await first.close()
+
+
+async def test_presence_counts_people_not_connections(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People,
+    live_channel: grpc.aio.Channel,
+) -> None:  # fmt: skip
+    # A cap of 2 people: the first student's second tab must not take the other's seat.
+    room = await open_room(live, course_stub, people, students=2, max_participants=2)
+    sid = room.session.session_id
+    tab1 = Participant(live_channel, room.students[0].token, sid)
+    tab2 = Participant(live_channel, room.students[0].token, sid)
+    assert (await tab1.open()).participant_count == 1
+    assert (await tab2.open()).participant_count == 1
+    other = Participant(live_channel, room.students[1].token, sid)
+    assert (await other.open()).participant_count == 2
+
+    def count_is(expected: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            got = await live.GetSession(
+                pb.GetSessionRequest(session_id=sid), metadata=room.instructor.auth
+            )
+            return got.session.participant_count == expected
+
+        return check
+
+    # A user stays present while any of their connections is open.
+    await tab1.close()
+    await other.close()
+    await eventually(count_is(1), within=10.0)
+    await tab2.close()
+    await eventually(count_is(0), within=10.0)
 
 
 async def test_subscribe_and_send_share_the_stream_core(

@@ -1,0 +1,271 @@
+"""The live fan-out run shared by the live scenario, the scale series and the loss run: open
+sessions on a running stack, hold their Subscribe streams in receiver processes
+(bench.live_receivers), broadcast at a fixed rate per session, and measure the replicas' CPU
+and memory over the window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psutil
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench.live_receivers import Receivers
+from devstack.runstate import Endpoints
+from elearn.course.v1 import course_service_pb2 as course_pb
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from elearn.live.v1 import live_service_pb2 as pb
+from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
+from svc_user.tokens import AccessTokens, load_private_key
+
+
+def _auth(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def open_sessions(
+    endpoints: Endpoints, participants: int, sessions: int = 1
+) -> tuple[list[str], str, list[str]]:
+    """A course, its instructor, `participants` enrolled students and `sessions` live sessions
+    (the scale series' sessions of 1,000 share the students: presence is per session)."""
+    signer = AccessTokens(load_private_key(endpoints.jwt_private_key_file), 3600)
+
+    def mint(*roles: str) -> tuple[str, str]:
+        user = str(uuid.uuid4())
+        return user, signer.mint(user, ["student", *roles], session_id=str(uuid.uuid4()))
+
+    _, host = mint("instructor")
+    async with grpc.aio.insecure_channel(endpoints.services["course"][0]) as cc:
+        courses = CourseServiceStub(cc)
+        course = await courses.CreateCourse(
+            course_pb.CreateCourseRequest(
+                course=course_pb.Course(
+                    title="Bench live", description="bench", category="bench",
+                    level=course_pb.COURSE_LEVEL_BEGINNER, language="en",
+                ),
+                idempotency_key=uuid.uuid4().hex,
+            ),
+            metadata=_auth(host),
+        )  # fmt: skip
+        course_id = course.course.course_id
+        await courses.PublishCourse(
+            course_pb.PublishCourseRequest(course_id=course_id), metadata=_auth(host)
+        )
+        tokens = [mint()[1] for _ in range(participants)]
+        for start in range(0, participants, 50):
+            await asyncio.gather(
+                *(
+                    courses.Enroll(
+                        course_pb.EnrollRequest(
+                            course_id=course_id, idempotency_key=uuid.uuid4().hex
+                        ),
+                        metadata=_auth(t),
+                    )
+                    for t in tokens[start : start + 50]
+                )
+            )
+    async with grpc.aio.insecure_channel(endpoints.services["live"][0]) as lc:
+        live = LiveServiceStub(lc)
+        when = Timestamp()
+        when.GetCurrentTime()
+        ids = []
+        for _ in range(sessions):
+            session = await live.ScheduleSession(
+                pb.ScheduleSessionRequest(
+                    session=pb.LiveSession(
+                        course_id=course_id, title="bench", scheduled_start_time=when
+                    ),
+                    idempotency_key=uuid.uuid4().hex,
+                ),
+                metadata=_auth(host),
+            )
+            sid = session.session.session_id
+            await live.StartSession(pb.StartSessionRequest(session_id=sid), metadata=_auth(host))
+            ids.append(sid)
+    return ids, host, tokens
+
+
+async def end_sessions(endpoints: Endpoints, host: str, sessions: list[str]) -> None:
+    """End the run's sessions: the platform caps live sessions (100), and runs add up."""
+    async with grpc.aio.insecure_channel(endpoints.services["live"][0]) as lc:
+        live = LiveServiceStub(lc)
+        for sid in sessions:
+            # Already ended, or the replica went away: nothing to clean.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await live.EndSession(pb.EndSessionRequest(session_id=sid), metadata=_auth(host))
+
+
+async def broadcast(target: str, host: str, sid: str, rate: float, seconds: float) -> int:
+    """Broadcast `t<ns>` at `rate` per second for `seconds` (open loop: a slow answer does not
+    delay the next send); returns how many were accepted."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        live = LiveServiceStub(channel)
+
+        async def send_one() -> bool:
+            event = pb.ClientEvent(
+                client_event_id=uuid.uuid4().hex,
+                broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
+            )
+            try:
+                await live.Send(pb.SendRequest(session_id=sid, event=event), metadata=_auth(host))
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        start = time.monotonic()
+        sends = []
+        n = 0
+        while time.monotonic() - start < seconds:
+            due = start + n / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            n += 1
+            sends.append(asyncio.create_task(send_one()))
+        return sum(await asyncio.gather(*sends))
+
+
+def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:
+    """The live replicas' processes (found by their listening ports)."""
+    ports = {int(a.rsplit(":", 1)[1]) for a in endpoints.services["live"]}
+    return [
+        psutil.Process(conn.pid)
+        for conn in psutil.net_connections("tcp")
+        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
+    ]
+
+
+def _service_cpu(endpoints: Endpoints) -> dict[int, float]:
+    """CPU seconds so far of each live replica."""
+    return {p.pid: p.cpu_times().user + p.cpu_times().system for p in _live_processes(endpoints)}
+
+
+def _service_rss(endpoints: Endpoints) -> int:
+    return sum(p.memory_info().rss for p in _live_processes(endpoints))
+
+
+async def broadcast_all(target: str, host: str, sessions: list[str], rate: float,
+                        seconds: float) -> int:  # fmt: skip
+    """Every session's broadcaster at once, from one process."""
+    sent = await asyncio.gather(*(broadcast(target, host, s, rate, seconds) for s in sessions))
+    return sum(sent)
+
+
+def live_processes(endpoints: Endpoints, targets: list[str] | None = None) -> list[psutil.Process]:
+    """The live replicas' processes (found by their listening ports), or those of `targets`."""
+    ports = {int(a.rsplit(":", 1)[1]) for a in (targets or endpoints.services["live"])}
+    return [
+        psutil.Process(conn.pid)
+        for conn in psutil.net_connections("tcp")
+        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
+    ]
+
+
+def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        with _gone():
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+    return out
+
+
+def _rss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for p in procs:
+        with _gone():
+            total += p.memory_info().rss
+    return total
+
+
+class _gone:
+    """psutil calls on a replica killed mid-run (the loss run) count as nothing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, *_: Any) -> bool:
+        return kind is not None and issubclass(kind, psutil.Error)
+
+
+@dataclass
+class FanoutPlan:
+    participants: int  # per session
+    sessions: int = 1
+    rate: float = 10.0  # broadcasts per second per session
+    duration: float = 20.0
+    processes: int = 2
+    channels: int = 8
+    # The replicas the streams are spread over (default: all); sends go to the first.
+    targets: list[str] | None = None
+    resume: bool = False
+    # Where the instructor sends (default: the first target).
+    send_target: str | None = None
+
+
+Opened = tuple[list[str], str, list[str]]
+
+
+def measure(
+    endpoints: Endpoints, plan: FanoutPlan, during: Any = None, cohort: Opened | None = None
+) -> dict[str, Any]:
+    """One fan-out run; `during(start_monotonic)` runs in a thread beside the broadcast (the
+    loss run's kill) and its return value is kept under "during". `cohort` reuses sessions
+    from `open_sessions` (the scale series' steps); else the run opens and ends its own."""
+    own = cohort is None
+    if cohort is None:
+        cohort = asyncio.run(open_sessions(endpoints, plan.participants, plan.sessions))
+    sids, host, tokens = cohort
+    sids = sids[: plan.sessions]
+    targets = plan.targets or endpoints.services["live"]
+    procs = live_processes(endpoints, targets)
+    streams = [(t, sid) for sid in sids for t in tokens]
+    receivers = Receivers(
+        targets, streams,
+        processes=plan.processes, channels=plan.channels, seconds=plan.duration + 30,
+        resume=plan.resume,
+    )  # fmt: skip
+    rss_before = _rss(procs)
+    receivers.start()
+    opened = receivers.wait_open()
+    rss_per_stream = (_rss(procs) - rss_before) / max(1, opened)
+    before = _cpu(procs)
+    start = time.monotonic()
+
+    async def send_and_watch() -> tuple[int, Any]:
+        side = asyncio.to_thread(during, start) if during else asyncio.sleep(0)
+        sent, seen = await asyncio.gather(
+            broadcast_all(plan.send_target or targets[0], host, sids, plan.rate, plan.duration),
+            side,
+        )
+        return sent, seen
+
+    sent, seen = asyncio.run(send_and_watch())
+    window = time.monotonic() - start
+    after = _cpu(procs)
+    result = receivers.finish()
+    if own:
+        asyncio.run(end_sessions(endpoints, host, sids))
+    cpu_s = sum(after[p] - before.get(p, 0) for p in after)
+    expected = sent * plan.participants
+    result.update(
+        participants=plan.participants * plan.sessions,
+        sessions=plan.sessions,
+        rate=plan.rate,
+        duration=plan.duration,
+        opened=opened,
+        broadcasts=sent,
+        expected_deliveries=expected,
+        deliveries_per_s=round(result["deliveries"] / window, 1),
+        replicas=len(targets),
+        service_cpu_cores=round(cpu_s / window, 2),
+        service_cpu_us_per_delivery=round(cpu_s * 1e6 / max(1, result["deliveries"]), 1),
+        service_kib_per_stream=round(rss_per_stream / 1024, 1),
+        during=seen,
+    )
+    return result

@@ -1,0 +1,146 @@
+"""The live scale series (issue 12): raise participants at 10 broadcasts/s per session (1,000,
+2,000, 3,000 … in sessions of 1,000) until p95 passes 200 ms, for the full service on one
+replica and on two, and for the bare grpc.aio handler (bench.live_ceiling) at the same counts.
+Steps are interleaved (bare, one replica, two replicas at each count) so the box's load hits
+all three alike; a configuration drops out at its first failing step.
+
+Reports per step p50/p95/p99, deliveries/s against planned, CPU per delivery and memory per
+stream (the replicas' RSS after the streams opened minus before, over the streams), and per
+configuration the largest count that held p95 < 200 ms with 99 % of deliveries and no gap,
+with the service's share of the bare handler's count (the issue's target: at least 80 %).
+
+    python -m bench.live_scale --endpoints /tmp/me-stack/endpoints.json --duration 15
+    python -m bench.live_scale --private-stack --max 6000
+
+The stack needs two live replicas and LIVE_MAX_STREAMS_PER_POD above the largest count
+(--private-stack sets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.live_ceiling import measure_ceiling
+from bench.live_run import FanoutPlan, end_sessions, measure, open_sessions
+from devstack.runstate import Endpoints
+
+P95_LIMIT_MS = 200.0
+SESSION = 1000
+
+
+def _held(step: dict[str, Any]) -> bool:
+    planned = step.get("expected_deliveries") or step["broadcasts"] * step["participants"]
+    return (
+        step["p95_ms"] < P95_LIMIT_MS
+        and step["gaps"] == 0
+        and step["deliveries"] >= 0.99 * planned
+        and step["opened"] >= step["participants"]
+    )
+
+
+def _summary(step: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "participants", "opened", "deliveries_per_s", "p50_ms", "p95_ms", "p99_ms", "gaps",
+        "dropped", "errors", "service_cpu_cores", "service_cpu_us_per_delivery",
+        "service_kib_per_stream", "server_cpu_cores", "server_cpu_us_per_delivery",
+    )  # fmt: skip
+    out = {k: step[k] for k in keys if k in step}
+    out["held"] = _held(step)
+    return out
+
+
+def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
+    replicas = endpoints.services["live"]
+    if len(replicas) < 2:
+        raise SystemExit("the scale series needs two live replicas (live=2)")
+    most = args.max // SESSION
+    cohort = asyncio.run(open_sessions(endpoints, SESSION, most))
+    configs = {"bare": None, "one_replica": replicas[:1], "two_replicas": replicas[:2]}
+    steps: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    alive = set(configs)
+    try:
+        for sessions in range(1, most + 1):
+            count = sessions * SESSION
+            for name, targets in configs.items():
+                if name not in alive:
+                    continue
+                if targets is None:
+                    step = measure_ceiling(
+                        count, args.rate, args.duration,
+                        processes=args.processes, channels=args.channels,
+                    )  # fmt: skip
+                    step["expected_deliveries"] = step["broadcasts"] * count
+                else:
+                    plan = FanoutPlan(
+                        participants=SESSION, sessions=sessions, rate=args.rate,
+                        duration=args.duration, processes=args.processes,
+                        channels=args.channels, targets=targets,
+                    )  # fmt: skip
+                    step = measure(endpoints, plan, cohort=cohort)
+                summary = _summary(step)
+                steps[name].append(summary)
+                print(json.dumps({name: summary}), flush=True)
+                if not summary["held"]:
+                    alive.discard(name)
+            if not alive:
+                break
+    finally:
+        asyncio.run(end_sessions(endpoints, cohort[1], cohort[0]))
+    largest = {
+        name: max((s["participants"] for s in runs if s["held"]), default=0)
+        for name, runs in steps.items()
+    }
+    bare = largest["bare"]
+    return {
+        "rate_per_session": args.rate,
+        "duration_s": args.duration,
+        "largest_held": largest,
+        "share_of_bare": {
+            name: round(n / bare, 2) if bare else None
+            for name, n in largest.items()
+            if name != "bare"
+        },
+        "kib_per_stream": {
+            name: [s.get("service_kib_per_stream") for s in runs]
+            for name, runs in steps.items()
+            if name != "bare"
+        },
+        "steps": steps,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--max", type=int, default=10_000, help="stop at this many streams")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
+    parser.add_argument("--private-stack", action="store_true", help="start live=2 on free ports")
+    args = parser.parse_args()
+    if args.private_stack:
+        from devstack.stack import Stack, StackConfig
+
+        os.environ["LIVE_MAX_STREAMS_PER_POD"] = str(args.max + SESSION)
+        replicas = {"user": 1, "course": 1, "live": 2, "quiz": 0, "analytics": 0}
+        with tempfile.TemporaryDirectory() as tmp:
+            stack = Stack(StackConfig.for_tests(Path(tmp), replicas=replicas))
+            try:
+                result = run_scale(stack.start(timeout=180), args)
+            finally:
+                stack.stop()
+    else:
+        result = run_scale(Endpoints.load(args.endpoints), args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
