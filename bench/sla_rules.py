@@ -68,7 +68,7 @@ SERIES: dict[str, Series | None] = {
     "queued_grading": _rpc("quiz.v1.QuizService", "SubmitQuiz"),
     "analytics_warm": _rpc("analytics.v1.AnalyticsService", "ListInstructorCourseStats"),
     "analytics_cold": _rpc("analytics.v1.AnalyticsService", "ListInstructorCourseStats"),
-    "live_fanout": Series("SlaP95LiveDelivery", "live_delivery_seconds", ""),
+    "live": Series("SlaP95LiveDelivery", "live_delivery_seconds", ""),
 }
 
 

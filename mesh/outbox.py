@@ -32,14 +32,9 @@ import nats.errors
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Index,
     Integer,
     Interval,
     LargeBinary,
-    MetaData,
     Row,
     Table,
     Text,
@@ -60,6 +55,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mesh import metrics, outbox_stats, tracing
 from mesh.bus import Bus
 from mesh.db import Database
+from mesh.outbox_schema import outbox_table
+
+__all__ = ["BatchEvent", "Outbox", "new_event_id", "outbox_table"]
 
 log = logging.getLogger("mesh.outbox")
 
@@ -78,54 +76,6 @@ _TRANSIENT = (
     nats.errors.FlushTimeoutError,
     TimeoutError,
 )
-
-
-def outbox_table(metadata: MetaData) -> Table:
-    """The outbox table in a service's schema (the metadata's schema), plus the two tables the
-    relay needs beside it: `outbox_dead_letter` and `outbox_sequence`."""
-    outbox = Table(
-        "outbox",
-        metadata,
-        Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("event_id", Uuid, nullable=False, unique=True),
-        Column("subject", Text, nullable=False),
-        Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        # "" for events about no aggregate; their seq is 0.
-        Column("aggregate_id", Text, nullable=False, server_default=""),
-        Column("aggregate_seq", BigInteger, nullable=False, server_default="0"),
-        Column("attempts", Integer, nullable=False, server_default="0"),
-        Column("last_error", Text),
-        Column(
-            "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()
-        ),
-        # The W3C traceparent of the writing transaction's span when its trace is sampled: the
-        # relay puts it in the message headers, so the consumer continues that trace.
-        Column("traceparent", Text),
-        # The relay holds back a row while an earlier row of its aggregate waits to be retried.
-        Index("ix_outbox_aggregate", "aggregate_id", "id"),
-    )
-    Table(
-        "outbox_dead_letter",
-        metadata,
-        Column("id", BigInteger, primary_key=True),
-        Column("event_id", Uuid, nullable=False),
-        Column("subject", Text, nullable=False),
-        Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("aggregate_id", Text, nullable=False),
-        Column("aggregate_seq", BigInteger, nullable=False),
-        Column("attempts", Integer, nullable=False),
-        Column("last_error", Text, nullable=False),
-        Column("dead_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-    Table(
-        "outbox_sequence",
-        metadata,
-        Column("aggregate_id", Text, primary_key=True),
-        Column("last_seq", BigInteger, nullable=False),
-    )
-    return outbox
 
 
 class BatchEvent(NamedTuple):
