@@ -21,12 +21,20 @@ which a cluster would need hash tags for):
   vp:dirty            set of "<user>:<video>" written since their last claim
   vp:flushing         sorted set of claimed members; score = lease token (see `claim`)
   vp:enr:<user>:<course>  "1" while the enrollment is known active (TTL)
-  vp:seeded:<user>:<course>  "1" while every flushed row of theirs in the course is in Valkey
+  vp:seeded:<user>:<course>  the server's epoch while every flushed row of theirs in the
+                      course is in Valkey
+
+A state server restarted from its AOF may come back a second behind what the flusher already
+committed (kill -9 with `appendfsync everysec`). Its run id (the epoch) changes on every start,
+and a seeded mark counts only for the epoch that wrote it, so after a restart each viewer's
+next update re-merges their Postgres rows before it applies: progress never moves backwards.
+The epoch is re-read at most once a second, which bounds the window after a restart.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -36,23 +44,23 @@ from mesh.state import Script
 PREFIX = "vp:"
 DIRTY = "vp:dirty"
 FLUSHING = "vp:flushing"
+EPOCH_RECHECK_SECONDS = 1.0
 
 # KEYS: the hash, the enrollment mark, the dirty set, the seeded mark. ARGV: 1 member, 2 the
 # sample "position watched client_time now duration course" (packed: the client's
 # per-argument encoding is a measurable share of the hot path), 3 enrollment TTL ("0": the
-# mark must already exist). Returns "p w f t ca u" once applied, or "-1" (enrollment not
-# known) / "-2" (no hash and the course not seeded): nothing is written then.
+# mark must already exist), 4 the server's epoch. Returns "p w f t ca u" once applied, or
+# "-1" (enrollment not known) / "-2" (the course not seeded in this server's life): nothing
+# is written then.
 _UPDATE = """
 if ARGV[3] == '0' then
   if redis.call('EXISTS', KEYS[2]) == 0 then return '-1' end
 else
   redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 end
+if redis.call('GET', KEYS[4]) ~= ARGV[4] then return '-2' end
 local cur = redis.call('HMGET', KEYS[1], 'p', 'w', 'f', 't', 'ca')
-if not cur[2] then
-  if redis.call('EXISTS', KEYS[4]) == 0 then return '-2' end
-  cur = {0, 0, 0, 0, 0}
-end
+if not cur[2] then cur = {0, 0, 0, 0, 0} end
 local p, w, f, t, ca = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3]),
   tonumber(cur[4]), tonumber(cur[5])
 local pos, watched, ct, now, d, course = string.match(ARGV[2],
@@ -71,12 +79,13 @@ return string.format('%d %d %d %d %d %d', p, w, f, t, ca, now)
 """
 
 # Merges a viewer's flushed rows of one course into their hashes and sets the seeded mark.
-# KEYS[1] the mark; ARGV: 1 keep seconds, 2 "vp:<user>:", 3 course, then "video p w f t ca"
-# per row. A hash that can expire lives at least a minute longer than the mark (covering a
-# row flushed between the query and this script); a persistent (unflushed) one stays so.
+# KEYS[1] the mark; ARGV: 1 keep seconds, 2 "vp:<user>:", 3 course, 4 the server's epoch
+# (the mark's value), then "video p w f t ca" per row. A hash that can expire lives at least
+# a minute longer than the mark (covering a row flushed between the query and this script); a
+# persistent (unflushed) one stays so.
 _SEED = """
 local keep = tonumber(ARGV[1])
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local video, p, w, f, t, ca = string.match(ARGV[i], '^(%S+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   local key = ARGV[2] .. video
   local ttl = redis.call('TTL', key)
@@ -91,8 +100,8 @@ for i = 4, #ARGV do
   redis.call('HSET', key, 'p', p, 'w', w, 'f', f, 't', t, 'ca', ca, 'c', ARGV[3])
   if ttl ~= -1 and ttl < keep + 60 then redis.call('EXPIRE', key, keep + 60) end
 end
-redis.call('SET', KEYS[1], '1', 'EX', math.max(keep - 60, 1))
-return #ARGV - 3
+redis.call('SET', KEYS[1], ARGV[4], 'EX', math.max(keep - 60, 1))
+return #ARGV - 4
 """
 
 # Claims up to ARGV[3] members: first those whose lease expired (a flusher died or stalled),
@@ -210,6 +219,21 @@ class ProgressState:
         self._ack = Script(client, _ACK)
         self._seed = Script(client, _SEED)
         self._release = Script(client, _RELEASE)
+        self._epoch = ""
+        self._epoch_read = float("-inf")
+
+    async def epoch(self) -> str:
+        """The state server's run id, re-read at most once a second (see the module notes)."""
+        now = time.monotonic()
+        if now - self._epoch_read >= EPOCH_RECHECK_SECONDS:
+            self._epoch_read = now
+            try:
+                info = await self._client.info("server")
+            except BaseException:
+                self._epoch_read = float("-inf")
+                raise
+            self._epoch = str(info["run_id"])
+        return self._epoch
 
     async def apply(
         self,
@@ -238,6 +262,7 @@ class ProgressState:
                 m,
                 f"{position_ms} {watched_ms} {client_time_ms} {now_ms} {duration_ms} {course_id}",
                 enrollment_ttl,
+                await self.epoch(),
             ],
         )
         reply = _text(reply)
@@ -257,7 +282,7 @@ class ProgressState:
         ]
         await self._seed(
             keys=[f"{PREFIX}seeded:{user_id}:{course_id}"],
-            args=[keep_seconds, f"{PREFIX}{user_id}:", course_id, *packed],
+            args=[keep_seconds, f"{PREFIX}{user_id}:", course_id, await self.epoch(), *packed],
         )
 
     async def forget_enrollment(self, user_id: str, course_id: str) -> None:

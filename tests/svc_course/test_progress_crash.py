@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as redis
+from google.protobuf.duration_pb2 import Duration
 
 from bench.progress_loss import (
     STEP_MS,
@@ -30,6 +31,7 @@ from bench.progress_loss import (
     set_up,
 )
 from devstack.stack import Stack
+from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from svc_user.tokens import AccessTokens, load_private_key
 
@@ -104,4 +106,43 @@ async def test_a_read_never_shows_less_than_postgres_after_the_state_lost_writes
             assert await state.hset(key, mapping={"w": STEP_MS, "p": STEP_MS}) == 0
         finally:
             await state.aclose()
+        assert await read(stub, viewer) == top
+
+
+async def test_an_update_after_the_state_restarted_behind_postgres_reseeds_first(
+    private: Stack,
+) -> None:
+    """The same window seen by the write path: after a restart (a new run id, so the viewer's
+    seeded mark belongs to the server's previous life) with a rewound hash, the next update
+    merges the Postgres row back in before it applies, so its reply does not move backwards.
+    Rewriting the mark's epoch stands in for the restart; the rewound hash for the lost second."""
+    endpoints = private.endpoints
+    signer = AccessTokens(load_private_key(endpoints.jwt_private_key_file), 3600)
+    async with grpc.aio.insecure_channel(endpoints.services["course"][0]) as channel:
+        stub = CourseServiceStub(channel)
+        [viewer] = await set_up(stub, signer, 1)
+        await send(stub, viewer, 0.0, time.monotonic() + 0.5)
+        top = max(viewer.acked)
+        assert top >= 3 * STEP_MS
+        deadline = time.monotonic() + FLUSH_DEADLINE_S
+        while postgres_watched(endpoints.database_url, [viewer]).get(viewer.user_id, 0) < top:
+            assert time.monotonic() < deadline, "the flusher never wrote the samples"
+            await asyncio.sleep(0.1)
+        state = redis.Redis.from_url(endpoints.state_url, decode_responses=True)
+        try:
+            key = f"vp:{viewer.user_id}:{viewer.video_id}"
+            course_id = await state.hget(key, "c")
+            assert isinstance(course_id, str)
+            assert await state.hset(key, mapping={"w": STEP_MS, "p": STEP_MS, "f": STEP_MS}) == 0
+            mark = f"vp:seeded:{viewer.user_id}:{course_id}"
+            assert await state.set(mark, "a-previous-life", xx=True, keepttl=True)
+        finally:
+            await state.aclose()
+        ms = Duration(seconds=2 * STEP_MS // 1000, nanos=(2 * STEP_MS % 1000) * 1_000_000)
+        reply = await stub.UpdateVideoProgress(
+            pb.UpdateVideoProgressRequest(video_id=viewer.video_id, position=ms, watched=ms),
+            metadata=viewer.auth,
+        )
+        assert reply.progress.watched.ToMilliseconds() == top
+        assert reply.progress.furthest.ToMilliseconds() == top
         assert await read(stub, viewer) == top

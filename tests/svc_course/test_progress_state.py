@@ -125,6 +125,23 @@ async def test_unknown_enrollment_and_unseeded_course_write_nothing(
     assert applied.watched_ms == 1
 
 
+async def test_a_mark_from_the_servers_previous_life_does_not_count_as_seeded(
+    valkey: redis.Redis,
+) -> None:
+    """A restarted state server has a new run id: the marks it replayed from its AOF vouch for
+    hashes that may be a second behind Postgres, so the next sample asks for a re-seed."""
+    state = ProgressState(valkey)
+    user, video, course = ids()
+    await sample(state, user, video, course, position=5, watched=5, at=1)
+    assert await state.epoch() == (await valkey.info("server"))["run_id"]
+    mark = f"{PREFIX}seeded:{user}:{course}"
+    await valkey.set(mark, "a-previous-life", keepttl=True)
+    with pytest.raises(NotSeeded):
+        await sample(state, user, video, course, position=6, watched=6, at=2, seeded=False)
+    stored = await sample(state, user, video, course, position=6, watched=6, at=2)
+    assert stored.watched_ms == 6
+
+
 async def test_seeding_merges_flushed_rows_and_never_lowers_newer_values(
     valkey: redis.Redis,
 ) -> None:
