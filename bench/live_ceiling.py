@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from bench.live_receivers import Receivers
+from bench.schedule import ticks
 from elearn.live.v1 import live_service_pb2 as pb
 from svc_live import wire
 
@@ -70,11 +71,7 @@ async def _serve(port: int, rate: float, seconds: float, participants: int, out:
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
-    while time.monotonic() - start < seconds:
-        due = start + n / rate
-        if due > time.monotonic():
-            await asyncio.sleep(due - time.monotonic())
-        n += 1
+    async for n in ticks(rate, seconds):
         event = pb.ServerEvent(sequence=n, broadcast=pb.Broadcast(text=f"t{time.time_ns()}"))
         data = wire.frame(event.SerializeToString())
         for stream in streams:

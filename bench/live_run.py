@@ -17,6 +17,7 @@ import psutil
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.live_receivers import Receivers
+from bench.schedule import ticks
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
@@ -118,15 +119,7 @@ async def broadcast(target: str, host: str, sid: str, rate: float, seconds: floa
                 return False
             return True
 
-        start = time.monotonic()
-        sends = []
-        n = 0
-        while time.monotonic() - start < seconds:
-            due = start + n / rate
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
-            n += 1
-            sends.append(asyncio.create_task(send_one()))
+        sends = [asyncio.create_task(send_one()) async for _ in ticks(rate, seconds)]
         return sum(await asyncio.gather(*sends))
 
 

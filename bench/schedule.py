@@ -4,13 +4,16 @@ Pure logic on integer nanosecond timestamps (`time.perf_counter_ns()`), so it ca
 without a clock. A closed loop starts a call as soon as a caller is free; an open loop starts
 calls at planned arrival times, whatever the server's speed, and measures each call from its
 planned start — a call that waited for a free caller is charged for the wait, so a slow server
-cannot hide behind a slowed-down driver (coordinated omission).
+cannot hide behind a slowed-down driver (coordinated omission). `ticks` is the one clocked
+piece: the fixed-rate pacer of the live runs' broadcasts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 NS_PER_S = 1_000_000_000
@@ -91,3 +94,16 @@ def arrivals(
             return
         yield t_ns
         k += 1
+
+
+async def ticks(rate: float, seconds: float) -> AsyncIterator[int]:
+    """1, 2, 3 … at `rate` per second for `seconds`, each on its fixed schedule from the start
+    (a late tick is not pushed back, so the pace holds whatever the loop body costs)."""
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < seconds:
+        due = start + n / rate
+        if due > time.monotonic():
+            await asyncio.sleep(due - time.monotonic())
+        n += 1
+        yield n
