@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from bench import ghz_prepare, report, sla_report
+from bench import ghz_prepare, report, sla_report, stack_cpu
 from bench.driver import WorkerFailed, run_workers
 from bench.endpoints import (
     DEFAULT_PATH,
@@ -302,7 +302,12 @@ async def _run_one(
             uvloop=args.loop == "uvloop",
         )
         _progress(f"{name}: {args.warmup:g} s warm-up, then {_span(args)} ({load['mode']} loop)")
-        merged = await asyncio.to_thread(run_workers, plan, args.processes)
+        sampler = _stack_sampler(args)
+        try:
+            merged = await asyncio.to_thread(run_workers, plan, args.processes, sampler)
+        finally:
+            if sampler is not None:
+                sampler.stop()
     except grpc.aio.AioRpcError as exc:
         return report.failed_entry(
             name, service, load, f"setup: {exc.code().name}: {exc.details()}"
@@ -313,7 +318,22 @@ async def _run_one(
         return report.failed_entry(name, service, load, f"{type(exc).__name__}: {exc}")
     if name == CEILING:
         ceiling = merged.throughput or None
-    return report.scenario_entry(name, service, load, merged, target, ceiling)
+    entry = report.scenario_entry(name, service, load, merged, target, ceiling)
+    if sampler is not None and merged.window_start_ns:
+        end_ns = merged.window_start_ns + round(merged.elapsed_s * 1e9)
+        entry["stack_cpu"] = stack_cpu.window_share(
+            sampler.samples, merged.window_start_ns, end_ns, merged.throughput
+        )
+    return entry
+
+
+def _stack_sampler(args: argparse.Namespace) -> stack_cpu.Sampler | None:
+    """CPU sampling of the stack's processes when the endpoints file has a pids.json beside
+    it (a stack this box started); None against a bare --address."""
+    if args.address:
+        return None
+    processes = stack_cpu.stack_processes(args.endpoints.parent)
+    return stack_cpu.Sampler(processes).start() if processes else None
 
 
 async def _run_standalone(

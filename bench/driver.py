@@ -11,13 +11,15 @@ import queue
 import resource
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psutil
 from hdrh.histogram import HdrHistogram
 
 from bench import histogram, series
+from bench.stack_cpu import Sampler, cpu_seconds
 from bench.worker import BARRIER_TIMEOUT_S, WorkerPlan, worker_main
 
 # Time allowed beyond warm-up + window + one deadline for spawning, importing and draining.
@@ -47,6 +49,7 @@ class Merged:
     children_cpu_s: float = 0.0
     wall_s: float = 0.0
     series: dict[str, Any] = field(default_factory=dict)
+    window_start_ns: int = 0
 
     @property
     def throughput(self) -> float:
@@ -64,6 +67,9 @@ def merge_results(results: Iterable[Mapping[str, Any]]) -> Merged:
         _add(out.errors, r["errors"])
         _add(out.counters, r["counters"])
         out.elapsed_s = max(out.elapsed_s, r["elapsed_s"])
+        start = r.get("window_start_ns", 0)
+        if start and (not out.window_start_ns or start < out.window_start_ns):
+            out.window_start_ns = start
         out.warmup_calls += r["warmup_calls"]
         out.warmup_errors += r["warmup_errors"]
         out.prepare_errors += r["prepare_errors"]
@@ -102,7 +108,9 @@ def plans(base: WorkerPlan, processes: int) -> list[WorkerPlan]:
     ]
 
 
-def run_workers(base: WorkerPlan, processes: int) -> Merged:
+def run_workers(base: WorkerPlan, processes: int, sampler: Sampler | None = None) -> Merged:
+    """Run the plan over `processes` workers; a `sampler` also samples their CPU, as the
+    process "bench driver"."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results: Any = ctx.Queue()
@@ -122,6 +130,8 @@ def run_workers(base: WorkerPlan, processes: int) -> Merged:
     try:
         for p in procs:
             p.start()
+        if sampler is not None:
+            sampler.extra["bench driver"] = _cpu_of([psutil.Process(p.pid) for p in procs])
         reports = _collect(results, procs, deadline)
     finally:
         _reap(procs)
@@ -170,6 +180,13 @@ def _reap(procs: list[Any]) -> None:
         if p.is_alive():
             p.kill()
             p.join()
+
+
+def _cpu_of(procs: list[psutil.Process]) -> Callable[[], float]:
+    def read() -> float:
+        return sum(cpu_seconds(p) for p in procs)
+
+    return read
 
 
 def _children_cpu() -> float:

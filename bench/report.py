@@ -17,7 +17,10 @@ under bench/results/, with its SLA report beside it (see `sla_report`):
                  "checks": [{"name", "target", "actual", "passed"}]} | null,
          "histogram": HdrHistogram base64,
          "series": {"interval_s", "ok": [n per second], "errors": [...],
-                    "p50", "p95", "p99": [ms per second, null when no call]}}]}
+                    "p50", "p95", "p99": [ms per second, null when no call]},
+         "stack_cpu": {"span_s", "total_cores", "total_us_per_call",
+                       "processes": {name: {"cpu_s", "cores", "us_per_call"}}} | null
+                      (absent against a bare --address; see bench.stack_cpu)}]}
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import histogram
+from bench import histogram, stack_cpu
 from bench.driver import Merged
 from bench.sla import Observed, Target, Verdict, evaluate, split_errors
 
@@ -205,4 +208,7 @@ def _notes(e: dict[str, Any]) -> str:
         note += f"; {ol['late_starts']} late starts (max {ol['max_lag_ms']:.1f} ms: add callers)"
     for key, n in e["counters"].items():
         note += f"; {key} {n}"
+    if e.get("stack_cpu"):
+        note += f"\n  CPU over {e['stack_cpu']['span_s']:g} s of the window:\n"
+        note += stack_cpu.table(e["stack_cpu"])
     return note

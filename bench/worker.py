@@ -80,6 +80,9 @@ class WorkerResult:
     max_lag_us: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     series: dict[str, Any] = field(default_factory=dict)
+    # Start of the measured window on the box's monotonic clock (perf_counter_ns), so the parent
+    # can line the stack's CPU samples up with it (bench.stack_cpu).
+    window_start_ns: int = 0
 
 
 class Recorder:
@@ -172,6 +175,7 @@ async def _run(plan: WorkerPlan, barrier: Barrier) -> WorkerResult:
         )
         finished_ns = time.perf_counter_ns()
         result = recorder.result
+        result.window_start_ns = window.measure_ns
         result.cpu_s = time.process_time() - (cpu_at_measure or [time.process_time()])[0]
         result.elapsed_s = (
             max(recorder.last_end_ns, _end_ns(window, budget, finished_ns)) - window.measure_ns
