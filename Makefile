@@ -16,6 +16,8 @@ GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 # Jaeger's version is pinned by tools/go.mod (a Go tools module, go.sum included); the binary is
 # rebuilt whenever that module changes.
 JAEGER := $(TOOLS)/jaeger
+# vegeta (bench --driver vegeta), pinned by its own tools module, tools/vegeta/go.mod.
+VEGETA := $(TOOLS)/vegeta
 # Prometheus and promtool come from Debian's package, unpacked (not installed) into .tools: no
 # root needed, and the version is the one apt serves; the stamp names it.
 PROMETHEUS_VERSION ?= 2.42.0
@@ -23,7 +25,7 @@ PROMETHEUS := $(TOOLS)/prometheus
 PROMETHEUS_STAMP := $(TOOLS)/.prometheus-$(PROMETHEUS_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus clean
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus tools-vegeta clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -85,7 +87,7 @@ test-unit: $(INSTALLED) tools-prometheus  ## only the tests that need no server 
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools: tools-ghz tools-jaeger tools-prometheus  ## install ghz, Jaeger, Prometheus into .tools/bin (`make test` does it itself; needs Go, apt-get)
+tools: tools-ghz tools-jaeger tools-prometheus tools-vegeta  ## install ghz, Jaeger, Prometheus, vegeta into .tools/bin (`make test` does it itself; needs Go, apt-get)
 
 tools-ghz:  ## ghz, the gRPC load tool the edge tests drive
 	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
@@ -110,6 +112,17 @@ $(JAEGER): tools/go.mod tools/go.sum
 	  exit 1; }
 	@echo "building Jaeger (tools/go.mod) into $(TOOLS) (go build, once)"
 	cd tools && go build -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+	@touch $@
+
+tools-vegeta: $(VEGETA)  ## vegeta v12.13.0, the open-loop HTTP load tool of `bench --driver vegeta`
+
+$(VEGETA): tools/vegeta/go.mod tools/vegeta/go.sum
+	@command -v go >/dev/null 2>&1 || { \
+	  echo "make: vegeta (bench --driver vegeta and its test) is built from source with Go," >&2; \
+	  echo "      and 'go' is not on PATH: install Go 1.24 or newer (https://go.dev/dl/)." >&2; \
+	  exit 1; }
+	@echo "building vegeta (tools/vegeta/go.mod) into $(TOOLS) (go build, once)"
+	cd tools/vegeta && go build -o $(CURDIR)/$(VEGETA) github.com/tsenart/vegeta/v12
 	@touch $@
 
 tools-prometheus:  ## Prometheus + promtool from Debian's package, unpacked into .tools/bin

@@ -3,7 +3,8 @@
     python -m bench [--scenario health,login,refresh,whoami] [--target edge|direct]
                     [--duration 15 | --count N] [--warmup 3] [--processes 2]
                     [--concurrency 32] [--channels 4] [--rate N [--arrival poisson|fixed]]
-                    [--json PATH] [--endpoints PATH | --address HOST:PORT] [--list]
+                    [--driver python|vegeta] [--json PATH]
+                    [--endpoints PATH | --address HOST:PORT] [--list]
 
 Exit status: 0 when every scenario ran and met its SLA, 1 otherwise, 2 when no stack is found.
 """
@@ -23,8 +24,8 @@ from typing import Any
 
 import grpc
 
-from bench import ghz_prepare, report, sla_report, stack_cpu
-from bench.driver import WorkerFailed, run_workers
+from bench import ghz_prepare, report, sla_report, stack_cpu, vegeta
+from bench.driver import Merged, WorkerFailed, run_workers
 from bench.endpoints import (
     DEFAULT_PATH,
     Endpoints,
@@ -36,6 +37,7 @@ from bench.scenarios import CEILING, SCENARIOS, Scenario, SetupContext
 from bench.scenarios.accounts import AccountPool
 from bench.sla import DEFAULT_PATH as SLA_PATH
 from bench.sla import Target, load_sla
+from bench.vegeta import VegetaFailed, VegetaMissing
 from bench.worker import READY_TIMEOUT_S, WorkerPlan
 
 DEFAULT_CONCURRENCY = 32
@@ -124,6 +126,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="concurrent Register/Login calls while setting up",
     )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument(
+        "--driver",
+        choices=("python", "vegeta"),
+        default="python",
+        help="vegeta: JSON scenarios (progress_json) from the compiled open-loop tool "
+        "(`make tools-vegeta`), which leaves the stack more of the box; needs a rate",
+    )
     p.add_argument(
         "--no-ceiling",
         action="store_true",
@@ -261,6 +270,7 @@ async def _run_one(
     concurrency = args.concurrency or (target and target.concurrency) or DEFAULT_CONCURRENCY
     rate = args.rate if args.rate is not None else (target.rate if target else None)
     load: dict[str, Any] = {
+        "driver": args.driver,
         "mode": "open" if rate else "closed",
         "processes": args.processes,
         "concurrency": concurrency,
@@ -304,7 +314,10 @@ async def _run_one(
         _progress(f"{name}: {args.warmup:g} s warm-up, then {_span(args)} ({load['mode']} loop)")
         sampler = _stack_sampler(args)
         try:
-            merged = await asyncio.to_thread(run_workers, plan, args.processes, sampler)
+            if args.driver == "vegeta":
+                merged = await asyncio.to_thread(_run_vegeta, cls, plan, callers, sampler)
+            else:
+                merged = await asyncio.to_thread(run_workers, plan, args.processes, sampler)
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -314,7 +327,7 @@ async def _run_one(
         )
     except NoSuchTarget as exc:
         return report.failed_entry(name, service, load, str(exc))
-    except (WorkerFailed, ConnectionError, TimeoutError) as exc:
+    except (WorkerFailed, VegetaFailed, VegetaMissing, ConnectionError, TimeoutError) as exc:
         return report.failed_entry(name, service, load, f"{type(exc).__name__}: {exc}")
     if name == CEILING:
         ceiling = merged.throughput or None
@@ -325,6 +338,25 @@ async def _run_one(
             sampler.samples, merged.window_start_ns, end_ns, merged.throughput
         )
     return entry
+
+
+def _run_vegeta(
+    cls: type[Scenario], plan: WorkerPlan, callers: int, sampler: stack_cpu.Sampler | None
+) -> Merged:
+    scenario = cls(timeout_s=plan.timeout_s)
+    http_targets = getattr(scenario, "http_targets", None)
+    if http_targets is None:
+        raise VegetaFailed(f"{cls.name} sends no HTTP requests vegeta could replay")
+    if not plan.rate:
+        raise VegetaFailed("vegeta runs an open loop only: give --rate")
+    return vegeta.run(
+        http_targets(plan.data, callers),
+        rate=plan.rate,
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        timeout_s=plan.timeout_s,
+        sampler=sampler,
+    )
 
 
 def _stack_sampler(args: argparse.Namespace) -> stack_cpu.Sampler | None:

@@ -8,6 +8,7 @@ connection serves one caller, one request at a time, as a browser tab would.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 
 class HttpStatusError(Exception):
@@ -16,6 +17,16 @@ class HttpStatusError(Exception):
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"HTTP {status}: {body[:200]!r}")
         self.status = status
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """One request a scenario sends, before it is encoded for a client (ours or vegeta)."""
+
+    method: str
+    url: str  # the path for build_request; the whole URL for vegeta
+    headers: dict[str, str]
+    body: bytes
 
 
 def build_request(method: str, host: str, path: str, headers: dict[str, str], body: bytes) -> bytes:

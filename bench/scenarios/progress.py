@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from bench.http1 import Http1Connection, build_request
+from bench.http1 import Http1Connection, HttpTarget, build_request
 from bench.scenarios.base import Scenario, SetupContext, UnexpectedResponse, raw_method
 from elearn.course.v1 import course_service_pb2 as cpb
 from elearn.course.v1 import course_service_pb2_grpc
@@ -148,6 +148,21 @@ class ProgressGrpc(Scenario):
         await stub(state["requests"][i], metadata=state["metadata"], timeout=self.timeout_s)
 
 
+def _json_requests(data: Any, caller: int) -> list[HttpTarget]:
+    """One caller's PUTs, in watching order; `url` is the path (the edge goes in front)."""
+    token = data["tokens"][caller % len(data["tokens"])]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return [
+        HttpTarget(
+            "PUT",
+            f"/api/videos/{data['videos'][v]}/progress",
+            headers,
+            json.dumps({"position": f"{pos}s", "watched": f"{pos}s"}).encode(),
+        )
+        for v, pos in _positions(caller)
+    ]
+
+
 class ProgressJson(Scenario):
     name = "progress_json"
     summary = "PUT /api/videos/{id}/progress as JSON through Envoy (the browser's path)"
@@ -161,22 +176,23 @@ class ProgressJson(Scenario):
 
     def make_state(self, data: Any, caller: int) -> Any:
         host, _, port = data["edge"].rpartition(":")
-        token = data["tokens"][caller % len(data["tokens"])]
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-        }
         requests = [
-            build_request(
-                "PUT",
-                data["edge"],
-                f"/api/videos/{data['videos'][v]}/progress",
-                headers,
-                json.dumps({"position": f"{pos}s", "watched": f"{pos}s"}).encode(),
-            )
-            for v, pos in _positions(caller)
+            build_request(t.method, data["edge"], t.url, t.headers, t.body)
+            for t in _json_requests(data, caller)
         ]
         return {"conn": Http1Connection(host, int(port)), "requests": requests, "next": 0}
+
+    def http_targets(self, data: Any, callers: int) -> list[HttpTarget]:
+        """For `--driver vegeta`: every caller's requests interleaved (the first of each, then
+        the second …), so consecutive calls come from different viewers, as from the Python
+        driver's callers."""
+        per_caller = [_json_requests(data, c) for c in range(callers)]
+        base = f"http://{data['edge']}"
+        return [
+            HttpTarget(t.method, base + t.url, t.headers, t.body)
+            for step in zip(*per_caller, strict=True)
+            for t in step
+        ]
 
     def make_stub(self, channel: grpc.aio.Channel) -> Any:
         return None
