@@ -42,8 +42,6 @@ class Pending:
     values: dict[str, Any]
     quiz: pb.Quiz
     instructor_id: str
-    # The inline grade's per-question results (their event needs them; empty when queued).
-    results: list[pb.QuestionResult]
     future: asyncio.Future[bool]
     # The caller's trace: the batch is written by one task, but each event continues the
     # trace of the request that caused it.
@@ -73,13 +71,12 @@ class GroupCommit:
         values: dict[str, Any],
         quiz: pb.Quiz,
         instructor_id: str,
-        results: list[pb.QuestionResult],
     ) -> bool:
         """Queue one submission and wait for its batch's commit; True when it was written,
         False when its attempt or key met an earlier row (the caller answers from that)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         parent = tracing.current_traceparent()
-        self._queue.append(Pending(attempt, values, quiz, instructor_id, results, future, parent))
+        self._queue.append(Pending(attempt, values, quiz, instructor_id, future, parent))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="quiz-group-commit")

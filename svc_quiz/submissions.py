@@ -6,7 +6,7 @@ the definition comes from the in-process cache), then one transaction of two sta
 submission insert that also closes the attempt, and the outbox row (the SubmissionGraded
 event, or the grading job). A one-call submission (no attempt id: the exam rush) goes
 through the group commit (svc_quiz.group_commit): concurrent calls share one transaction of
-three set-based statements. Repeats of one idempotency key meet at the unique index: one
+two set-based statements. Repeats of one idempotency key meet at the unique index: one
 insert wins, the others find its row and return it.
 """
 
@@ -96,8 +96,8 @@ class Submissions:
         if row.deadline_at is not None and now > row.deadline_at + self._attempts.grace:
             raise FailedPrecondition("the attempt's time is up")
         refuse_if_closed(quiz, now)
-        values, results = self._values(row, quiz, merged_answers(row, given), key, digest, now)
-        if not await self._insert(values, results, quiz, row):
+        values = self._values(row, quiz, merged_answers(row, given), key, digest, now)
+        if not await self._insert(values, quiz, row):
             return await self._repeat(caller, key, digest, quiz)
         out = views.submission(SimpleNamespace(**values, failure_reason=""))
         return views.withhold_for_student(out, quiz, now)
@@ -121,8 +121,8 @@ class Submissions:
             attempt_number=0,
             instructor_id=head.instructor_id,
         )
-        values, results = self._values(row, quiz, given, key, digest, now)
-        if not await self._batch.submit(attempt, values, quiz, str(head.instructor_id), results):
+        values = self._values(row, quiz, given, key, digest, now)
+        if not await self._batch.submit(attempt, values, quiz, str(head.instructor_id)):
             async with self._db.read() as conn:
                 existing = await srepo.submission_by_key(conn, caller.user_id, key)
             if existing is None:
@@ -139,8 +139,9 @@ class Submissions:
         for p in batch:
             status = p.values["grading_status"]
             if status == pb.GRADING_STATUS_GRADED:
+                results = list(pb.Submission.FromString(p.values["results"]).results)
                 event_id, event = graded_event(
-                    SimpleNamespace(**p.values), p.quiz, p.results, p.instructor_id
+                    SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
                 )
                 payload = event.SerializeToString()
                 out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
@@ -158,9 +159,7 @@ class Submissions:
         key: str,
         digest: bytes,
         now: datetime,
-    ) -> tuple[dict[str, Any], list[pb.QuestionResult]]:
-        """A new submission's row, graded inline when the quiz is cheap, and the grade's
-        per-question results (empty when a worker or the instructor grades it)."""
+    ) -> dict[str, Any]:
         due = views.as_datetime(quiz.due_time) if quiz.HasField("due_time") else None
         late = due is not None and now > due
         penalty = grading.late_penalty_percent(quiz.late_policy, due, now) if late else 0.0
@@ -188,49 +187,42 @@ class Submissions:
             "graded_at": None,
             "grade_version": 0,
         }
-        if not grading.is_cheap(quiz, self._sync_max):
-            return values, []
-        grade = grading.grade_submission(quiz, answers)
-        results = pb.Submission(results=grade.results).SerializeToString()
-        if grade.needs_manual:
-            values.update(
-                grading_status=pb.GRADING_STATUS_NEEDS_MANUAL_GRADING, pending_results=results
-            )
-        else:
-            score = grading.final_score(quiz, grade, penalty)
-            values.update(
-                grading_status=pb.GRADING_STATUS_GRADED,
-                score=score.score,
-                score_percent=score.percent,
-                passed=score.passed,
-                results=results,
-                graded_at=now,
-                grade_version=1,
-            )
-        return values, grade.results
+        if grading.is_cheap(quiz, self._sync_max):
+            grade = grading.grade_submission(quiz, answers)
+            results = pb.Submission(results=grade.results).SerializeToString()
+            if grade.needs_manual:
+                values.update(
+                    grading_status=pb.GRADING_STATUS_NEEDS_MANUAL_GRADING, pending_results=results
+                )
+            else:
+                score = grading.final_score(quiz, grade, penalty)
+                values.update(
+                    grading_status=pb.GRADING_STATUS_GRADED,
+                    score=score.score,
+                    score_percent=score.percent,
+                    passed=score.passed,
+                    results=results,
+                    graded_at=now,
+                    grade_version=1,
+                )
+        return values
 
-    async def _insert(
-        self, values: dict[str, Any], results: list[pb.QuestionResult], quiz: pb.Quiz, row: Any
-    ) -> bool:
+    async def _insert(self, values: dict[str, Any], quiz: pb.Quiz, row: Any) -> bool:
         async with self._db.transaction() as conn:
             if not await srepo.insert_submission(conn, values):
                 return False
-            await self._record(conn, values, results, quiz, row)
+            await self._record(conn, values, quiz, row)
         self._events.notify()
         return True
 
     async def _record(
-        self,
-        conn: AsyncConnection,
-        values: dict[str, Any],
-        results: list[pb.QuestionResult],
-        quiz: pb.Quiz,
-        row: Any,
+        self, conn: AsyncConnection, values: dict[str, Any], quiz: pb.Quiz, row: Any
     ) -> None:
         """The outbox row of a new submission: its SubmissionGraded event when graded inline,
         its grading job when queued (essays waiting for the instructor need neither)."""
         status = values["grading_status"]
         if status == pb.GRADING_STATUS_GRADED:
+            results = list(pb.Submission.FromString(values["results"]).results)
             await self._grades.add_graded_event(
                 conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
             )
@@ -391,13 +383,13 @@ class Submissions:
                     continue
                 quiz = await self._definitions.get(str(row.quiz_id), row.revision)
                 answers = merged_answers(row, [])
-                values, results = self._values(
+                values = self._values(
                     row, quiz, answers, f"expired:{attempt_id}", answers_digest(answers),
                     row.deadline_at,
                 )  # fmt: skip
                 values["submitted_at"] = datetime.now(UTC)
                 if await srepo.insert_submission(conn, values):
-                    await self._record(conn, values, results, quiz, row)
+                    await self._record(conn, values, quiz, row)
         if handled:
             self._events.notify()
         return handled
