@@ -56,16 +56,18 @@ def compile_pattern(pattern: str) -> re2._Regexp:
     return re2.compile(pattern, options)
 
 
+_TYPES = {
+    "single_choice": pb.QUESTION_TYPE_SINGLE_CHOICE,
+    "multiple_choice": pb.QUESTION_TYPE_MULTIPLE_CHOICE,
+    "true_false": pb.QUESTION_TYPE_TRUE_FALSE,
+    "numeric": pb.QUESTION_TYPE_NUMERIC,
+    "short_answer": pb.QUESTION_TYPE_SHORT_ANSWER,
+    "essay": pb.QUESTION_TYPE_ESSAY,
+}
+
+
 def question_type(question: pb.Question) -> pb.QuestionType.ValueType:
-    kind = question.WhichOneof("kind")
-    return {
-        "single_choice": pb.QUESTION_TYPE_SINGLE_CHOICE,
-        "multiple_choice": pb.QUESTION_TYPE_MULTIPLE_CHOICE,
-        "true_false": pb.QUESTION_TYPE_TRUE_FALSE,
-        "numeric": pb.QUESTION_TYPE_NUMERIC,
-        "short_answer": pb.QUESTION_TYPE_SHORT_ANSWER,
-        "essay": pb.QUESTION_TYPE_ESSAY,
-    }.get(kind or "", pb.QUESTION_TYPE_UNSPECIFIED)
+    return _TYPES.get(question.WhichOneof("kind") or "", pb.QUESTION_TYPE_UNSPECIFIED)
 
 
 def is_cheap(quiz: pb.Quiz, sync_max_questions: int = DEFAULT_SYNC_MAX_QUESTIONS) -> bool:

@@ -1,12 +1,14 @@
 """Group commit for one-call submissions (the exam rush path, finding C1).
 
 Concurrent SubmitQuiz calls queue their graded rows; one writer task takes everything queued
-and writes it in one transaction of three set-based statements (attempts, submissions that
-close them, outbox rows), however many submissions it carries. Each caller awaits its own
-outcome, and none is answered before the transaction holding its row committed, so an
-acknowledged submission is never lost. Idempotency stays with the unique indexes: a repeat
-of a key (in the same batch or a later one) loses at ON CONFLICT DO NOTHING and is answered
-from the row that won, exactly as a lone transaction would be.
+and writes it in one transaction of two set-based statements (attempts opened already
+submitted together with their submissions; outbox rows), however many submissions it
+carries. Each caller awaits its own outcome, and none is answered before the transaction
+holding its row committed, so an acknowledged submission is never lost. Idempotency stays
+with the unique indexes: a repeat of a key (in the same batch or a later one) loses at ON
+CONFLICT DO NOTHING and is answered from the row that won, exactly as a lone transaction
+would be. The column list of a submission is svc_quiz.submission_repository's, shared with
+the insert a lone submission (with an attempt already open) goes through.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from elearn.quiz.v1 import quiz_service_pb2 as pb
 from mesh import tracing
 from mesh.db import Database
 from mesh.outbox import BatchEvent, Outbox
+from svc_quiz import submission_repository as srepo
 from svc_quiz.repository import IN_PROGRESS, SUBMITTED
 
 log = logging.getLogger("svc_quiz.group_commit")
@@ -109,67 +112,53 @@ class GroupCommit:
                 p.future.set_result(ok)
 
 
-_INSERT_ATTEMPTS = text(
-    f"""
-    INSERT INTO attempts (id, quiz_id, user_id, attempt_number, quiz_version, state, start_key,
-                          shuffle_seed, started_at, deadline_at)
-    SELECT i.id, i.quiz_id, i.user_id, c.n + 1, i.quiz_version, {IN_PROGRESS}, i.start_key,
-           i.shuffle_seed, i.started_at, NULL
-    FROM unnest(CAST(:id AS uuid[]), CAST(:quiz_id AS uuid[]), CAST(:user_id AS uuid[]),
-                CAST(:quiz_version AS int[]), CAST(:start_key AS text[]),
-                CAST(:shuffle_seed AS int[]), CAST(:started_at AS timestamptz[]),
-                CAST(:max_attempts AS int[]))
-         AS i(id, quiz_id, user_id, quiz_version, start_key, shuffle_seed, started_at,
-              max_attempts)
-    CROSS JOIN LATERAL (
-      SELECT count(*) AS n FROM attempts a WHERE a.quiz_id = i.quiz_id AND a.user_id = i.user_id
-    ) c
-    WHERE i.max_attempts = 0 OR c.n < i.max_attempts
-    ON CONFLICT DO NOTHING
-    RETURNING id, attempt_number
-    """
+_ATTEMPT_ARRAYS = {
+    "start_key": "text",
+    "shuffle_seed": "int",
+    "started_at": "timestamptz",
+    "max_attempts": "int",
+}
+_INPUT = {**srepo.SUBMISSION_ARRAYS, **_ATTEMPT_ARRAYS}
+_INPUT_COLUMNS = ", ".join(_INPUT)
+_INPUT_ARRAYS = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _INPUT.items())
+_SUBMISSION_VALUES = ", ".join(
+    "a.attempt_number" if c == "attempt_number" else f"i.{c}" for c in srepo.SUBMISSION_ARRAYS
 )
 
-_SUBMISSION_ARRAYS = {
-    "id": "uuid",
-    "quiz_id": "uuid",
-    "course_id": "uuid",
-    "user_id": "uuid",
-    "attempt_id": "uuid",
-    "attempt_number": "int",
-    "quiz_version": "int",
-    "grading_status": "smallint",
-    "idempotency_key": "text",
-    "answers_digest": "bytea",
-    "answers": "bytea",
-    "late": "boolean",
-    "late_penalty_percent": "float8",
-    "submitted_at": "timestamptz",
-    "score": "float8",
-    "max_score": "float8",
-    "score_percent": "float8",
-    "passed": "boolean",
-    "results": "bytea",
-    "pending_results": "bytea",
-    "graded_at": "timestamptz",
-    "grade_version": "int",
-}
-_COLUMNS = ", ".join(_SUBMISSION_ARRAYS)
-_UNNEST = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _SUBMISSION_ARRAYS.items())
-
-# Submissions of the attempts just opened; each closes its attempt in the same statement.
-_INSERT_SUBMISSIONS = text(
+# One statement per batch: each attempt is opened already SUBMITTED (it closes in the same
+# transaction anyway, and writing the final row at once spares an UPDATE that would rewrite
+# every index of attempts), numbered after the student's earlier ones and within the quiz's
+# limit, then its submission goes in with that number. Data-modifying CTEs share one
+# snapshot, so the submission takes its attempt number from `a`'s RETURNING. The open-attempt
+# check stands in for uq_attempts_open, which a row never IN_PROGRESS does not enter: a
+# one-call submission is refused while the student has an attempt open.
+_INSERT_BATCH = text(
     f"""
-    WITH s AS (
-      INSERT INTO submissions ({_COLUMNS})
-      SELECT {_COLUMNS} FROM unnest({_UNNEST}) AS i({_COLUMNS})
-      ON CONFLICT DO NOTHING
-      RETURNING id, attempt_id
+    WITH i AS (
+      SELECT * FROM unnest({_INPUT_ARRAYS}) AS i({_INPUT_COLUMNS})
     ), a AS (
-      UPDATE attempts SET state = {SUBMITTED}, submission_id = s.id
-      FROM s WHERE attempts.id = s.attempt_id
+      INSERT INTO attempts (id, quiz_id, user_id, attempt_number, quiz_version, state,
+                            start_key, shuffle_seed, started_at, deadline_at, submission_id)
+      SELECT i.attempt_id, i.quiz_id, i.user_id, c.n + 1, i.quiz_version, {SUBMITTED},
+             i.start_key, i.shuffle_seed, i.started_at, NULL, i.id
+      FROM i CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
+      ) c
+      WHERE (i.max_attempts = 0 OR c.n < i.max_attempts)
+        AND NOT EXISTS (
+          SELECT 1 FROM attempts o
+          WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id AND o.state = {IN_PROGRESS}
+        )
+      ON CONFLICT DO NOTHING
+      RETURNING id, attempt_number
+    ), s AS (
+      INSERT INTO submissions ({srepo.SUBMISSION_COLUMNS_NEW})
+      SELECT {_SUBMISSION_VALUES} FROM i JOIN a ON a.id = i.attempt_id
+      ON CONFLICT DO NOTHING
+      RETURNING id
     )
-    SELECT id FROM s
+    SELECT a.id, a.attempt_number, s.id IS NOT NULL AS written
+    FROM a JOIN i ON i.attempt_id = a.id LEFT JOIN s ON s.id = i.id
     """
 )
 
@@ -177,34 +166,28 @@ _INSERT_SUBMISSIONS = text(
 # have rolled it back.
 _DROP_ATTEMPTS = text("DELETE FROM attempts WHERE id = ANY(CAST(:ids AS uuid[]))")
 
-_ATTEMPT_ARRAYS = (
-    "id", "quiz_id", "user_id", "quiz_version", "start_key", "shuffle_seed", "started_at",
-    "max_attempts",
-)  # fmt: skip
-
-
-def _columns(rows: list[dict[str, Any]], names: Any) -> dict[str, list[Any]]:
-    return {n: [r[n] for r in rows] for n in names}
-
 
 async def write_batch(
     conn: AsyncConnection, batch: list[Pending], outbox: Outbox, events: EventRows
 ) -> list[bool]:
     """Write a batch inside the caller's transaction; per item, whether it was written."""
-    attempts = [p.attempt for p in batch]
-    opened = await conn.execute(_INSERT_ATTEMPTS, _columns(attempts, _ATTEMPT_ARRAYS))
-    numbers = {row.id: row.attempt_number for row in opened}
-    numbered = [p for p in batch if p.attempt["id"] in numbers]
-    for p in numbered:
-        p.values["attempt_number"] = numbers[p.attempt["id"]]
-    inserted: set[Any] = set()
-    if numbered:
-        rows = [p.values for p in numbered]
-        result = await conn.execute(_INSERT_SUBMISSIONS, _columns(rows, _SUBMISSION_ARRAYS))
-        inserted = {row.id for row in result}
-    lost = [p.attempt["id"] for p in numbered if p.values["id"] not in inserted]
+    params = srepo.columns([p.values for p in batch], srepo.SUBMISSION_ARRAYS)
+    params.update(srepo.columns([p.attempt for p in batch], _ATTEMPT_ARRAYS))
+    result = await conn.execute(_INSERT_BATCH, params)
+    opened = {row.id: row for row in result}
+    done = []
+    lost = []
+    for p in batch:
+        row = opened.get(p.values["attempt_id"])
+        if row is None:
+            continue
+        if row.written:
+            p.values["attempt_number"] = row.attempt_number
+            done.append(p)
+        else:
+            lost.append(row.id)
     if lost:
         await conn.execute(_DROP_ATTEMPTS, {"ids": lost})
-    done = [p for p in numbered if p.values["id"] in inserted]
     await outbox.add_many(conn, events(done))
-    return [p.values["id"] in inserted for p in batch]
+    written = {p.values["id"] for p in done}
+    return [p.values["id"] in written for p in batch]

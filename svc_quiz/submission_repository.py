@@ -3,7 +3,7 @@ take a connection, so the caller decides what runs in one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row, text
@@ -32,17 +32,42 @@ _BASIC_COLUMNS = (
     " graded_at, grade_version, failure_reason"
 )
 
-_INSERT_SUBMISSION = text(
+# A submission row's columns and their Postgres types: rows go in as one array per column
+# (unnest), so one statement shape inserts one row or a group commit's hundreds.
+SUBMISSION_ARRAYS = {
+    "id": "uuid",
+    "quiz_id": "uuid",
+    "course_id": "uuid",
+    "user_id": "uuid",
+    "attempt_id": "uuid",
+    "attempt_number": "int",
+    "quiz_version": "int",
+    "grading_status": "smallint",
+    "idempotency_key": "text",
+    "answers_digest": "bytea",
+    "answers": "bytea",
+    "late": "boolean",
+    "late_penalty_percent": "float8",
+    "submitted_at": "timestamptz",
+    "score": "float8",
+    "max_score": "float8",
+    "score_percent": "float8",
+    "passed": "boolean",
+    "results": "bytea",
+    "pending_results": "bytea",
+    "graded_at": "timestamptz",
+    "grade_version": "int",
+}
+SUBMISSION_COLUMNS_NEW = ", ".join(SUBMISSION_ARRAYS)
+_UNNEST = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in SUBMISSION_ARRAYS.items())
+
+# Inserts submissions and closes their attempts in one statement; a row whose key or attempt
+# already has a submission is skipped (ON CONFLICT DO NOTHING), and only inserted ids return.
+_INSERT_SUBMISSIONS = text(
     f"""
     WITH s AS (
-      INSERT INTO submissions (id, quiz_id, course_id, user_id, attempt_id, attempt_number,
-          quiz_version, grading_status, idempotency_key, answers_digest, answers, late,
-          late_penalty_percent, submitted_at, score, max_score, score_percent, passed, results,
-          pending_results, graded_at, grade_version)
-      VALUES (:id, :quiz_id, :course_id, :user_id, :attempt_id, :attempt_number, :quiz_version,
-          :grading_status, :idempotency_key, :answers_digest, :answers, :late,
-          :late_penalty_percent, :submitted_at, :score, :max_score, :score_percent, :passed,
-          :results, :pending_results, :graded_at, :grade_version)
+      INSERT INTO submissions ({SUBMISSION_COLUMNS_NEW})
+      SELECT {SUBMISSION_COLUMNS_NEW} FROM unnest({_UNNEST}) AS i({SUBMISSION_COLUMNS_NEW})
       ON CONFLICT DO NOTHING
       RETURNING id, attempt_id
     ), a AS (
@@ -54,10 +79,21 @@ _INSERT_SUBMISSION = text(
 )
 
 
+def columns(rows: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """Rows as one list per column, the parameters of an unnest insert."""
+    return {n: [r[n] for r in rows] for n in names}
+
+
+async def insert_submissions(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[Any]:
+    """Insert submissions and close their attempts; the ids of the rows inserted (a row is
+    left out when its key or its attempt already has a submission)."""
+    result = await conn.execute(_INSERT_SUBMISSIONS, columns(rows, SUBMISSION_ARRAYS))
+    return {row.id for row in result}
+
+
 async def insert_submission(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
-    """Insert a submission and close its attempt in one statement; False when the key or the
-    attempt already has a submission."""
-    return (await conn.execute(_INSERT_SUBMISSION, dict(values))).first() is not None
+    """One submission (a batch of one); False when the key or the attempt already has one."""
+    return bool(await insert_submissions(conn, [values]))
 
 
 async def submission_by_key(conn: AsyncConnection, user_id: str, key: str) -> Row[Any] | None:

@@ -6,7 +6,7 @@ the definition comes from the in-process cache), then one transaction of two sta
 submission insert that also closes the attempt, and the outbox row (the SubmissionGraded
 event, or the grading job). A one-call submission (no attempt id: the exam rush) goes
 through the group commit (svc_quiz.group_commit): concurrent calls share one transaction of
-three set-based statements. Repeats of one idempotency key meet at the unique index: one
+two set-based statements. Repeats of one idempotency key meet at the unique index: one
 insert wins, the others find its row and return it.
 """
 

@@ -98,3 +98,44 @@ async def test_hundred_concurrent_one_call_repeats_make_one_submission(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await quizzes.SubmitQuiz(other, metadata=student.auth)
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_one_call_submission_is_refused_while_an_attempt_is_open_or_all_are_used(
+    quizzes: QuizServiceStub, classroom: Classroom, sql: psycopg.Connection
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)], max_attempts=2)
+    student = await classroom.student()
+    started = await quizzes.StartAttempt(
+        pb.StartAttemptRequest(quiz_id=quiz.quiz_id, idempotency_key="start-1"),
+        metadata=student.auth,
+    )
+
+    def one_call(key: str) -> pb.SubmitQuizRequest:
+        return pb.SubmitQuizRequest(
+            quiz_id=quiz.quiz_id, answers=[answer_for(quiz.questions[0])], idempotency_key=key
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await quizzes.SubmitQuiz(one_call("while-open"), metadata=student.auth)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    first = await quizzes.SubmitQuiz(
+        pb.SubmitQuizRequest(
+            quiz_id=quiz.quiz_id,
+            attempt_id=started.attempt.attempt_id,
+            answers=[answer_for(quiz.questions[0])],
+            idempotency_key="submit-1",
+        ),
+        metadata=student.auth,
+    )
+    second = await quizzes.SubmitQuiz(one_call("second"), metadata=student.auth)
+    assert (first.submission.attempt_number, second.submission.attempt_number) == (1, 2)
+    with pytest.raises(grpc.aio.AioRpcError) as used_up:
+        await quizzes.SubmitQuiz(one_call("third"), metadata=student.auth)
+    assert used_up.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    rows = sql.execute(
+        "SELECT a.attempt_number, a.state, a.submission_id = s.id"
+        " FROM quizzes.attempts a LEFT JOIN quizzes.submissions s ON s.attempt_id = a.id"
+        " WHERE a.quiz_id = %s ORDER BY a.attempt_number",
+        (quiz.quiz_id,),
+    ).fetchall()
+    assert rows == [(1, pb.ATTEMPT_STATE_SUBMITTED, True), (2, pb.ATTEMPT_STATE_SUBMITTED, True)]
