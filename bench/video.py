@@ -93,6 +93,7 @@ def verdicts(kind: str, r: dict[str, Any], queue_cap: int) -> list[tuple[str, bo
                 f"{o['median_round_ratio']:.2f}x; no transcode yet {o['idle_p95_ms']} ms; "
                 f"ffmpeg's group at full weight {o['full_weight_p95_ms']} ms = "
                 f"{o['full_weight_ratio'] or 0:.2f}x); {CLOSED} callers flat out: "
+                f"{r[call + '_closed_paused_calls_per_s']:.0f}/s paused, p95 "
                 f"{c['paused_p95_ms']} / {c['busy_p95_ms']} ms = {c['ratio']:.2f}x "
                 f"(full weight {c['full_weight_ratio'] or 0:.2f}x)",
                 o["ratio"] <= 1.5,

@@ -223,6 +223,12 @@ async def isolation(
         "window_s": window,
         **{f"{n}_open": figures.report("open", i) for i, n in enumerate(names)},
         **{f"{n}_closed": figures.report("closed", i) for i, n in enumerate(names)},
+        # Flat out with ffmpeg paused: what the fixed rate is a fraction of.
+        **{
+            f"{n}_closed_paused_calls_per_s": len(figures.pooled[("closed", "paused", i)])
+            / (rounds * window / 2)
+            for i, n in enumerate(names)
+        },
         # What the encoder still got while the API was served: the price of isolation.
         "ffmpeg_cores_while_busy": cpu / ffmpeg_busy if ffmpeg_busy else 0.0,
         "transcode_running_throughout": running_throughout,

@@ -148,7 +148,7 @@ async def _by_hand(argv: list[str], settings: TranscoderSettings) -> tuple[float
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         env=MEDIA_ENV,
-        preexec_fn=lambda: lower_priority(settings.nice, settings.sched_idle),
+        preexec_fn=lambda: lower_priority(settings.nice, settings.sched_idle, settings.group_nice),
     )
     if await proc.wait() != 0:
         raise RuntimeError(f"ffmpeg by hand failed: {argv}")

@@ -28,7 +28,7 @@ FFPROBE = str(BINARIES / "ffprobe")
 MEDIA_ENV = {**os.environ, "GCONV_PATH": "/nonexistent"}
 
 
-def lower_priority(nice: int, idle: bool) -> None:
+def lower_priority(nice: int, idle: bool, group_nice: int | None = None) -> None:
     """preexec_fn for ffmpeg children: niceness, and SCHED_IDLE, the lowest CPU weight CFS has
     (3, against 15 for nice 19 and 1024 for the API at nice 0); a waking API thread preempts an
     idle-class encoder at once instead of waiting out its slice.
@@ -38,13 +38,14 @@ def lower_priority(nice: int, idle: bool) -> None:
     a group, and the launcher starts each service in a session of its own, so the encoder's
     group competed with each API service's at the same weight, 1024, and took about a third of
     a CPU from the API whatever its own class. So ffmpeg also gets a session of its own whose
-    group is niced too (weight 15 at 19): measured, that is what brings the API's p95 back."""
+    group is niced too (`group_nice`, default `nice`; weight 15 at 19): measured, that is what
+    brings the API's p95 back."""
     os.nice(nice)
     if idle:
         # Not on every platform (macOS has no SCHED_IDLE); nice still applies there.
         with contextlib.suppress(AttributeError, OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    _own_niced_autogroup(nice)
+    _own_niced_autogroup(nice if group_nice is None else group_nice)
 
 
 def _own_niced_autogroup(nice: int) -> None:
