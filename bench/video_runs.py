@@ -9,7 +9,6 @@ import resource
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from devstack import seaweedfs
 from devstack.runstate import Endpoints, read_pids
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from elearn.user.v1 import user_service_pb2 as user_pb
-from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_course.media_probe import FFMPEG, MEDIA_ENV, lower_priority
 from svc_course.settings import TranscoderSettings
 from svc_course.testclip import make_clip
@@ -151,7 +148,7 @@ async def _by_hand(argv: list[str], settings: TranscoderSettings) -> tuple[float
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         env=MEDIA_ENV,
-        preexec_fn=lambda: lower_priority(settings.nice, settings.sched_idle),
+        preexec_fn=lambda: lower_priority(settings.nice, settings.sched_idle, settings.group_nice),
     )
     if await proc.wait() != 0:
         raise RuntimeError(f"ffmpeg by hand failed: {argv}")
@@ -259,73 +256,4 @@ async def queue(stub: CourseServiceStub, e: Endpoints, calls: int) -> dict:
         "other_errors": len(codes) - codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED),
         "orphaned_multipart_uploads": orphans,
         "left_after_abort": open_uploads(set(videos)),
-    }
-
-
-async def p95_ms(call: Callable[[], Awaitable[object]], calls: int, concurrency: int) -> float:
-    latencies: list[float] = []
-
-    async def worker() -> None:
-        for _ in range(calls // concurrency):
-            began = time.perf_counter()
-            await call()
-            latencies.append(1000 * (time.perf_counter() - began))
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    latencies.sort()
-    return latencies[int(0.95 * (len(latencies) - 1))]
-
-
-async def isolation(stub: CourseServiceStub, e: Endpoints, calls: int, work: Path) -> dict:
-    """GetCourse and who-am-I (GetMe) p95, 8 callers each: idle, with one transcode running
-    (a 90 s 720p clip), and idle again after it, in one run."""
-    auth = auth_for(e, "instructor")
-    video_id = await new_video(stub, auth)
-    got = await stub.GetVideo(pb.GetVideoRequest(video_id=video_id), metadata=auth)
-    course_id = got.video.course_id
-    async with grpc.aio.insecure_channel(e.services["user"][0]) as user_channel:
-        users = UserServiceStub(user_channel)
-        email = f"bench-{uuid.uuid4().hex[:8]}@bench.local"
-        await users.Register(user_pb.RegisterRequest(
-            email=email, password="correct horse", display_name="B",
-            idempotency_key=uuid.uuid4().hex,
-        ))  # fmt: skip
-        login = await users.Login(user_pb.LoginRequest(email=email, password="correct horse"))
-        me_auth = (("authorization", f"Bearer {login.tokens.access_token}"),)
-
-        async def get_course() -> object:
-            return await stub.GetCourse(pb.GetCourseRequest(course_id=course_id), metadata=auth)
-
-        async def who_am_i() -> object:
-            return await users.GetMe(user_pb.GetMeRequest(), metadata=me_auth)
-
-        async def state() -> int:
-            reply = await stub.GetTranscodingStatus(
-                pb.GetTranscodingStatusRequest(video_id=video_id), metadata=auth
-            )
-            return reply.status.state
-
-        clip = make_clip(work / "iso.mp4", seconds=90.0, size="1280x720")
-        idle = [await p95_ms(get_course, calls, 8), await p95_ms(who_am_i, calls, 8)]
-        await upload_file(stub, auth, clip, video_id=video_id)
-        for _ in range(1200):  # up to ~2 min for the worker to pick the job up
-            if await state() == pb.TRANSCODING_STATE_RUNNING:
-                break
-            await asyncio.sleep(0.1)
-        busy = [await p95_ms(get_course, calls, 8), await p95_ms(who_am_i, calls, 8)]
-        running_throughout = await state() == pb.TRANSCODING_STATE_RUNNING
-        # Idle again once the job is done: the baseline is the mean of before and after, so a
-        # neighbour's load that rose or fell during the run does not pass for our effect.
-        for _ in range(2400):  # up to ~20 min
-            if await state() in (pb.TRANSCODING_STATE_SUCCEEDED, pb.TRANSCODING_STATE_FAILED):
-                break
-            await asyncio.sleep(0.5)
-        after = [await p95_ms(get_course, calls, 8), await p95_ms(who_am_i, calls, 8)]
-    base = [(idle[i] + after[i]) / 2 for i in range(2)]
-    return {
-        "get_course_p95_ms": [round(idle[0], 2), round(busy[0], 2), round(after[0], 2)],
-        "get_course_ratio": busy[0] / base[0],
-        "who_am_i_p95_ms": [round(idle[1], 2), round(busy[1], 2), round(after[1], 2)],
-        "who_am_i_ratio": busy[1] / base[1],
-        "transcode_running_throughout": running_throughout,
     }

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +28,42 @@ FFPROBE = str(BINARIES / "ffprobe")
 MEDIA_ENV = {**os.environ, "GCONV_PATH": "/nonexistent"}
 
 
-def lower_priority(nice: int, idle: bool) -> None:
+def lower_priority(nice: int, idle: bool, group_nice: int | None = None) -> None:
     """preexec_fn for ffmpeg children: niceness, and SCHED_IDLE, the lowest CPU weight CFS has
     (3, against 15 for nice 19 and 1024 for the API at nice 0); a waking API thread preempts an
-    idle-class encoder at once instead of waiting out its slice."""
+    idle-class encoder at once instead of waiting out its slice.
+
+    Both only rank threads inside one scheduling group, though. With autogroup on (most
+    desktop and container kernels: /proc/sys/kernel/sched_autogroup_enabled) every session is
+    a group, and the launcher starts each service in a session of its own, so the encoder's
+    group competed with each API service's at the same weight, 1024, and took about a third of
+    a CPU from the API whatever its own class. So ffmpeg also gets a session of its own whose
+    group is niced too (`group_nice`, default `nice`; weight 15 at 19): measured, that is what
+    brings the API's p95 back."""
     os.nice(nice)
     if idle:
         # Not on every platform (macOS has no SCHED_IDLE); nice still applies there.
         with contextlib.suppress(AttributeError, OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    _own_niced_autogroup(nice if group_nice is None else group_nice)
+
+
+def _own_niced_autogroup(nice: int) -> None:
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():
+        return  # not Linux, or a kernel without autogroup: nice and the class are enough
+    # Out of the worker's process group, the launcher's group kill would miss ffmpeg: it dies
+    # with the worker instead (kill -9 of the worker included).
+    if _LIBC is None or _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        return
+    os.setsid()
+    with contextlib.suppress(OSError):
+        autogroup.write_text(str(nice))
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded here, not in the forked child: preexec_fn should do as little as it can.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class ProbeFailed(Exception):

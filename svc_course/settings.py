@@ -81,6 +81,10 @@ class TranscoderSettings(CourseSettings):
     nice: int = 19
     # SCHED_IDLE on Linux: the API's threads preempt ffmpeg whenever they wake (isolation, M4).
     sched_idle: bool = True
+    # ffmpeg's own session is its own scheduling group (autogroup) at this nice: SCHED_IDLE and
+    # nice only rank threads inside a group, and each service runs in a group of its own
+    # (media_probe.lower_priority). 0 leaves the group at full weight, as the test suites do.
+    group_nice: int = 19
     # A job is redelivered when its worker has not acked (or said "still working") for this
     # long; the worker says so every heartbeat_seconds while ffmpeg runs.
     ack_wait_seconds: float = 30.0

@@ -20,6 +20,11 @@ from elearn.user.v1 import user_service_pb2_grpc
 # Exam-start admission sheds above this many queued grading jobs; low in tests so that
 # tests/svc_quiz/test_queued_grading.py can pass it with a burst (the default is 5000).
 os.environ.setdefault("QUIZ_ADMISSION_MAX_BACKLOG", "300")
+# The encoder's scheduling group at full weight, as ffmpeg was before it had a niced one: on a
+# box the suites (ours and any run beside them) keep busy, a group niced to 19 barely runs and
+# the transcode tests would only wait. The niced group itself is tested in
+# tests/unit/test_video_media_tools.py and measured by `python -m bench.video isolation`.
+os.environ.setdefault("TRANSCODER_GROUP_NICE", "0")
 
 
 @pytest.fixture(scope="session")

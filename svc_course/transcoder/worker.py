@@ -164,7 +164,8 @@ class Transcoder:
 
     def _lower_priority(self) -> None:
         # Runs in the child before exec: ffmpeg yields the CPU to the API processes.
-        lower_priority(self._settings.nice, self._settings.sched_idle)
+        s = self._settings
+        lower_priority(s.nice, s.sched_idle, s.group_nice)
 
     async def _run_quiet(self, argv: list[str]) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -1,16 +1,22 @@
 """The wheel's static ffmpeg/ffprobe as the pipeline runs them: MPEG-TS input (an uploaded .ts,
-our own HLS segments) must probe, and encoder children must run at the lowest CPU priority."""
+our own HLS segments) must probe, and encoder children must run at the lowest CPU priority, in
+a scheduling group of their own, and die with their worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from svc_course.media_probe import FFMPEG, MEDIA_ENV, lower_priority, probe
 from svc_course.testclip import make_clip
+from tests.mesh.polling import eventually
 
 
 def mpegts_clip(tmp_path: Path) -> Path:
@@ -42,3 +48,54 @@ def test_video_encoder_children_run_niced_in_the_idle_class() -> None:
         check=True,
     ).stdout.split()
     assert out == [str(os.SCHED_IDLE), "19"]
+
+
+def test_video_encoder_children_get_an_autogroup_of_their_own_niced_to_19() -> None:
+    report = (
+        "import os; from pathlib import Path; p = Path('/proc/self/autogroup'); "
+        "print(os.getsid(0) == os.getpid(), p.read_text().split()[-1] if p.exists() else '-')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", report],
+        preexec_fn=lambda: lower_priority(19, True),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    if Path("/proc/self/autogroup").exists():
+        # A session of its own is a scheduling group of its own, niced like the encoder.
+        assert out == ["True", "19"]
+    else:
+        assert out == ["False", "-"]  # no autogroups: the worker's session, nice and class only
+
+
+def test_video_encoder_child_dies_with_its_worker_though_outside_its_process_group() -> None:
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import subprocess, sys, time; from svc_course.media_probe import lower_priority; "
+            "c = subprocess.Popen(['sleep', '60'], preexec_fn=lambda: lower_priority(19, True)); "
+            "print(c.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    child = int(worker.stdout.readline())
+    try:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+        async def gone() -> bool:
+            try:
+                # A zombie until init reaps it is gone too.
+                return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        asyncio.run(eventually(gone, within=10))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
