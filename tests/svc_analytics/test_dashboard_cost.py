@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event
 
 from devstack.stack import Endpoints
+from elearn.analytics.v1 import analytics_service_pb2 as pb
 from mesh.cache import open_cache
 from mesh.context import Caller
 from mesh.db import Database
@@ -38,7 +39,8 @@ async def test_dashboard_statements_do_not_grow_with_course_count(stack: Endpoin
             await cache.bump(DASHBOARD, str(instructor))  # a cold cache: the query runs
             caller = Caller(str(instructor), frozenset({"instructor"}), "", time.time() + 60)
             statements.clear()
-            page = await dashboards.instructor(caller, instructor, 500, "")
+            data = await dashboards.instructor(caller, instructor, 500, "")
+            page = pb.ListInstructorCourseStatsResponse.FromString(data)
             assert len(page.courses) == courses
             assert sum(c.enrollment_count for c in page.courses) > 0
             counts[courses] = len(statements)
