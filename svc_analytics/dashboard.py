@@ -101,7 +101,7 @@ class Dashboards:
         generation = await self._cache.generation(DASHBOARD, str(instructor))
 
         async def load() -> bytes:
-            async with self._db.read() as conn:
+            async with self._db.read_driver("SELECT analytics dashboard") as conn:
                 rows = await repository.dashboard(conn, instructor, size + 1, after)
             return dashboard_page(rows, size)
 
