@@ -70,6 +70,46 @@ class ServiceSpec:
     on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
+class _Recorder:
+    """Stands in for the server in a generated add_XServicer_to_server, to take its handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def register_preserialized(
+    server: grpc.aio.Server,
+    service: str,
+    add_servicer: Callable[[Any, Any], None],
+    servicer: Any,
+    methods: Sequence[str],
+) -> None:
+    """Register a servicer as its generated `add_XServicer_to_server` would, except that the
+    named methods return (or stream) bytes already serialized: grpc writes them as they are.
+    For answers built once and sent many times (a cached page, a broadcast event)."""
+    recorder = _Recorder()
+    add_servicer(servicer, recorder)
+    unknown = set(methods) - set(recorder.handlers)
+    if unknown:
+        raise ValueError(f"{service} has no method {sorted(unknown)}")
+    handlers = {
+        name: h._replace(response_serializer=_identity) if name in methods else h
+        for name, h in recorder.handlers.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 def build_verifier(settings: MeshSettings, policy: Policy) -> TokenVerifier | None:
     """The token verifier, or None when no method reads tokens. A service whose rules need
     tokens but that has no key would refuse every caller (or, worse, trust none of them

@@ -12,10 +12,11 @@ starts (a background job, a direct call without a parent) is kept with TRACE_SAM
 What produces spans: the server side of every RPC is opened by `mesh.interceptor` (one
 wrapper per call, see `server_span`); outgoing calls get the official grpc.aio client
 interceptors (`client_interceptors`); SQL statements the official SQLAlchemy engine hooks
-(`instrument_engine`); Valkey commands the official redis instrumentation. Events carry the
-context of the transaction that wrote them: the outbox row stores its `traceparent`
-(`current_traceparent`), the relay publishes it under a PRODUCER span whose context goes in the
-NATS headers (`publish_span`), and consumers continue it (`consumer_span`, `batch_spans`).
+(`instrument_engine`), or `statement_span` for the few run on the driver's connection; Valkey
+commands the official redis instrumentation. Events carry the context of the transaction that
+wrote them: the outbox row stores its `traceparent` (`current_traceparent`), the relay publishes
+it under a PRODUCER span whose context goes in the NATS headers (`publish_span`), and consumers
+continue it (`consumer_span`, `batch_spans`).
 """
 
 from __future__ import annotations
@@ -276,6 +277,19 @@ def consumer_span(
         attributes={"messaging.system": "nats", "messaging.destination.name": subject},
     ) as span:
         yield span
+
+
+@contextlib.contextmanager
+def statement_span(name: str) -> Iterator[None]:
+    """A CLIENT span for SQL run on psycopg's own connection (`Database.read_driver`), which
+    the SQLAlchemy engine hooks do not see."""
+    if _tracer is None:
+        yield
+        return
+    with _tracer.start_as_current_span(
+        name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+    ):
+        yield
 
 
 @contextlib.contextmanager

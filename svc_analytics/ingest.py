@@ -16,11 +16,13 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from sqlalchemy import Row
+from sqlalchemy.exc import DBAPIError
 
 from mesh import metrics
 from mesh.bus import Bus, consume_batches
 from mesh.cache import Cache
 from mesh.db import Database
+from mesh.errors import Unavailable
 from svc_analytics import repository
 from svc_analytics.dashboard import DASHBOARD, idle_cutoff
 from svc_analytics.events import Incoming, decode
@@ -28,6 +30,7 @@ from svc_analytics.events import Incoming, decode
 log = logging.getLogger("svc_analytics.ingest")
 
 CONSUMER = "analytics"
+IDLE_REFRESH_CHUNK = 100
 
 
 class Ingest:
@@ -62,25 +65,40 @@ class Ingest:
 
     async def refresh_idle_forever(self, interval_seconds: float) -> None:
         """Refresh courses whose learners went idle since the last pass; the first pass
-        refreshes every course (the process cannot know what happened while it was down)."""
+        refreshes every course (the process cannot know what happened while it was down).
+        A failed pass (a statement timeout under load, a database restart) is logged and
+        retried at the next interval from the same starting point, so nothing is skipped:
+        it must not take the service down, as a background task that raises would."""
         since: datetime | None = None
         while True:
             until = idle_cutoff()
             started = time.monotonic()
-            async with self._db.read() as conn:
-                if since is None:
-                    ids = await repository.all_course_ids(conn)
-                else:
-                    ids = await repository.crossed_idle_line(conn, since, until)
-            touched = []
-            # One short transaction per chunk: a long one would hold the pool and its locks.
-            for i in range(0, len(ids), 500):
-                async with self._db.transaction() as conn:
-                    touched += await repository.refresh(conn, ids[i : i + 500], until)
-            await self._retire(touched)
-            log.info(
-                "idle refresh",
-                extra={"courses": len(ids), "seconds": round(time.monotonic() - started, 3)},
-            )
-            since = until
+            try:
+                count = await self._refresh_idle(since, until)
+            except (DBAPIError, Unavailable) as exc:
+                log.warning(
+                    "idle refresh failed; retried at the next interval",
+                    extra={"error": type(exc).__name__, "retry_seconds": interval_seconds},
+                )
+            else:
+                log.info(
+                    "idle refresh",
+                    extra={"courses": count, "seconds": round(time.monotonic() - started, 3)},
+                )
+                since = until
             await asyncio.sleep(interval_seconds)
+
+    async def _refresh_idle(self, since: datetime | None, until: datetime) -> int:
+        async with self._db.read() as conn:
+            if since is None:
+                ids = await repository.all_course_ids(conn)
+            else:
+                ids = await repository.crossed_idle_line(conn, since, until)
+        touched = []
+        # One short transaction per chunk: a long one would hold the pool and its locks; 500
+        # courses a statement outlasted the 5 s statement timeout on a loaded box.
+        for i in range(0, len(ids), IDLE_REFRESH_CHUNK):
+            async with self._db.transaction() as conn:
+                touched += await repository.refresh(conn, ids[i : i + IDLE_REFRESH_CHUNK], until)
+        await self._retire(touched)
+        return len(ids)

@@ -21,6 +21,8 @@ from svc_analytics.servicer import AnalyticsServicer
 from svc_analytics.settings import AnalyticsSettings
 
 SERVICE = analytics_service_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
+# The dashboard page is cached as the bytes of its response and sent as they are.
+PRESERIALIZED = ("ListInstructorCourseStats",)
 
 
 async def serve() -> None:
@@ -37,7 +39,10 @@ async def serve() -> None:
             servicer = AnalyticsServicer(Dashboards(db, cache))
 
             def register(srv: grpc.aio.Server) -> None:
-                analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, srv)
+                server.register_preserialized(
+                    srv, SERVICE, analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
+                    servicer, PRESERIALIZED,
+                )  # fmt: skip
 
             async def consume() -> None:
                 await ingest.run(bus, settings.consumer_batch)

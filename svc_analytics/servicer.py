@@ -46,9 +46,10 @@ class AnalyticsServicer(analytics_service_pb2_grpc.AnalyticsServiceServicer):
     def __init__(self, dashboards: Dashboards) -> None:
         self._dashboards = dashboards
 
-    async def ListInstructorCourseStats(
+    async def ListInstructorCourseStats(  # type: ignore[override]
         self, request: pb.ListInstructorCourseStatsRequest, context: ServicerContext
-    ) -> pb.ListInstructorCourseStatsResponse:
+    ) -> bytes:
+        """Returns the serialized response (see svc_analytics.server.PRESERIALIZED)."""
         instructor = _uuid(request.instructor_id, "instructor_id")
         size = _dashboard_size(request.page_size)
         return await self._dashboards.instructor(_caller(), instructor, size, request.page_token)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Any
 
 import grpc
 
@@ -16,7 +15,6 @@ from mesh.logs import configure_logging
 from mesh.outbox import Outbox
 from mesh.state import open_state
 from mesh.tracing import configure_tracing
-from svc_live import wire
 from svc_live.actions import Actions
 from svc_live.course_access import CourseAccess
 from svc_live.feed import Hub
@@ -34,28 +32,11 @@ SERVICE = live_service_pb2.DESCRIPTOR.services_by_name["LiveService"].full_name
 PRESERIALIZED = ("Join", "Subscribe")
 
 
-class _Recorder:
-    """Takes the generated registration's handlers so two can get an identity serializer."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Any] = {}
-
-    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
-        pass
-
-    def add_registered_method_handlers(self, _service: str, handlers: dict[str, Any]) -> None:
-        self.handlers = dict(handlers)
-
-
 def register_live(servicer: LiveServicer, srv: grpc.aio.Server) -> None:
-    recorder = _Recorder()
-    live_service_pb2_grpc.add_LiveServiceServicer_to_server(servicer, recorder)
-    handlers = {
-        name: h._replace(response_serializer=wire.identity) if name in PRESERIALIZED else h
-        for name, h in recorder.handlers.items()
-    }
-    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    srv.add_registered_method_handlers(SERVICE, handlers)
+    server.register_preserialized(
+        srv, SERVICE, live_service_pb2_grpc.add_LiveServiceServicer_to_server, servicer,
+        PRESERIALIZED,
+    )  # fmt: skip
 
 
 async def serve() -> None:

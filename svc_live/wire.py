@@ -53,10 +53,6 @@ def sequence_of(event_bytes: bytes) -> int:
     raise ValueError("malformed sequence varint")
 
 
-def identity(data: bytes) -> bytes:
-    return data
-
-
 def now() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
