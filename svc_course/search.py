@@ -4,10 +4,10 @@ A query is normalised like the documents (unaccent, the 'simple' configuration),
 is OR'ed with its nearest vocabulary terms by trigram similarity when the word itself is not in
 the vocabulary — so "pyhton" also searches "python". The last word, the one being typed, also
 matches the vocabulary terms it begins (search-as-you-type: "pyth" finds "python"); the words
-before it are complete and match as typed. Words are AND'ed. Scripts written without spaces (CJK) are tokenised as whole runs,
-so documents also index their character pairs (see migration 0001), a query's CJK words match
-through those pairs, and a CJK query of three or more characters also matches as a substring
-of the title on the trigram index.
+before it are complete and match as typed. Words are AND'ed. Scripts written without spaces
+(CJK) are tokenised as whole runs, so documents also index their character pairs (see
+migration 0001), a query's CJK words match through those pairs, and a CJK query of three or
+more characters also matches as a substring of the title on the trigram index.
 
 Result pages are cached under a catalog generation that every catalog change renews (see
 `Lookups.search_generation`), so a repeated search costs two cache reads and a new or changed

@@ -3,9 +3,9 @@ platform — instructors' courses (mostly published), their videos, students' en
 
 Rows go in through the repository in batches (one multi-row INSERT per batch), with counters
 computed up front so they match the rows exactly; the search trigger indexes every course as
-it lands, and the tables are analyzed at the end. Instructors and students are user ids only: accounts belong to svc_user, so sign-in
-is not part of a seeded catalog. Nothing goes to the outbox: seeding is a bulk load, not a
-stream of user actions. Deterministic for a given --seed.
+it lands, and the tables are analyzed at the end. Instructors and students are user ids only:
+accounts belong to svc_user, so sign-in is not part of a seeded catalog. Nothing goes to the
+outbox: seeding is a bulk load, not a stream of user actions. Deterministic for a given --seed.
 
     python -m svc_course.seed --instructors 200 --courses 100000 --videos-per-course 5 \\
         --students 20000 --enrollments 100000
