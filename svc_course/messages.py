@@ -6,7 +6,7 @@ legible in psql and in EXPLAIN output; these tables are the one place that maps 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -46,12 +46,17 @@ ENROLLMENT_STATE_VALUES = {name: value for value, name in ENROLLMENT_STATES.item
 HOLDING = ("active", "completed")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
+    """As Timestamp.FromDatetime (a naive value is UTC), in integer arithmetic: FromDatetime
+    goes through utctimetuple and calendar.timegm, a fifth of the time a course row takes to
+    become a message, and a search page converts sixty of them."""
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def seconds(value: int) -> Duration:

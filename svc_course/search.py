@@ -1,12 +1,13 @@
 """Catalog search over Postgres full-text search, with no extra engine (M3).
 
 A query is normalised like the documents (unaccent, the 'simple' configuration), and each word
-becomes `word:*` (a prefix, for search-as-you-type) OR'ed with its nearest vocabulary terms by
-trigram similarity when the word itself is not in the vocabulary — so "pyhton" also searches
-"python". Words are AND'ed. Scripts written without spaces (CJK) are tokenised as whole runs,
-so documents also index their character pairs (see migration 0001), a query's CJK words match
-through those pairs, and a CJK query of three or more characters also matches as a substring
-of the title on the trigram index.
+is OR'ed with its nearest vocabulary terms by trigram similarity when the word itself is not in
+the vocabulary — so "pyhton" also searches "python". The last word, the one being typed, also
+matches the vocabulary terms it begins (search-as-you-type: "pyth" finds "python"); the words
+before it are complete and match as typed. Words are AND'ed. Scripts written without spaces
+(CJK) are tokenised as whole runs, so documents also index their character pairs (see
+migration 0001), a query's CJK words match through those pairs, and a CJK query of three or
+more characters also matches as a substring of the title on the trigram index.
 
 Result pages are cached under a catalog generation that every catalog change renews (see
 `Lookups.search_generation`), so a repeated search costs two cache reads and a new or changed
@@ -35,8 +36,11 @@ from svc_course.paging import encode_token, pinned_after, split_page
 # below 0.25 the "corrections" are mostly unrelated words.
 MIN_SIMILARITY = 0.25
 CORRECTIONS_PER_WORD = 3
-# Prefix matching from this length: a one- or two-letter prefix matches half the catalog.
+# The last word is completed from this length: a one- or two-letter prefix matches half the
+# catalog.
 MIN_PREFIX = 3
+# Completions listed as lexemes at most; a shorter prefix with more falls back to `word:*`.
+COMPLETIONS = 16
 
 
 def has_unspaced_script(text: str) -> bool:
@@ -60,19 +64,35 @@ def _lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def build_tsquery(candidates: list[tuple[str, str | None, float | None]]) -> str | None:
-    """A tsquery from (word, nearest term, similarity) rows: each word as a prefix, OR'ed with
-    close terms when the word is not itself a known term; words AND'ed."""
+def build_tsquery(rows: list[tuple[str, str | None, float | None, bool]]) -> str | None:
+    """A tsquery from (word, term, similarity, completes) rows (see `vocabulary`): each word
+    OR'ed with close terms when it is not itself a known term, the last word also with the
+    known terms it begins; words AND'ed.
+
+    Completions are listed as plain lexemes rather than `word:*`: GIN answers a prefix by
+    building a bitmap of every posting of every matching entry, while plain lexemes are ANDed
+    by skipping through the posting lists — "data science testing" takes ~1 ms, not ~8 ms,
+    over 100,000 courses. Only when the vocabulary has more than COMPLETIONS terms for the
+    prefix does the query fall back to `word:*`."""
     nearest: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for word, term, score in candidates:
+    completions: dict[str, list[str]] = defaultdict(list)
+    for word, term, score, completes in rows:
         nearest[word]
-        if term is not None and score is not None:
+        if term is None:
+            continue
+        if completes:
+            completions[word].append(term)
+        elif score is not None:
             nearest[word].append((term, score))
     clauses = []
     for word in sorted(nearest):
         if len(word) < 2 and not has_unspaced_script(word):
             continue
-        options = [_lexeme(word) + (":*" if len(word) >= MIN_PREFIX else "")]
+        begun = completions.get(word, [])
+        if len(begun) > COMPLETIONS:
+            options = [_lexeme(word) + ":*"]
+        else:
+            options = [_lexeme(word)] + [_lexeme(t) for t in begun if t != word]
         if has_unspaced_script(word) and len(word) > 2:
             # Documents index CJK runs as character pairs too, so a word inside a run matches.
             pairs = dict.fromkeys(word[i : i + 2] for i in range(len(word) - 1))
@@ -80,7 +100,7 @@ def build_tsquery(candidates: list[tuple[str, str | None, float | None]]) -> str
         known = any(term == word for term, _ in nearest[word])
         if not known:
             close = [t for t, s in nearest[word] if s >= MIN_SIMILARITY and t != word]
-            options.extend(_lexeme(t) for t in close[:CORRECTIONS_PER_WORD])
+            options.extend(_lexeme(t) for t in close[:CORRECTIONS_PER_WORD] if t not in begun)
         clauses.append("(" + " | ".join(options) + ")")
     return " & ".join(clauses) or None
 
@@ -157,8 +177,10 @@ class Search:
         # Below three characters the trigram index cannot help; character pairs cover those.
         substring = folded if has_unspaced_script(query) and len(folded) >= 3 else None
         async with self._db.read() as conn:
-            nearest = await repo.nearest_terms(conn, query, CORRECTIONS_PER_WORD + 1)
-            tsquery = build_tsquery([(r.word, r.term, r.score) for r in nearest])
+            known = await repo.vocabulary(
+                conn, query, CORRECTIONS_PER_WORD + 1, COMPLETIONS + 1, MIN_PREFIX
+            )
+            tsquery = build_tsquery([(r.word, r.term, r.score, r.completes) for r in known])
             if tsquery is None and substring is None:
                 return [], ""
             rows = await repo.search_ranked(

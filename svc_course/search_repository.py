@@ -32,22 +32,46 @@ from svc_course.repository import COURSE_COLUMNS
 RANK_CANDIDATES = 1000
 
 # Each query word with its nearest vocabulary terms by trigram distance (KNN on the GiST index
-# ix_search_terms_trgm). Words are normalised exactly as the documents are: unaccent, then the
-# 'simple' configuration.
-_NEAREST_TERMS = text(
+# ix_search_terms_trgm), and the last word (the one being typed) with the vocabulary terms it
+# begins (a range on the primary key: the database collates bytewise). Words are normalised
+# exactly as the documents are: unaccent, then the 'simple' configuration.
+_VOCABULARY = text(
     """
-    SELECT w.word, t.term, similarity(t.term, w.word) AS score
-    FROM unnest(tsvector_to_array(to_tsvector('simple', public.unaccent(:query)))) AS w(word)
+    WITH w AS (
+        SELECT lexeme AS word, (SELECT max(p) FROM unnest(positions) AS p) AS at
+        FROM unnest(to_tsvector('simple', public.unaccent(:query)))
+    )
+    SELECT w.word, t.term, similarity(t.term, w.word) AS score, false AS completes
+    FROM w
     LEFT JOIN LATERAL (
         SELECT term FROM courses.search_terms ORDER BY term <-> w.word LIMIT :per_word
     ) AS t ON true
+    UNION ALL
+    SELECT last.word, c.term, NULL, true
+    FROM (SELECT word FROM w ORDER BY at DESC LIMIT 1) AS last
+    CROSS JOIN LATERAL (
+        SELECT term FROM courses.search_terms
+        WHERE term >= last.word AND term < last.word || chr(1114111)
+          AND starts_with(term, last.word)
+        ORDER BY term LIMIT :completions
+    ) AS c
+    WHERE length(last.word) >= :min_prefix
     """
 )
 
 
-async def nearest_terms(conn: AsyncConnection, query: str, per_word: int) -> list[Row]:
-    result = await conn.execute(_NEAREST_TERMS, {"query": query, "per_word": per_word})
-    return list(result.all())
+async def vocabulary(
+    conn: AsyncConnection, query: str, per_word: int, completions: int, min_prefix: int
+) -> list[Row]:
+    """(word, term, score, completes) rows: each word's nearest terms (completes false, with
+    their similarity), and up to `completions` terms the last word begins (completes true)."""
+    params = {
+        "query": query,
+        "per_word": per_word,
+        "completions": completions,
+        "min_prefix": min_prefix,
+    }
+    return list((await conn.execute(_VOCABULARY, params)).all())
 
 
 def _filters(stmt: Any, category: str | None, level: str | None, language: str | None) -> Any:

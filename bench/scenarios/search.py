@@ -1,12 +1,14 @@
 """search: CourseService/SearchCourses over a seeded catalog (M3's target: p95 under 50 ms over
 100,000 courses, typo queries included).
 
-Seed first: `python -m svc_course.seed --courses 100000 ...`. Queries are drawn from the seeded
-vocabulary: subjects, subject + focus pairs, and the same with two letters swapped (a typo the
-trigram correction must repair) — about 3,700 distinct queries, each caller walking them from
-its own offset. Result pages are cached under a catalog generation, so a long run is mostly
-hits once every query has been asked; the report's `cold` counter says how many calls came
-first for their query in this caller (an upper bound on the misses it caused).
+Seed first: `python -m svc_course.seed --courses 100000 ...` (it analyzes the tables it filled
+at its end, so the planner knows the catalog's size before the first search). Queries are
+drawn from the seeded vocabulary: subjects, subject + focus pairs, and the same with two
+letters swapped (a typo the trigram correction must repair) — about 3,700 distinct queries,
+each caller walking them from its own offset. Result pages are cached under a catalog
+generation, so a long run is mostly hits once every query has been asked; the report's `cold`
+counter says how many calls came first for their query in this caller (an upper bound on the
+misses it caused).
 """
 
 from __future__ import annotations

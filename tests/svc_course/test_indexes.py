@@ -222,8 +222,18 @@ async def test_title_substring_search_uses_the_trigram_index(
 
 
 async def test_typo_correction_uses_the_trigram_knn_index(populated: psycopg.Connection) -> None:
-    text = await explain(populated, search_repo.nearest_terms, "pyhton", 4)
+    text = await explain(populated, search_repo.vocabulary, "pyhton", 4, 17, 3)
     uses("ix_search_terms_trgm", text)
+
+
+async def test_completing_the_last_word_walks_the_vocabulary_key(
+    populated: psycopg.Connection,
+) -> None:
+    # The fixture's 20,000 'zz…' terms: a prefix is a range on the primary key, not a scan.
+    text = await explain(populated, search_repo.vocabulary, "pyhton zz12", 4, 17, 3)
+    lines = text.splitlines()
+    key = [i for i, line in enumerate(lines) if "search_terms_pkey" in line]
+    assert key and any("Index Cond" in line and ">=" in line for line in lines[key[0] :]), text
 
 
 async def test_browsing_without_query_uses_the_partial_published_index(

@@ -38,6 +38,21 @@ async def test_a_typo_still_finds_the_course(courses: CourseServiceStub, people:
         assert await search(courses, query, category=category) == [course.course_id], query
 
 
+async def test_the_last_word_is_completed_as_it_is_typed(
+    courses: CourseServiceStub, people: People
+) -> None:
+    category = own_category()
+    # Published a moment ago: its words are in the vocabulary completion reads at once.
+    title = "Xylographomaniacs Workshop"
+    course = await published(courses, people.instructor(), category, title)
+    await published(courses, people.instructor(), category, "Calligraphy Workshop")
+    # "xyl" and "xylo" are too far from the long word (trigram similarity under 0.25) for typo
+    # correction to find it: only completion does.
+    for query in ("xyl", "workshop xylo", "xylographomaniacs WORKSHOP"):
+        assert await search(courses, query, category=category) == [course.course_id], query
+    assert await search(courses, "xy", category=category) == []
+
+
 async def test_title_outranks_tags_outranks_description(
     courses: CourseServiceStub, people: People
 ) -> None:

@@ -29,6 +29,7 @@ def test_seed_arguments_are_checked() -> None:
 async def test_seed_makes_consistent_searchable_rows(
     stack: Endpoints, sql: psycopg.Connection, courses: CourseServiceStub
 ) -> None:
+    started = sql.execute("SELECT now()").fetchone()
     argv = [sys.executable, "-m", "svc_course.seed", "--instructors", "3", "--courses", "40",
             "--videos-per-course", "2", "--students", "10", "--enrollments", "60",
             "--published", "1", "--seed", "99", "--quiet"]  # fmt: skip
@@ -57,6 +58,14 @@ async def test_seed_makes_consistent_searchable_rows(
         (seeded,),
     ).fetchone()
     assert mismatched == (0,)
+    # The planner knows the new rows at once: the seed analyzed the tables it filled.
+    analyzed = sql.execute(
+        "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = 'courses'"
+        " AND relname IN ('courses', 'videos', 'enrollments', 'search_terms')"
+        " AND last_analyze >= %s",
+        started,
+    ).fetchone()
+    assert analyzed == (4,)
     present = sql.execute("SELECT count(*) FROM courses.courses WHERE id = ANY(%s)", (seeded,))
     assert present.fetchone() == (40,)
     example = stdout.split("e.g. course ", 1)[1]
