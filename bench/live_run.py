@@ -102,9 +102,13 @@ async def end_sessions(endpoints: Endpoints, host: str, sessions: list[str]) -> 
                 await live.EndSession(pb.EndSessionRequest(session_id=sid), metadata=_auth(host))
 
 
-async def broadcast(target: str, host: str, sid: str, rate: float, seconds: float) -> int:
+async def broadcast(
+    target: str, host: str, sid: str, rate: float, seconds: float, rpc_ms: list[float]
+) -> int:
     """Broadcast `t<ns>` at `rate` per second for `seconds` (open loop: a slow answer does not
-    delay the next send); returns how many were accepted."""
+    delay the next send); returns how many were accepted. Each Send's round trip as the
+    client saw it goes to `rpc_ms`: beside the server's own handling time (the interceptor's
+    grpc_server_handling_seconds) it tells a Send that waited before its handler ran."""
     async with grpc.aio.insecure_channel(target) as channel:
         live = LiveServiceStub(channel)
 
@@ -113,10 +117,13 @@ async def broadcast(target: str, host: str, sid: str, rate: float, seconds: floa
                 client_event_id=uuid.uuid4().hex,
                 broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
             )
+            began = time.perf_counter()
             try:
                 await live.Send(pb.SendRequest(session_id=sid, event=event), metadata=_auth(host))
             except grpc.aio.AioRpcError:
                 return False
+            finally:
+                rpc_ms.append((time.perf_counter() - began) * 1000)
             return True
 
         sends = [asyncio.create_task(send_one()) async for _ in ticks(rate, seconds)]
@@ -143,10 +150,22 @@ def _service_rss(endpoints: Endpoints) -> int:
 
 
 async def broadcast_all(target: str, host: str, sessions: list[str], rate: float,
-                        seconds: float) -> int:  # fmt: skip
+                        seconds: float, rpc_ms: list[float]) -> int:  # fmt: skip
     """Every session's broadcaster at once, from one process."""
-    sent = await asyncio.gather(*(broadcast(target, host, s, rate, seconds) for s in sessions))
+    sent = await asyncio.gather(
+        *(broadcast(target, host, s, rate, seconds, rpc_ms) for s in sessions)
+    )
     return sum(sent)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 1)
+        for q in (50, 95, 99)
+    }
 
 
 def live_processes(endpoints: Endpoints, targets: list[str] | None = None) -> list[psutil.Process]:
@@ -230,10 +249,13 @@ def measure(
     before = _cpu(procs)
     start = time.monotonic()
 
+    rpc_ms: list[float] = []
+
     async def send_and_watch() -> tuple[int, Any]:
         side = asyncio.to_thread(during, start) if during else asyncio.sleep(0)
+        send_target = plan.send_target or targets[0]
         sent, seen = await asyncio.gather(
-            broadcast_all(plan.send_target or targets[0], host, sids, plan.rate, plan.duration),
+            broadcast_all(send_target, host, sids, plan.rate, plan.duration, rpc_ms),
             side,
         )
         return sent, seen
@@ -260,5 +282,6 @@ def measure(
         service_cpu_us_per_delivery=round(cpu_s * 1e6 / max(1, result["deliveries"]), 1),
         service_kib_per_stream=round(rss_per_stream / 1024, 1),
         during=seen,
+        send_rpc_ms=_percentiles(rpc_ms),
     )
     return result

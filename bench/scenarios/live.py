@@ -142,6 +142,8 @@ def entry(
     if "send_to_publish_ms" in run:
         # How much of the latency is the send path (before the fan-out starts).
         counters["send_to_publish_p95_ms"] = run["send_to_publish_ms"]["p95"]
+    if run.get("send_rpc_ms"):
+        counters["send_rpc_p95_ms"] = run["send_rpc_ms"]["p95"]
     if bare:
         counters.update(
             bare_p95_ms=bare["p95_ms"],
