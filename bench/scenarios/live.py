@@ -80,6 +80,7 @@ def run_live(
         channels=max(8, args.channels),
         targets=_targets(endpoints, args),
         send_target=_send_target(endpoints, args),
+        send_connections=max(1, getattr(args, "send_connections", 1) or 1),
     )
     service = measure(endpoints, plan)
     bare = None
@@ -213,6 +214,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=0, help="use the first N (0: all)")
     parser.add_argument("--send-replica", type=int, help="send through this replica index")
+    parser.add_argument(
+        "--send-connections", type=int, default=1, help="TCP connections for the Sends"
+    )
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
