@@ -102,25 +102,48 @@ async def end_sessions(endpoints: Endpoints, host: str, sessions: list[str]) -> 
                 await live.EndSession(pb.EndSessionRequest(session_id=sid), metadata=_auth(host))
 
 
-async def broadcast(target: str, host: str, sid: str, rate: float, seconds: float) -> int:
+async def broadcast(
+    target: str,
+    host: str,
+    sid: str,
+    rate: float,
+    seconds: float,
+    rpc_ms: list[float],
+    connections: int = 1,
+) -> int:
     """Broadcast `t<ns>` at `rate` per second for `seconds` (open loop: a slow answer does not
-    delay the next send); returns how many were accepted."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        live = LiveServiceStub(channel)
+    delay the next send); returns how many were accepted. Each Send's round trip as the
+    client saw it goes to `rpc_ms`: beside the server's own handling time (the interceptor's
+    grpc_server_handling_seconds) it tells a Send that waited before its handler ran.
+    `connections` > 1 spreads the Sends round-robin over that many TCP connections."""
+    # A local subchannel pool each, or the channels would share one connection.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(max(1, connections))
+    ]
+    stubs = [LiveServiceStub(c) for c in channels]
+    try:
 
-        async def send_one() -> bool:
+        async def send_one(n: int) -> bool:
+            live = stubs[n % len(stubs)]
             event = pb.ClientEvent(
                 client_event_id=uuid.uuid4().hex,
                 broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
             )
+            began = time.perf_counter()
             try:
                 await live.Send(pb.SendRequest(session_id=sid, event=event), metadata=_auth(host))
             except grpc.aio.AioRpcError:
                 return False
+            finally:
+                rpc_ms.append((time.perf_counter() - began) * 1000)
             return True
 
-        sends = [asyncio.create_task(send_one()) async for _ in ticks(rate, seconds)]
+        sends = [asyncio.create_task(send_one(n)) async for n in ticks(rate, seconds)]
         return sum(await asyncio.gather(*sends))
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:
@@ -143,10 +166,23 @@ def _service_rss(endpoints: Endpoints) -> int:
 
 
 async def broadcast_all(target: str, host: str, sessions: list[str], rate: float,
-                        seconds: float) -> int:  # fmt: skip
+                        seconds: float, rpc_ms: list[float],
+                        connections: int = 1) -> int:  # fmt: skip
     """Every session's broadcaster at once, from one process."""
-    sent = await asyncio.gather(*(broadcast(target, host, s, rate, seconds) for s in sessions))
+    sent = await asyncio.gather(
+        *(broadcast(target, host, s, rate, seconds, rpc_ms, connections) for s in sessions)
+    )
     return sum(sent)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 1)
+        for q in (50, 95, 99)
+    }
 
 
 def live_processes(endpoints: Endpoints, targets: list[str] | None = None) -> list[psutil.Process]:
@@ -199,6 +235,9 @@ class FanoutPlan:
     resume: bool = False
     # Where the instructor sends (default: the first target).
     send_target: str | None = None
+    # TCP connections the instructor's Sends are spread over (bench/README.md: one
+    # connection's Sends to a busy fan-out replica queue behind each other).
+    send_connections: int = 1
 
 
 Opened = tuple[list[str], str, list[str]]
@@ -230,10 +269,15 @@ def measure(
     before = _cpu(procs)
     start = time.monotonic()
 
+    rpc_ms: list[float] = []
+
     async def send_and_watch() -> tuple[int, Any]:
         side = asyncio.to_thread(during, start) if during else asyncio.sleep(0)
+        send_target = plan.send_target or targets[0]
         sent, seen = await asyncio.gather(
-            broadcast_all(plan.send_target or targets[0], host, sids, plan.rate, plan.duration),
+            broadcast_all(
+                send_target, host, sids, plan.rate, plan.duration, rpc_ms, plan.send_connections
+            ),
             side,
         )
         return sent, seen
@@ -260,5 +304,6 @@ def measure(
         service_cpu_us_per_delivery=round(cpu_s * 1e6 / max(1, result["deliveries"]), 1),
         service_kib_per_stream=round(rss_per_stream / 1024, 1),
         during=seen,
+        send_rpc_ms=_percentiles(rpc_ms),
     )
     return result

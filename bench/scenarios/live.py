@@ -80,6 +80,7 @@ def run_live(
         channels=max(8, args.channels),
         targets=_targets(endpoints, args),
         send_target=_send_target(endpoints, args),
+        send_connections=max(1, getattr(args, "send_connections", 1) or 1),
     )
     service = measure(endpoints, plan)
     bare = None
@@ -142,6 +143,8 @@ def entry(
     if "send_to_publish_ms" in run:
         # How much of the latency is the send path (before the fan-out starts).
         counters["send_to_publish_p95_ms"] = run["send_to_publish_ms"]["p95"]
+    if run.get("send_rpc_ms"):
+        counters["send_rpc_p95_ms"] = run["send_rpc_ms"]["p95"]
     if bare:
         counters.update(
             bare_p95_ms=bare["p95_ms"],
@@ -211,6 +214,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=0, help="use the first N (0: all)")
     parser.add_argument("--send-replica", type=int, help="send through this replica index")
+    parser.add_argument(
+        "--send-connections", type=int, default=1, help="TCP connections for the Sends"
+    )
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
