@@ -140,7 +140,8 @@ def _put_file(url: str, path: Path) -> None:
 
 
 async def _by_hand(argv: list[str], settings: TranscoderSettings) -> tuple[float, float]:
-    """Wall and CPU seconds of one ffmpeg run at the transcoder's own priority."""
+    """Wall and CPU seconds of one ffmpeg run at the transcoder's own priority and CPUs."""
+    cpus = settings.encoder_cpus()
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
@@ -148,7 +149,9 @@ async def _by_hand(argv: list[str], settings: TranscoderSettings) -> tuple[float
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         env=MEDIA_ENV,
-        preexec_fn=lambda: lower_priority(settings.nice, settings.sched_idle, settings.group_nice),
+        preexec_fn=lambda: lower_priority(
+            settings.nice, settings.sched_idle, settings.group_nice, cpus
+        ),
     )
     if await proc.wait() != 0:
         raise RuntimeError(f"ffmpeg by hand failed: {argv}")

@@ -28,7 +28,9 @@ FFPROBE = str(BINARIES / "ffprobe")
 MEDIA_ENV = {**os.environ, "GCONV_PATH": "/nonexistent"}
 
 
-def lower_priority(nice: int, idle: bool, group_nice: int | None = None) -> None:
+def lower_priority(
+    nice: int, idle: bool, group_nice: int | None = None, cpus: frozenset[int] | None = None
+) -> None:
     """preexec_fn for ffmpeg children: niceness, and SCHED_IDLE, the lowest CPU weight CFS has
     (3, against 15 for nice 19 and 1024 for the API at nice 0); a waking API thread preempts an
     idle-class encoder at once instead of waiting out its slice.
@@ -39,8 +41,10 @@ def lower_priority(nice: int, idle: bool, group_nice: int | None = None) -> None
     group competed with each API service's at the same weight, 1024, and took about a third of
     a CPU from the API whatever its own class. So ffmpeg also gets a session of its own whose
     group is niced too (`group_nice`, default `nice`; weight 15 at 19): measured, that is what
-    brings the API's p95 back."""
+    brings the API's p95 back. `cpus`, when given, keeps ffmpeg on those CPUs only."""
     os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     if idle:
         # Not on every platform (macOS has no SCHED_IDLE); nice still applies there.
         with contextlib.suppress(AttributeError, OSError):

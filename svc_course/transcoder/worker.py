@@ -53,6 +53,7 @@ class Transcoder:
         self._store = store
         self._jobs = jobs
         self._settings = settings
+        self._cpus = settings.encoder_cpus()
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -165,7 +166,7 @@ class Transcoder:
     def _lower_priority(self) -> None:
         # Runs in the child before exec: ffmpeg yields the CPU to the API processes.
         s = self._settings
-        lower_priority(s.nice, s.sched_idle, s.group_nice)
+        lower_priority(s.nice, s.sched_idle, s.group_nice, self._cpus)
 
     async def _run_quiet(self, argv: list[str]) -> None:
         proc = await asyncio.create_subprocess_exec(

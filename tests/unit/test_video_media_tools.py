@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from svc_course.media_probe import FFMPEG, MEDIA_ENV, lower_priority, probe
+from svc_course.settings import TranscoderSettings
 from svc_course.testclip import make_clip
 from tests.mesh.polling import eventually
 
@@ -48,6 +49,30 @@ def test_video_encoder_children_run_niced_in_the_idle_class() -> None:
         check=True,
     ).stdout.split()
     assert out == [str(os.SCHED_IDLE), "19"]
+
+
+def test_video_encoder_children_keep_to_the_cpus_they_are_given() -> None:
+    last = max(os.sched_getaffinity(0))
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+        preexec_fn=lambda: lower_priority(19, True, cpus=frozenset({last})),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert out == f"[{last}]"
+
+
+def test_video_encoder_leaves_the_first_cpus_to_the_api_when_there_are_more() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    settings = TranscoderSettings(api_cpus=1)
+    if len(cpus) > 1:
+        assert settings.encoder_cpus() == frozenset(cpus[1:])
+    else:
+        assert settings.encoder_cpus() is None  # one CPU: nothing to keep free, run there
+    assert TranscoderSettings(api_cpus=0).encoder_cpus() is None
+    assert TranscoderSettings(api_cpus=len(cpus)).encoder_cpus() is None
 
 
 def test_video_encoder_children_get_an_autogroup_of_their_own_niced_to_19() -> None:
