@@ -29,8 +29,9 @@ class MeshSettings(BaseSettings):
     # listener stops: Envoy health-checks every second, and a call sent in that window would
     # otherwise meet a closed server and come back CANCELLED, which clients do not retry.
     shutdown_delay_seconds: float = 3.0
-    # grpc.aio spends ~150 µs per call; beyond this many concurrent RPCs a process only adds
-    # queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
+    # grpc.aio spends ~150 µs per call; beyond this many concurrent unary RPCs a process only
+    # adds queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
+    # Open streams do not count: their services bound them (LIVE_MAX_STREAMS_PER_POD).
     max_concurrent_rpcs: int = 2000
     max_message_bytes: int = 4 * 1024 * 1024
 

@@ -111,7 +111,9 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         context.request_id.set(rid or uuid.uuid4().hex)
         remaining = ctx.time_remaining()
         context.deadline.set(None if remaining is None else time.monotonic() + remaining)
-        # _in_flight already counts this call.
+        # _in_flight counts the unary calls in flight, this one included. Open streams are
+        # not in it: a live pod holds thousands of mostly idle ones (bounded by the service's
+        # own stream limit), and counting them refused every Send and join beyond the cap.
         if self._in_flight > self._max_concurrent:
             raise ResourceExhausted("server is at its concurrent call limit; retry shortly")
         if rule is None:
@@ -251,7 +253,6 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         traced = self._traced(method)
 
         async def run(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            self._in_flight += 1
             started.inc()
             metrics.STREAMS_OPEN.inc()
             call = _Call(method, ctx.peer(), ctx.time_remaining())
@@ -279,7 +280,6 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
                 if hasattr(result, "aclose"):
                     with contextlib.suppress(Exception):
                         await result.aclose()
-                self._in_flight -= 1
                 metrics.STREAMS_OPEN.dec()
                 code = self._exit(call, ctx)
                 if span is not None:

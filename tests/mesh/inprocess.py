@@ -41,6 +41,10 @@ class Probe:
         await self.release.wait()
         return b"released"
 
+    async def feed(self, request: bytes, ctx: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        yield b"open"
+        await self.release.wait()
+
     async def not_found(self, request: bytes, ctx: grpc.aio.ServicerContext) -> bytes:
         raise NotFound("no such thing")
 
@@ -63,9 +67,9 @@ class Probe:
             "Crash": self.crash,
             "Aborts": self.aborts,
         }
-        return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(h) for name, h in unary.items()}
-        )
+        handlers = {name: grpc.unary_unary_rpc_method_handler(h) for name, h in unary.items()}
+        handlers["Feed"] = grpc.unary_stream_rpc_method_handler(self.feed)
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 POLICY = Policy(
@@ -75,6 +79,7 @@ POLICY = Policy(
         path("Signed"): SIGNED_IN,
         path("AdminOnly"): role("admin"),
         path("Hold"): PUBLIC,
+        path("Feed"): PUBLIC,
         path("NotFound"): PUBLIC,
         path("Crash"): PUBLIC,
         path("Aborts"): PUBLIC,

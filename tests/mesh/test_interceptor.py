@@ -12,7 +12,7 @@ import pytest
 
 from svc_user.tokens import AccessTokens
 from tests.grpc_assert import fails_with
-from tests.mesh.inprocess import KEY, handled, probe_server, unary
+from tests.mesh.inprocess import KEY, handled, path, probe_server, unary
 from tests.mesh.polling import eventually
 
 
@@ -81,6 +81,18 @@ async def test_a_limit_of_one_admits_one_call_and_refuses_the_second() -> None:
         probe.release.set()
         assert await held == b"released"
         assert await unary(channel, "Public")(b"") == b"anonymous"
+
+
+async def test_open_streams_do_not_use_up_the_limit_on_concurrent_calls() -> None:
+    async with probe_server(max_concurrent=1) as (channel, _):
+        feeds = [channel.unary_stream(path("Feed"))(b"") for _ in range(3)]
+        try:
+            for feed in feeds:  # three streams held open at once, each has said hello
+                assert await feed.read() == b"open"
+            assert await unary(channel, "Public")(b"") == b"anonymous"
+        finally:
+            for feed in feeds:
+                feed.cancel()
 
 
 async def test_deadline_expiry_is_counted_as_deadline_exceeded_not_cancelled() -> None:
