@@ -1,6 +1,7 @@
 """Loss of acknowledged video progress when a process dies (issue 11, "Loss" benchmark).
 
     python -m bench.progress_loss --kill course          # SIGKILL svc_course mid-run
+    python -m bench.progress_loss --kill progress-flusher  # SIGKILL the flusher mid-run
     python -m bench.progress_loss --kill state-valkey    # SIGKILL the state Valkey mid-run
 
 Starts a private stack (svc_user + svc_course, no Envoy, free ports: it never touches a
@@ -37,12 +38,16 @@ from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from svc_user.tokens import AccessTokens, load_private_key
 
-TARGETS = {"course": ("course", 0), "state-valkey": ("valkey-state", 0)}
+TARGETS = {
+    "course": ("course", 0),
+    "progress-flusher": ("progress-flusher", 0),
+    "state-valkey": ("valkey-state", 0),
+}
 ONLY_COURSE = {"user": 1, "course": 1, "quiz": 0, "live": 0, "analytics": 0}
 # A short flush interval and lease keep the run short; neither changes what may be lost.
 FAST_FLUSH = {
-    "COURSE_PROGRESS_FLUSH_INTERVAL_SECONDS": "0.5",
-    "COURSE_PROGRESS_FLUSH_LEASE_SECONDS": "3",
+    "PROGRESS_FLUSHER_FLUSH_INTERVAL_SECONDS": "0.5",
+    "PROGRESS_FLUSHER_FLUSH_LEASE_SECONDS": "3",
 }
 STEP_MS = 1000
 VIDEO_SECONDS = 36_000

@@ -41,6 +41,8 @@ class PlatformWorker:
 WORKERS: tuple[PlatformWorker, ...] = (
     PlatformWorker("quiz-worker", "svc_quiz.worker", service="quiz"),
     PlatformWorker("transcoder", "svc_course.transcoder", service="course"),
+    # Video progress written behind (S1), off the loop that answers UpdateVideoProgress.
+    PlatformWorker("progress-flusher", "svc_course.progress_worker", service="course"),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

@@ -3,21 +3,22 @@
 An update costs one state-Valkey round trip on the hot path: the video's (course, duration)
 comes from process memory, and one Lua script checks the enrollment mark, merges the sample
 and marks it dirty. Postgres is asked only when the video, the enrollment mark or the
-viewer's stored progress is not known yet. A flusher (`progress_flusher`) writes the samples
-behind, in batches. Reads join the Valkey copy, which holds the newest sample whether or not
-it was flushed, with the Postgres row, which a state server that lost its last writes may be
-behind.
+viewer's stored progress is not known yet. A flusher (`progress_flusher`, in a worker process
+of its own) writes the samples behind, in batches. Reads join the Valkey copy, which holds the
+newest sample whether or not it was flushed, with the Postgres row, which a state server that
+lost its last writes may be behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as redis
 from google.protobuf.duration_pb2 import Duration
@@ -37,10 +38,9 @@ from mesh.errors import (
     Unauthenticated,
     Unavailable,
 )
-from mesh.outbox import Outbox
 from mesh.pagination import decode_token, encode_token
 from svc_course import progress_repository as repo
-from svc_course.progress_flusher import ProgressFlusher, now_ms
+from svc_course.progress_flusher import now_ms
 from svc_course.progress_state import EnrollmentUnknown, NotSeeded, ProgressState, Seed, Stored
 from svc_course.settings import CourseSettings
 
@@ -59,32 +59,11 @@ class VideoMeta:
 
 
 class Progress:
-    def __init__(
-        self, *, db: Database, state: redis.Redis, outbox: Outbox, settings: CourseSettings
-    ) -> None:
+    def __init__(self, *, db: Database, state: redis.Redis, settings: CourseSettings) -> None:
         self._db = db
         self._state = ProgressState(state)
         self._settings = settings
         self._videos: dict[str, VideoMeta] = {}
-        # A traced update's trace goes on through the flush that writes it (mesh.tracing).
-        self._traces = tracing.PendingTraces()
-        self.flusher = ProgressFlusher(
-            db,
-            self._state,
-            outbox,
-            traces=self._traces,
-            interval_seconds=settings.progress_flush_interval_seconds,
-            batch_size=settings.progress_flush_batch,
-            lease_seconds=settings.progress_flush_lease_seconds,
-            keep_seconds=settings.progress_keep_seconds,
-        )
-
-    def background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self.flusher.run]
-
-    async def close(self) -> None:
-        """Graceful shutdown: flush what is pending before the pools close."""
-        await self.flusher.drain(self._settings.progress_drain_seconds)
 
     # -- hooks for the catalog and enrollment write paths --------------------------------
 
@@ -121,7 +100,13 @@ class Progress:
         stored = await self._apply(
             caller.user_id, video_id, video, position, watched, client_time, now
         )
-        self._traces.remember((caller.user_id, video_id))
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            # Sampled: the flush that writes this sample, in the flusher's process, goes on
+            # with this trace. Unsampled updates (nearly all) pay nothing for it; a trace
+            # that cannot be kept never fails an update already stored.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self._state.remember_trace(caller.user_id, video_id, traceparent)
         return pb.UpdateVideoProgressResponse(
             progress=_message(caller.user_id, video_id, video, stored)
         )

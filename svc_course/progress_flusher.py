@@ -1,5 +1,9 @@
 """Write-behind of video progress (finding S1): claimed samples go to Postgres in batches.
 
+It runs in a process of its own (`python -m svc_course.progress_worker`), never in a replica
+that answers calls: a flush of thousands of samples is tens of milliseconds of Python work,
+and on the request loop every call waiting behind it showed in the p95.
+
 Every `interval` a flusher claims up to `batch_size` dirty samples at a time from the state
 Valkey (an atomic Lua claim, so two replicas never take the same sample), writes the batch in
 ONE transaction — one upsert over arrays, one enrollment update, the events through the
@@ -69,10 +73,8 @@ class ProgressFlusher:
         batch_size: int,
         lease_seconds: float,
         keep_seconds: int,
-        traces: tracing.PendingTraces | None = None,
     ) -> None:
         self._db = db
-        self._traces = traces or tracing.PendingTraces()
         self._state = state
         self._outbox = outbox
         self.interval = interval_seconds
@@ -131,7 +133,7 @@ class ProgressFlusher:
     async def _write(self, claim: Claim) -> None:
         """Commit the claimed samples; the claim is released only after this returns."""
         samples = claim.samples
-        traced = self._traces.take((s.user_id, s.video_id) for s in samples)
+        traced = await self._state.take_traces([s.member for s in samples])
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 started = time.perf_counter()

@@ -44,6 +44,10 @@ from mesh.state import Script
 PREFIX = "vp:"
 DIRTY = "vp:dirty"
 FLUSHING = "vp:flushing"
+# Traceparents of sampled updates, by member, for the flusher (another process) to continue.
+# Bounded: past TRACES_LIMIT entries nobody took, they are dropped together.
+TRACES = "vp:traces"
+TRACES_LIMIT = 10_000
 EPOCH_RECHECK_SECONDS = 1.0
 
 # KEYS: the hash, the enrollment mark, the dirty set, the seeded mark. ARGV: 1 member, 2 the
@@ -148,6 +152,21 @@ return n
 
 # Gives a claim back (a flush cancelled at shutdown): our leased members return to the dirty
 # set at once instead of waiting for the lease to expire.
+# KEYS[1] the traces hash; ARGV: 1 the limit, then members. Their traceparents, taken.
+_TAKE_TRACES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local found = {}
+for i = 2, #ARGV do
+  local tp = redis.call('HGET', KEYS[1], ARGV[i])
+  if tp then
+    found[#found + 1] = tp
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
+return found
+"""
+
 _RELEASE = """
 local token = tonumber(ARGV[1])
 for i = 2, #ARGV do
@@ -219,6 +238,7 @@ class ProgressState:
         self._ack = Script(client, _ACK)
         self._seed = Script(client, _SEED)
         self._release = Script(client, _RELEASE)
+        self._take_traces = Script(client, _TAKE_TRACES)
         self._epoch = ""
         self._epoch_read = float("-inf")
 
@@ -335,6 +355,17 @@ class ProgressState:
         """Return an unwritten claim's samples to the dirty set."""
         if claim.members:
             await self._release(keys=[DIRTY, FLUSHING], args=[claim.token, *claim.members])
+
+    async def remember_trace(self, user_id: str, video_id: str, traceparent: str) -> None:
+        """A sampled update's trace, continued by whichever flusher writes the sample."""
+        await self._client.hset(TRACES, member(user_id, video_id), traceparent)
+
+    async def take_traces(self, members: list[str]) -> list[str]:
+        """The remembered traces of these members, removed as they are taken."""
+        if not members:
+            return []
+        reply = await self._take_traces(keys=[TRACES], args=[TRACES_LIMIT, *members])
+        return [_text(tp) for tp in reply]
 
     async def dirty(self) -> int:
         """Samples written since their last claim."""

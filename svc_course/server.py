@@ -52,10 +52,8 @@ async def serve() -> None:
             store = await stack.enter_async_context(open_objectstore(settings))
             await ensure_job_stream(bus.js, settings.transcode_queue_limit)
             events = Outbox(outbox)
-            progress = Progress(db=db, state=state, outbox=events, settings=settings)
-            # Registered last, so it runs first on the way out: pending progress is flushed
-            # while the pools are still open.
-            stack.push_async_callback(progress.close)
+            # Its samples are written behind by the progress-flusher worker process.
+            progress = Progress(db=db, state=state, settings=settings)
             lookups = Lookups(db, cache, settings)
             uploads = Uploads(db, lookups, store, TranscodeQueue(bus.js), settings)
             servicer = CourseServicer(
@@ -89,7 +87,6 @@ async def serve() -> None:
                 background=[
                     relay,
                     invalidate_cache,
-                    *progress.background_tasks(),
                     sweep,
                 ],
                 bus=bus,

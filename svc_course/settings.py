@@ -31,14 +31,8 @@ class CourseSettings(MeshSettings):
     enrollment_cache_local_seconds: float = 0.5
     # Search result pages; catalog changes invalidate them at once (see svc_course.lookups).
     search_cache_ttl_seconds: int = 60
-    # Write-behind progress (S1): how often pending samples are flushed to Postgres, and the
-    # most rows one flush statement carries.
-    progress_flush_interval_seconds: float = 5.0
-    progress_flush_batch: int = 1000
-    # A claimed batch not released within this time (its flusher died) is re-taken by any
-    # replica; long enough that a slow but live flush is never taken over.
-    progress_flush_lease_seconds: float = 60.0
-    # How long a flushed sample stays in Valkey after the viewer's last update, so a viewer
+    # Write-behind progress (S1); the flush itself is ProgressFlusherSettings'. How long a
+    # flushed sample stays in Valkey after the viewer's last update, so a viewer
     # who keeps watching costs no Postgres read.
     progress_keep_seconds: int = 86_400
     # How long "this viewer is enrolled in this course" is trusted without asking Postgres;
@@ -46,8 +40,6 @@ class CourseSettings(MeshSettings):
     progress_enrollment_ttl_seconds: int = 300
     # How long a video's (course, duration) is kept in process memory.
     progress_video_cache_seconds: float = 60.0
-    # How long a graceful shutdown may spend flushing before it gives up (the samples stay).
-    progress_drain_seconds: float = 10.0
 
     # Video pipeline (M4). Uploads larger than this are refused before any byte is sent.
     upload_max_bytes: int = 20 * 1024**3
@@ -66,6 +58,28 @@ class CourseSettings(MeshSettings):
     probe_timeout_seconds: float = 30.0
     # How long a playback link (playlists and segment URLs) works.
     playback_url_ttl_seconds: int = 900
+
+
+class ProgressFlusherSettings(CourseSettings):
+    """The write-behind flusher (python -m svc_course.progress_worker): PROGRESS_FLUSHER_*
+    variables, plus the course settings it shares under the same prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROGRESS_FLUSHER_", extra="ignore", populate_by_name=True
+    )
+    service: ClassVar[str] = "progress-flusher"
+
+    # One flush at a time and the outbox relay.
+    db_pool_size: int = 4
+    # How often pending samples are flushed to Postgres, and the most rows one flush
+    # statement carries.
+    flush_interval_seconds: float = 5.0
+    flush_batch: int = 1000
+    # A claimed batch not released within this time (its flusher died) is re-taken by any
+    # flusher; long enough that a slow but live flush is never taken over.
+    flush_lease_seconds: float = 60.0
+    # How long a graceful shutdown may spend flushing before it gives up (the samples stay).
+    drain_seconds: float = 10.0
 
 
 class TranscoderSettings(CourseSettings):

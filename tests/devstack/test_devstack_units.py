@@ -48,6 +48,7 @@ def test_resolve_replicas_defaults_to_one_each_and_zero_leaves_out() -> None:
         "live": 3,
         "analytics": 1,
         "transcoder": 1,
+        "progress-flusher": 1,
     }
     # A worker follows its service unless named.
     assert resolve_replicas({})["quiz-worker"] == 1

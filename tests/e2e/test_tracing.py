@@ -179,12 +179,14 @@ async def test_a_progress_update_is_one_trace_from_the_edge_to_analytics(
         trace_id,
         ("envoy", "ingress"),
         ("course", "/elearn.course.v1.CourseService/UpdateVideoProgress"),
-        ("course", "progress flush"),
-        ("course", "elearn.course.video_progress_flushed publish"),
+        ("progress-flusher", "progress flush"),
+        # Published by whichever relay claims the row first: the flusher's or a course replica's.
+        (None, "elearn.course.video_progress_flushed publish"),
         ("analytics", "analytics process"),
     )
     assert has_db_span(spans, "course", "redis"), "the update's Valkey commands are missing"
-    assert has_db_span(spans, "course", "postgresql"), "the flush's statements are missing"
+    flush_sql = has_db_span(spans, "progress-flusher", "postgresql")
+    assert flush_sql, "the flush's statements are missing"
     consumer = next(s for s in spans if s.operation == "analytics process")
     assert consumer.kind == "consumer"
     assert consumer.tags["messaging.destination.name"] == "elearn.course.video_progress_flushed"

@@ -113,11 +113,11 @@ async def test_reads_return_the_newest_sample_before_it_is_flushed_and_after(
         metadata=me.auth,
     )
     assert [p.video_id for p in rest.progress] == [second] and not rest.next_page_token
-    # The service's own flusher (every 5 s) writes them to Postgres.
+    # The stack's progress-flusher worker (every 5 s) writes them to Postgres.
     rows = await eventually(
         lambda: (r := progress_rows(sql, [first, second])) and len(r) == 2 and r,
         30,
-        "the service's flusher to write both samples",
+        "the progress-flusher worker to write both samples",
     )
     assert rows[(me.user_id, first)] == (95_000, 95_000, 95_000, True)
     unplayed = await courses.GetVideoProgress(

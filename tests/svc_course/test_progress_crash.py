@@ -1,6 +1,7 @@
 """Progress survives crashes (issue 11, item 5 and the "Loss" benchmark): SIGKILL of svc_course
-or of the state Valkey during a burst of updates loses no acknowledged update beyond what the
-AOF's one-second fsync allows, and progress never moves backwards.
+or of its progress-flusher worker or of the state Valkey during a burst of updates loses no
+acknowledged update beyond what the AOF's one-second fsync allows, and progress never moves
+backwards.
 
 The session `stack` is shared, so its processes are never killed: this module starts a private
 stack (svc_user and svc_course, no Envoy) with a short flush interval. The measurement itself
@@ -69,6 +70,18 @@ def test_backward_moves_counts_reads_below_an_earlier_read() -> None:
 async def test_kill_9_of_svc_course_loses_no_acknowledged_update(private: Stack) -> None:
     report = await run(private, "course")
     assert report.acked > STUDENTS * RATE, report.render()  # the run did update, both sides
+    assert report.lost_read == 0, report.render()
+    assert report.lost_postgres == 0, report.render()
+    assert report.backwards == 0, report.render()
+
+
+async def test_kill_9_of_the_flusher_loses_nothing_and_no_update_waits_for_it(
+    private: Stack,
+) -> None:
+    report = await run(private, "progress-flusher")
+    # Updates never touch the flusher: none failed while it was down and restarting.
+    assert report.acked > STUDENTS * RATE and report.failed == 0, report.render()
+    # Its claims expired and were re-taken after the restart: all of it reached Postgres.
     assert report.lost_read == 0, report.render()
     assert report.lost_postgres == 0, report.render()
     assert report.backwards == 0, report.render()

@@ -1,6 +1,6 @@
 """The flusher against the real Postgres and state Valkey, in-process so statements can be
 counted and two flushers raced. The samples live on a Valkey database index of their own, so
-the running svc_course's flusher (index 0) never claims them.
+the stack's progress-flusher worker (index 0) never claims them.
 """
 
 from __future__ import annotations
@@ -28,30 +28,34 @@ from svc_course.models import SCHEMA, outbox
 from svc_course.progress import Progress
 from svc_course.progress_flusher import ProgressFlusher, now_ms
 from svc_course.progress_state import ProgressState
-from svc_course.settings import CourseSettings
+from svc_course.progress_worker import flusher_for
+from svc_course.settings import ProgressFlusherSettings
 from tests.svc_course.conftest import People
 from tests.svc_course.progress_support import enroll, make_course, progress_rows
 
 
 @dataclass
 class Rig:
-    settings: CourseSettings
+    settings: ProgressFlusherSettings
     db: Database
     valkey: redis.Redis
     statements: list[str]
 
-    def progress(self, **overrides: object) -> Progress:
+    def progress(self) -> Progress:
+        return Progress(db=self.db, state=self.valkey, settings=self.settings)
+
+    def flusher(self, **overrides: object) -> ProgressFlusher:
         settings = self.settings.model_copy(update=overrides)
-        return Progress(db=self.db, state=self.valkey, outbox=Outbox(outbox), settings=settings)
+        return flusher_for(self.db, ProgressState(self.valkey), Outbox(outbox), settings)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(stack: Endpoints) -> AsyncIterator[Rig]:
-    settings = CourseSettings(
+    settings = ProgressFlusherSettings(
         database_url=stack.database_url,
         state_url=stack.state_url.rsplit("/", 1)[0] + "/8",
         # Long enough that only the test's explicit flushes run.
-        progress_flush_interval_seconds=3600.0,
+        flush_interval_seconds=3600.0,
     )
     valkey = redis.Redis.from_url(settings.state_url)
     await valkey.flushdb()
@@ -96,12 +100,12 @@ async def test_a_flush_is_one_upsert_per_batch_not_one_per_sample(
     students = [people.student() for _ in range(40)]
     await enroll(courses, students, course.course_id)
     users = [s.user_id for s in students]
-    progress = rig.progress(progress_flush_batch=50)
+    progress = rig.progress()
     for user in users:
         for i, video in enumerate(course.video_ids):
             await update(progress, user, video, position=10 + i, watched=20 + i)
     rig.statements.clear()
-    written = await progress.flusher.flush()
+    written = await rig.flusher(flush_batch=50).flush()
     assert written == 120
     # 120 samples in batches of 50: three batches, each one upsert, one enrollment update and
     # one outbox row (VideoProgressFlushed), whatever the number of samples in it.
@@ -124,8 +128,8 @@ async def test_two_flushers_never_write_a_sample_twice_nor_lose_one(
     for user, video in pairs:
         await update(writer, user, video, position=5, watched=5)
     a, b = (
-        rig.progress(progress_flush_batch=7).flusher,
-        rig.progress(progress_flush_batch=11).flusher,
+        rig.flusher(flush_batch=7),
+        rig.flusher(flush_batch=11),
     )
     rig.statements.clear()
     counts = await asyncio.gather(a.flush(), b.flush())
@@ -154,7 +158,7 @@ async def test_two_flushers_never_write_a_sample_twice_nor_lose_one(
     assert {rows[p] for p in pairs} == {(55_000, 55_000, 55_000, False)}
 
 
-async def test_graceful_close_flushes_pending_samples(
+async def test_a_draining_flusher_writes_the_pending_samples(
     rig: Rig, sql: psycopg.Connection, courses: CourseServiceStub, people: People
 ) -> None:
     course = await make_course(courses, people, [300])
@@ -164,7 +168,7 @@ async def test_graceful_close_flushes_pending_samples(
     progress = rig.progress()
     await update(progress, user, course.video_ids[0], position=100, watched=120)
     assert progress_rows(sql, course.video_ids) == {}
-    await progress.close()
+    await rig.flusher().drain(10.0)
     assert progress_rows(sql, course.video_ids) == {
         (user, course.video_ids[0]): (100_000, 120_000, 100_000, False)
     }
@@ -181,22 +185,22 @@ async def test_completion_sets_percent_emits_course_completed_once_and_never_rev
     student = people.student()
     await enroll(courses, [student], course.course_id)
     user = student.user_id
-    progress = rig.progress()
+    progress, flusher = rig.progress(), rig.flusher()
     nc = await nats.connect(stack.nats_url)
     try:
         js = nc.jetstream()
         sub = await js.subscribe("elearn.course.course_completed", ordered_consumer=True)
         first = await update(progress, user, course.video_ids[0], position=95, watched=90)
         assert first.progress.completed
-        await progress.flusher.flush()
+        await flusher.flush()
         assert enrollment(sql, user, course.course_id) == ("active", 50.0, False)
         await update(progress, user, course.video_ids[1], position=200, watched=180)
-        await progress.flusher.flush()
+        await flusher.flush()
         assert enrollment(sql, user, course.course_id) == ("completed", 100.0, True)
         # Watching again with less watched time changes nothing about completion.
         again = await update(progress, user, course.video_ids[1], position=10, watched=10)
         assert again.progress.completed and again.progress.watched.seconds == 180
-        await progress.flusher.flush()
+        await flusher.flush()
         assert enrollment(sql, user, course.course_id) == ("completed", 100.0, True)
         events = await completed_events(sub, course.course_id, expect=1)
     finally:
@@ -244,7 +248,7 @@ async def test_history_flushed_and_expired_from_valkey_is_seeded_back_from_postg
     progress = rig.progress()
     first, second = course.video_ids
     await update(progress, student.user_id, first, position=300, watched=400)
-    await progress.flusher.flush()
+    await rig.flusher().flush()
     # What the keep TTL does after a day: the Valkey copy and the seeded mark are gone.
     await rig.valkey.delete(
         f"vp:{student.user_id}:{first}", f"vp:seeded:{student.user_id}:{course.course_id}"
@@ -273,6 +277,6 @@ async def test_samples_claimed_by_a_flusher_that_died_are_written_by_another(
     dead = await ProgressState(rig.valkey).claim(now_ms=now_ms(), lease_ms=-1000, limit=100)
     assert len(dead.samples) == 5
     assert progress_rows(sql, [video]) == {}
-    assert await rig.progress().flusher.flush() == 5
+    assert await rig.flusher().flush() == 5
     rows = progress_rows(sql, [video])
     assert {rows[(s.user_id, video)] for s in students} == {(42_000, 42_000, 42_000, False)}
