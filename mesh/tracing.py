@@ -24,7 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -335,32 +335,6 @@ def batch_spans(name: str, messages: Sequence[Any]) -> Iterator[None]:
     finally:
         for span in spans:
             span.end()
-
-
-class PendingTraces:
-    """Traces of requests whose effect a background job finishes later (write-behind): the
-    request remembers its context under a key, the job takes the contexts of the keys it
-    handles and continues them (`continued`). In-process and bounded (oldest forgotten): a
-    job on another replica, or one after many newer requests, starts its own trace instead."""
-
-    def __init__(self, limit: int = 1024) -> None:
-        self._limit = limit
-        self._by_key: dict[Any, str] = {}
-
-    def remember(self, key: Any) -> None:
-        value = current_traceparent()
-        if value is None:
-            return
-        self._by_key.pop(key, None)
-        self._by_key[key] = value
-        if len(self._by_key) > self._limit:
-            del self._by_key[next(iter(self._by_key))]
-
-    def take(self, keys: Iterable[Any]) -> list[str]:
-        if not self._by_key:
-            return []
-        found = (self._by_key.pop(key, None) for key in keys)
-        return [value for value in found if value is not None]
 
 
 @contextlib.contextmanager

@@ -162,19 +162,17 @@ def test_a_failed_batch_marks_its_spans(recorder: Recorder) -> None:
 
 
 def test_write_behind_continues_the_request_trace(recorder: Recorder) -> None:
-    pending = tracing.PendingTraces(limit=2)
     assert tracing._tracer is not None
     with tracing._tracer.start_as_current_span("update"):
-        pending.remember(("u1", "v1"))
-    pending.remember(("u2", "v2"))  # outside any span: nothing to continue
-    taken = pending.take([("u1", "v1"), ("u2", "v2")])
-    with tracing.continued("progress flush", taken):
+        kept = tracing.current_traceparent()  # what the update leaves in Valkey
+    assert tracing.current_traceparent() is None  # outside any span: nothing to continue
+    assert kept is not None
+    with tracing.continued("progress flush", [kept]):
         pass
     (update,) = recorder.spans("update")
     (flush,) = recorder.spans("progress flush")
     assert _hex(flush)[0] == _hex(update)[0]
     assert flush.parent is not None and format(flush.parent.span_id, "016x") == _hex(update)[1]
-    assert pending.take([("u1", "v1")]) == []
 
 
 async def test_an_event_carries_its_writer_trace_through_the_outbox_and_nats(

@@ -19,6 +19,8 @@ from svc_course.progress_state import (
     DIRTY,
     FLUSHING,
     PREFIX,
+    TRACES,
+    TRACES_LIMIT,
     EnrollmentUnknown,
     NotSeeded,
     ProgressState,
@@ -221,3 +223,25 @@ async def test_a_released_claim_goes_back_to_the_dirty_set(valkey: redis.Redis) 
     await state.release(claim)
     assert await valkey.sismember(DIRTY, member(user, video))
     assert await valkey.zscore(FLUSHING, member(user, video)) is None
+
+
+async def test_a_remembered_trace_is_taken_once_by_the_flush_of_its_sample(
+    valkey: redis.Redis,
+) -> None:
+    state = ProgressState(valkey)
+    user, video, other = ids()
+    await state.remember_trace(user, video, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    taken = await state.take_traces([member(user, other), member(user, video)])
+    assert taken == ["00-" + "a" * 32 + "-" + "b" * 16 + "-01"]
+    assert await state.take_traces([member(user, video)]) == []  # taken means gone
+    assert await state.take_traces([]) == []
+
+
+async def test_traces_nobody_takes_are_dropped_past_the_bound(valkey: redis.Redis) -> None:
+    state = ProgressState(valkey)
+    await valkey.hset(TRACES, mapping={f"u:{n}": "tp" for n in range(TRACES_LIMIT)})
+    assert await state.take_traces(["u:0"]) == ["tp"]
+    assert await valkey.hlen(TRACES) == TRACES_LIMIT - 1  # within the bound: kept
+    await valkey.hset(TRACES, mapping={f"w:{n}": "tp" for n in range(3)})
+    assert await state.take_traces(["u:1"]) == ["tp"]
+    assert await valkey.exists(TRACES) == 0  # past it: dropped together
