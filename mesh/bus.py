@@ -33,6 +33,7 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 # Read models (analytics) rebuild by replaying the stream, so it keeps 30 days; a rebuild
 # after that starts from the first retained message and says that history is missing.
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600.0
+DRAIN_TIMEOUT_SECONDS = 2
 
 
 @dataclass
@@ -51,6 +52,10 @@ async def connect_bus(settings: MeshSettings) -> AsyncIterator[Bus]:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
+        # Bounded: a pull subscription's drain can wait out nats-py's 30 s default at shutdown.
+        # Acks already sent (or buffered: drain flushes them even after a timeout) are kept,
+        # and an unacked batch is redelivered, so stopping sooner loses no applied work.
+        drain_timeout=DRAIN_TIMEOUT_SECONDS,
     )
     try:
         js = nc.jetstream(timeout=5)
