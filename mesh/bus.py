@@ -8,6 +8,7 @@ nothing. Live fan-out uses core NATS subjects on the same connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -141,6 +143,9 @@ async def consume_batches(
         await _fetch_loop(sub, durable, handle, batch, wait_seconds, stop, on_idle)
     finally:
         watcher.cancel()
+        # A pull subscription left to the connection's drain holds it until the drain timeout.
+        with contextlib.suppress(NatsError, OSError):
+            await sub.unsubscribe()
 
 
 async def _fetch_loop(
