@@ -8,6 +8,7 @@ nothing. Live fan-out uses core NATS subjects on the same connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -33,6 +35,7 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 # Read models (analytics) rebuild by replaying the stream, so it keeps 30 days; a rebuild
 # after that starts from the first retained message and says that history is missing.
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600.0
+DRAIN_TIMEOUT_SECONDS = 2
 
 
 @dataclass
@@ -51,6 +54,10 @@ async def connect_bus(settings: MeshSettings) -> AsyncIterator[Bus]:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
+        # Bounded: a pull subscription's drain can wait out nats-py's 30 s default at shutdown.
+        # Acks already sent (or buffered: drain flushes them even after a timeout) are kept,
+        # and an unacked batch is redelivered, so stopping sooner loses no applied work.
+        drain_timeout=DRAIN_TIMEOUT_SECONDS,
     )
     try:
         js = nc.jetstream(timeout=5)
@@ -136,6 +143,9 @@ async def consume_batches(
         await _fetch_loop(sub, durable, handle, batch, wait_seconds, stop, on_idle)
     finally:
         watcher.cancel()
+        # A pull subscription left to the connection's drain holds it until the drain timeout.
+        with contextlib.suppress(NatsError, OSError):
+            await sub.unsubscribe()
 
 
 async def _fetch_loop(

@@ -19,6 +19,7 @@ from mesh.db import Database
 from mesh.errors import InvalidArgument, NotFound, PermissionDenied
 from mesh.pagination import decode_token, encode_token
 from svc_analytics import repository
+from svc_analytics.entries import NEXT_PAGE_TOKEN_TAG, field, fill_stats, stats_entry
 
 # Short: a dashboard page is also retired as soon as one of its courses' counters change.
 DASHBOARD = CacheKind("analytics-dashboard", 15)
@@ -39,39 +40,22 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def fill_stats(course: pb.CourseStats, row: Sequence[Any]) -> None:
-    """Fill a message in place from a row of repository.STATS_COLUMNS: the response's own
-    submessage, not one built and then copied in, and the timestamp's two integers set
-    directly (Timestamp.FromDatetime costs more than the rest of the message)."""
-    cid, title, enrolled, completed, graded, score_sum, active, at_risk, seconds, nanos = row[:10]
-    rate = completed / enrolled if enrolled else 0.0
-    course.course_id = cid
-    course.title = title or ""
-    course.enrollment_count = enrolled
-    course.completion_count = completed
-    course.completion_rate = rate
-    course.completion_percent = rate * 100.0
-    course.average_score_percent = score_sum / graded if graded else 0.0
-    course.graded_submission_count = graded
-    course.active_learner_count = active
-    course.at_risk_learner_count = at_risk
-    update = course.update_time
-    update.seconds = seconds
-    update.nanos = nanos
-
-
 def dashboard_page(rows: Sequence[Sequence[Any]], size: int) -> bytes:
-    """One serialized ListInstructorCourseStatsResponse: `rows` holds up to size + 1 rows, the
-    extra one only telling that a next page exists."""
-    answer = pb.ListInstructorCourseStatsResponse()
-    add = answer.courses.add
-    for row in rows[:size]:
-        fill_stats(add(), row)
+    """One serialized ListInstructorCourseStatsResponse: `rows` (entry first, then the id as
+    text and created_at in µs) holds up to size + 1 rows, the extra one only telling that a
+    next page exists. The entries are already framed, so the page is them joined."""
+    page = b"".join([row[0] for row in rows[:size]])
     if len(rows) > size:
         last = rows[size - 1]
-        created = _EPOCH + timedelta(microseconds=last[10])
-        answer.next_page_token = encode_token([created.isoformat(), last[0]])
-    return answer.SerializeToString()
+        created = _EPOCH + timedelta(microseconds=last[-1])
+        token = encode_token([created.isoformat(), last[-2]])
+        page += field(NEXT_PAGE_TOKEN_TAG, token.encode())
+    return page
+
+
+def _built(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Rows of STATS_COLUMNS (then id and created_at) as dashboard_page takes them."""
+    return [(stats_entry(row), *row[-2:]) for row in rows]
 
 
 def _after(token: str) -> tuple[datetime, UUID] | None:
@@ -102,6 +86,10 @@ class Dashboards:
         async def load() -> bytes:
             async with self._db.read_driver("SELECT analytics dashboard") as conn:
                 rows = await repository.dashboard(conn, instructor, size + 1, after)
+                if any(row[0] is None for row in rows):
+                    rows = _built(await repository.dashboard(
+                        conn, instructor, size + 1, after, entries=False
+                    ))  # fmt: skip
             return dashboard_page(rows, size)
 
         # The instructor's pages form one group: ingest bumps it when a course's counters move.

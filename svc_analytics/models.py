@@ -33,6 +33,9 @@ courses = sa.Table(
     sa.Column("active_learner_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("at_risk_learner_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("updated_at", _TS, nullable=False),
+    # The course's CourseStats framed as one `courses` entry of ListInstructorCourseStatsResponse
+    # (tag, length, message), rewritten with the counters: a dashboard page is these joined.
+    sa.Column("stats_entry", sa.LargeBinary()),
 )
 
 # One row per (course, learner): the enrollment state and the learner's activity in the course.

@@ -13,6 +13,7 @@ import psycopg
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from svc_analytics.entries import stats_entry
 from svc_analytics.events import Changes
 
 _NEWER_INFO = (
@@ -169,17 +170,28 @@ _VIDEO = _bulk(
 WHERE excluded.info_at > v.info_at""",
 )
 
+# A course's figures in the order `entries.fill_stats` unpacks them. The id comes as text and
+# the update time as whole seconds and nanoseconds, so filling 200 messages costs no UUID,
+# datetime or Timestamp conversion in Python (those were most of a cold dashboard's CPU).
+STATS_COLUMNS = """course_id::text, title, enrollment_count, completion_count,
+  graded_submission_count, score_sum, active_learner_count, at_risk_learner_count,
+  floor(extract(epoch FROM updated_at))::bigint AS update_seconds,
+  (extract(microseconds FROM updated_at)::bigint % 1000000 * 1000)::int AS update_nanos"""
+
+# Qualified: the subquery below has a course_id too.
+_RETURNED_STATS = STATS_COLUMNS.replace("course_id::text", "c.course_id::text")
+
 # Every counter recomputed from the rows, not incremented: a replayed event cannot count twice.
 AT_RISK = "active AND NOT completed AND (last_seen_at < :cutoff OR failing_quiz_count > 0)"
 _REFRESH = text(f"""
 UPDATE courses c SET
   enrollment_count = s.enrolled, completion_count = s.completed,
   active_learner_count = s.active_now, at_risk_learner_count = s.at_risk,
-  graded_submission_count = s.graded, score_sum = s.score_sum, updated_at = now()
+  graded_submission_count = s.graded, score_sum = s.scores, updated_at = now()
 FROM (
   SELECT x.course_id, coalesce(l.enrolled, 0) AS enrolled, coalesce(l.completed, 0) AS completed,
          coalesce(l.active_now, 0) AS active_now, coalesce(l.at_risk, 0) AS at_risk,
-         coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS score_sum
+         coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS scores
   FROM unnest(CAST(:ids AS uuid[])) AS x(course_id)
   LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE active) AS enrolled,
@@ -192,7 +204,15 @@ FROM (
     FROM submissions WHERE course_id = x.course_id) g ON true
 ) s
 WHERE c.course_id = s.course_id
-RETURNING c.course_id, c.instructor_id
+RETURNING c.course_id, c.instructor_id, {_RETURNED_STATS}
+""")
+
+# Written in the refresh's transaction, after its UPDATE locked the rows: a concurrent refresh
+# of the same course waits, so the entry always matches the counters committed beside it.
+_STORE_ENTRIES = text("""
+UPDATE courses c SET stats_entry = t.entry
+FROM unnest(CAST(:ids AS uuid[]), CAST(:entries AS bytea[])) AS t(course_id, entry)
+WHERE c.course_id = t.course_id
 """)
 
 _CROSSED = text("""
@@ -250,8 +270,11 @@ async def refresh(
 ) -> list[Row[Any]]:
     if not course_ids:
         return []
-    result = await conn.execute(_REFRESH, {"ids": course_ids, "cutoff": cutoff})
-    return list(result.all())
+    rows = list((await conn.execute(_REFRESH, {"ids": course_ids, "cutoff": cutoff})).all())
+    await conn.execute(_STORE_ENTRIES, {
+        "ids": [r[0] for r in rows], "entries": [stats_entry(r[2:]) for r in rows]
+    })  # fmt: skip
+    return rows
 
 
 async def crossed_idle_line(conn: AsyncConnection, since: datetime, until: datetime) -> list[UUID]:
@@ -265,28 +288,25 @@ async def all_course_ids(conn: AsyncConnection) -> list[UUID]:
     return [r[0] for r in await conn.execute(text("SELECT course_id FROM courses"))]
 
 
-# A course's figures in the order `dashboard.fill_stats` unpacks them. The id comes as text and
-# the update time as whole seconds and nanoseconds, so filling 200 messages costs no UUID,
-# datetime or Timestamp conversion in Python (those were most of a cold dashboard's CPU).
-STATS_COLUMNS = """course_id::text, title, enrollment_count, completion_count,
-  graded_submission_count, score_sum, active_learner_count, at_risk_learner_count,
-  floor(extract(epoch FROM updated_at))::bigint AS update_seconds,
-  (extract(microseconds FROM updated_at)::bigint % 1000000 * 1000)::int AS update_nanos"""
-
 # The dashboard: one statement, an index range read of precomputed rows, whatever the count.
-# It runs on psycopg's own connection (%(name)s placeholders; % doubled). created_at
-# (microseconds since the epoch) closes each row: with the id, the page token's start key.
+# It runs on psycopg's own connection (%(name)s placeholders; % doubled). ENTRY_COLUMNS read the
+# serialized entries (see svc_analytics.entries); a row whose entry is NULL (written before the
+# column existed, until the start-up refresh) is read again with STATS_COLUMNS. The id as text
+# and created_at in microseconds since the epoch close each row: the page token's start key.
 # ORDER BY names the table's columns (c.): a bare course_id is the text output column, a sort on
 # text that the index cannot provide.
-_DASHBOARD = f"""
-SELECT {STATS_COLUMNS.replace("%", "%%")}, (extract(epoch FROM created_at) * 1000000)::bigint
-FROM courses c WHERE instructor_id = %(instructor)s{{after}}
+ENTRY_COLUMNS = "stats_entry"
+_DASHBOARD = """
+SELECT {columns}, c.course_id::text, (extract(epoch FROM created_at) * 1000000)::bigint
+FROM courses c WHERE instructor_id = %(instructor)s{after}
 ORDER BY c.created_at DESC, c.course_id DESC LIMIT %(limit)s
 """
-_DASHBOARD_FIRST = _DASHBOARD.format(after="")
-_DASHBOARD_AFTER = _DASHBOARD.format(
-    after="\n  AND (c.created_at, c.course_id) < (%(created_at)s, %(course_id)s)"
-)
+_AFTER = "\n  AND (c.created_at, c.course_id) < (%(created_at)s, %(course_id)s)"
+_DASHBOARD_SQL = {
+    (columns, paged): _DASHBOARD.format(columns=columns, after=_AFTER if paged else "")
+    for columns in (ENTRY_COLUMNS, STATS_COLUMNS.replace("%", "%%"))
+    for paged in (False, True)
+}
 
 
 async def dashboard(
@@ -294,16 +314,17 @@ async def dashboard(
     instructor: UUID,
     limit: int,
     after: tuple[datetime, UUID] | None,
+    *,
+    entries: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """Rows of STATS_COLUMNS then created_at in µs, as tuples (binary transfer: no text
-    parsing of the numbers)."""
+    """Rows of the entry (or, entries=False, STATS_COLUMNS) then the id as text and
+    created_at in µs, as tuples (binary transfer: no text parsing of the numbers)."""
     params: dict[str, Any] = {"instructor": instructor, "limit": limit}
-    sql = _DASHBOARD_FIRST
     if after is not None:
         params.update(created_at=after[0], course_id=after[1])
-        sql = _DASHBOARD_AFTER
+    columns = ENTRY_COLUMNS if entries else STATS_COLUMNS.replace("%", "%%")
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(sql, params)
+        await cur.execute(_DASHBOARD_SQL[columns, after is not None], params)
         return await cur.fetchall()
 
 

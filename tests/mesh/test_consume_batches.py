@@ -4,13 +4,15 @@ in batches, and redelivers a batch whose handler failed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import Sequence
 
 from nats.aio.msg import Msg
 
 from devstack.stack import Endpoints
-from mesh.bus import connect_bus, consume_batches
+from mesh.bus import DRAIN_TIMEOUT_SECONDS, EVENT_STREAM, connect_bus, consume_batches
 from mesh.config import MeshSettings
 from tests.mesh.polling import eventually
 
@@ -55,3 +57,44 @@ async def test_consumer_survives_idle_waits_and_redelivers_failed_batches(
         await eventually(all_seen, within=15)
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_shutdown_mid_fetch_is_prompt_and_keeps_the_acks(stack: Endpoints) -> None:
+    """The service cancels its consumer while a fetch waits, then leaves connect_bus (NATS
+    drain): that must end well before nats-py's 30 s drain default (and before our bounded
+    drain times out), with the handled batch acked on the server."""
+    subject = f"elearn.test.{uuid.uuid4().hex}"
+    durable = f"t{uuid.uuid4().hex}"
+    seen: list[bytes] = []
+
+    async def handle(msgs: Sequence[Msg]) -> None:
+        seen.extend(m.data for m in msgs)
+
+    async with connect_bus(MeshSettings(nats_url=stack.nats_url)) as bus:
+        task = asyncio.create_task(
+            consume_batches(bus, durable, handle, filter_subject=subject, wait_seconds=5)
+        )
+        for n in range(3):
+            await bus.js.publish(subject, str(n).encode())
+
+        async def all_seen() -> bool:
+            return len(seen) == 3
+
+        await eventually(all_seen, within=15)
+
+        async def acked() -> bool:
+            info = await bus.js.consumer_info(EVENT_STREAM, durable)
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(acked, within=10)
+        # The loop waits in its next 5 s fetch by now; stop it as mesh.server.run does.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+    assert time.monotonic() - started < DRAIN_TIMEOUT_SECONDS
+    async with connect_bus(MeshSettings(nats_url=stack.nats_url)) as bus:
+        info = await bus.js.consumer_info(EVENT_STREAM, durable)
+        assert (info.num_ack_pending, info.num_pending, info.delivered.stream_seq > 0) == (
+            0, 0, True,
+        )  # fmt: skip
