@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from bench.live_receivers import Receivers
+from bench.live_receivers_go import make_receivers
 from bench.schedule import ticks
 from elearn.live.v1 import live_service_pb2 as pb
 from svc_live import wire
@@ -92,7 +92,13 @@ def _server_main(port: int, rate: float, seconds: float, participants: int, out:
 
 
 def measure_ceiling(
-    participants: int, rate: float, duration: float, *, processes: int = 2, channels: int = 8
+    participants: int,
+    rate: float,
+    duration: float,
+    *,
+    processes: int = 2,
+    channels: int = 8,
+    receiver: str = "python",
 ) -> dict[str, Any]:
     """The bare handler's run: one server process, the same receivers as the service's."""
     with socket.socket() as s:
@@ -103,7 +109,8 @@ def measure_ceiling(
     server = ctx.Process(target=_server_main, args=(port, rate, duration, participants, out))
     server.start()
     try:
-        receivers = Receivers(
+        receivers = make_receivers(
+            receiver,
             [f"127.0.0.1:{port}"],
             [(f"token-{i}", "s") for i in range(participants)],
             processes=processes,
@@ -118,7 +125,12 @@ def measure_ceiling(
         server.join(timeout=10)
         if server.is_alive():
             server.kill()
-    result.update(served, participants=participants, opened=opened)
+    result.update(
+        served,
+        participants=participants,
+        opened=opened,
+        receiver=receivers.kind,
+    )
     result["deliveries_per_s"] = round(result["deliveries"] / duration, 1)
     result["server_cpu_us_per_delivery"] = _per_delivery(
         result["server_cpu_cores"] * duration, result["deliveries"]
@@ -137,6 +149,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--receiver", choices=("python", "go"), default="python")
     args = parser.parse_args()
     result = measure_ceiling(
         args.participants,
@@ -144,6 +157,7 @@ def main() -> None:
         args.duration,
         processes=args.processes,
         channels=args.channels,
+        receiver=args.receiver,
     )
     result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))
