@@ -34,17 +34,14 @@ class _Stream:
         self.wake = asyncio.Event()
 
 
-async def _serve(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
     streams: set[_Stream] = set()
-    all_in = asyncio.Event()
 
     async def subscribe(_request: bytes, _context: Any) -> AsyncIterator[bytes]:
         stream = _Stream()
         streams.add(stream)
         welcome = pb.ServerEvent(session_id="s", welcome=pb.Welcome(connection_id="c"))
         yield wire.frame(welcome.SerializeToString())
-        if len(streams) >= participants:
-            all_in.set()
         try:
             while True:
                 await stream.wake.wait()
@@ -67,7 +64,8 @@ async def _serve(port: int, rate: float, seconds: float, participants: int, out:
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    await all_in.wait()
+    # Every server starts once the receivers hold all their streams (the parent says so).
+    await asyncio.to_thread(begin.wait)
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
@@ -85,10 +83,10 @@ async def _serve(port: int, rate: float, seconds: float, participants: int, out:
     await server.stop(1)
 
 
-def _server_main(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+def _server_main(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
     import uvloop
 
-    uvloop.run(_serve(port, rate, seconds, participants, out))
+    uvloop.run(_serve(port, rate, seconds, begin, out))
 
 
 def measure_ceiling(
@@ -99,19 +97,28 @@ def measure_ceiling(
     processes: int = 2,
     channels: int = 8,
     receiver: str = "python",
+    servers: int = 1,
 ) -> dict[str, Any]:
-    """The bare handler's run: one server process, the same receivers as the service's."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """The bare handler's run: `servers` processes (as many as the service's replicas, so the
+    two compare at equal processes) sharing the streams, the same receivers as the service's;
+    each broadcasts at `rate` to its own streams."""
+    ports = []
+    for _ in range(servers):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    server = ctx.Process(target=_server_main, args=(port, rate, duration, participants, out))
-    server.start()
+    begin = ctx.Event()
+    procs = [
+        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out)) for port in ports
+    ]
+    for proc in procs:
+        proc.start()
     try:
         receivers = make_receivers(
             receiver,
-            [f"127.0.0.1:{port}"],
+            [f"127.0.0.1:{port}" for port in ports],
             [(f"token-{i}", "s") for i in range(participants)],
             processes=processes,
             channels=channels,
@@ -119,14 +126,19 @@ def measure_ceiling(
         )
         receivers.start()
         opened = receivers.wait_open()
-        served = out.get(timeout=duration + 200)
+        begin.set()
+        served = [out.get(timeout=duration + 200) for _ in procs]
         result = receivers.finish()
     finally:
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
+        begin.set()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
     result.update(
-        served,
+        broadcasts=min(s["broadcasts"] for s in served),
+        server_cpu_cores=round(sum(s["server_cpu_cores"] for s in served), 2),
+        servers=servers,
         participants=participants,
         opened=opened,
         receiver=receivers.kind,
@@ -150,6 +162,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--receiver", choices=("python", "go"), default="python")
+    parser.add_argument("--servers", type=int, default=1, help="bare server processes")
     args = parser.parse_args()
     result = measure_ceiling(
         args.participants,
@@ -158,6 +171,7 @@ def main() -> None:
         processes=args.processes,
         channels=args.channels,
         receiver=args.receiver,
+        servers=args.servers,
     )
     result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))

@@ -89,6 +89,7 @@ def run_live(
         bare = measure_ceiling(
             plan.participants, rate, plan.duration,
             processes=plan.processes, channels=plan.channels, receiver=plan.receiver,
+            servers=len(plan.targets or []) or 1,
         )  # fmt: skip
     return entry(service, bare, plan, target)
 

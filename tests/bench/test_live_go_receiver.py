@@ -1,5 +1,6 @@
 """`--receiver go`: the Go receiver (tools/livercv, `make tools-livercv`) holds the streams of
-the bare handler and reports what the Python receivers report, every delivery counted once."""
+the bare handler (two server processes) and reports what the Python receivers report, every
+delivery counted once."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def test_resume_runs_keep_the_python_receivers() -> None:
 def test_go_receiver_measures_the_bare_handler_with_no_gap() -> None:
     assert go_receiver() is not None, "make tools-livercv builds it (make test does)"
 
-    result = measure_ceiling(20, 20.0, 2.0, processes=2, channels=2, receiver="go")
+    result = measure_ceiling(20, 20.0, 2.0, processes=2, channels=2, receiver="go", servers=2)
 
-    assert result["receiver"] == "go"
+    assert (result["receiver"], result["servers"]) == ("go", 2)
     assert result["opened"] == 20
     assert result["deliveries"] == result["broadcasts"] * 20
     assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
