@@ -66,6 +66,7 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
     await server.start()
     # Every server starts once the receivers hold all their streams (the parent says so).
     await asyncio.to_thread(begin.wait)
+    held = len(streams)
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
@@ -78,7 +79,7 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
     window = time.monotonic() - start
     end_cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (end_cpu.ru_utime + end_cpu.ru_stime) - (start_cpu.ru_utime + start_cpu.ru_stime)
-    out.put({"broadcasts": n, "server_cpu_cores": round(cpu / window, 2)})
+    out.put({"broadcasts": n, "streams": held, "server_cpu_cores": round(cpu / window, 2)})
     await asyncio.sleep(2)
     await server.stop(1)
 
@@ -137,6 +138,8 @@ def measure_ceiling(
                 proc.kill()
     result.update(
         broadcasts=min(s["broadcasts"] for s in served),
+        # Each server ticks on its own clock: one may send a broadcast more than another.
+        expected_deliveries=sum(s["broadcasts"] * s["streams"] for s in served),
         server_cpu_cores=round(sum(s["server_cpu_cores"] for s in served), 2),
         servers=servers,
         participants=participants,

@@ -38,7 +38,7 @@ def test_go_receiver_measures_the_bare_handler_with_no_gap() -> None:
 
     assert (result["receiver"], result["servers"]) == ("go", 2)
     assert result["opened"] == 20
-    assert result["deliveries"] == result["broadcasts"] * 20
+    assert result["deliveries"] == result["expected_deliveries"] >= result["broadcasts"] * 20
     assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
     assert 0 < result["p50_ms"] <= result["p95_ms"]
     assert result["receiver_cpu_us_per_delivery"] > 0
