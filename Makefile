@@ -18,6 +18,9 @@ GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 JAEGER := $(TOOLS)/jaeger
 # vegeta (bench --driver vegeta), pinned by its own tools module, tools/vegeta/go.mod.
 VEGETA := $(TOOLS)/vegeta
+# livercv, the Go receiver of the live fan-out bench (`bench --scenario live --receiver go`),
+# built from tools/livercv (its own module: grpc-go and protobuf-go pinned there).
+LIVERCV := $(TOOLS)/livercv
 # Prometheus and promtool come from Debian's package, unpacked (not installed) into .tools: no
 # root needed, and the version is the one apt serves; the stamp names it.
 PROMETHEUS_VERSION ?= 2.42.0
@@ -25,7 +28,7 @@ PROMETHEUS := $(TOOLS)/prometheus
 PROMETHEUS_STAMP := $(TOOLS)/.prometheus-$(PROMETHEUS_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus tools-vegeta clean
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus tools-vegeta tools-livercv clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -87,7 +90,7 @@ test-unit: $(INSTALLED) tools-prometheus  ## only the tests that need no server 
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools: tools-ghz tools-jaeger tools-prometheus tools-vegeta  ## install ghz, Jaeger, Prometheus, vegeta into .tools/bin (`make test` does it itself; needs Go, apt-get)
+tools: tools-ghz tools-jaeger tools-prometheus tools-vegeta tools-livercv  ## install ghz, Jaeger, Prometheus, vegeta, livercv into .tools/bin (`make test` does it itself; needs Go, apt-get)
 
 tools-ghz:  ## ghz, the gRPC load tool the edge tests drive
 	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
@@ -123,6 +126,17 @@ $(VEGETA): tools/vegeta/go.mod tools/vegeta/go.sum
 	  exit 1; }
 	@echo "building vegeta (tools/vegeta/go.mod) into $(TOOLS) (go build, once)"
 	cd tools/vegeta && go build -o $(CURDIR)/$(VEGETA) github.com/tsenart/vegeta/v12
+	@touch $@
+
+tools-livercv: $(LIVERCV)  ## the Go receiver of the live fan-out bench (`bench --scenario live --receiver go`)
+
+$(LIVERCV): tools/livercv/go.mod tools/livercv/go.sum tools/livercv/*.go
+	@command -v go >/dev/null 2>&1 || { \
+	  echo "make: livercv (bench --scenario live --receiver go) is built from source with Go," >&2; \
+	  echo "      and 'go' is not on PATH: install Go 1.24 or newer (https://go.dev/dl/)." >&2; \
+	  exit 1; }
+	@echo "building livercv (tools/livercv/go.mod) into $(TOOLS) (go build)"
+	cd tools/livercv && go build -o $(CURDIR)/$(LIVERCV) .
 	@touch $@
 
 tools-prometheus:  ## Prometheus + promtool from Debian's package, unpacked into .tools/bin

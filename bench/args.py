@@ -123,5 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="live --target direct: spread the streams over the first N replicas (0: all)",
     )
+    p.add_argument(
+        "--receiver",
+        choices=("python", "go"),
+        default="python",
+        help="live: who holds the streams; go (`make tools-livercv`) leaves the service the "
+        "CPU the Python receivers take (falls back to python when not built)",
+    )
     p.add_argument("--json", type=Path, help="report path (default bench/results/<time>.json)")
     return p.parse_args(argv)

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from bench.live_receivers import Receivers
+from bench.live_receivers_go import make_receivers
 from bench.schedule import ticks
 from elearn.live.v1 import live_service_pb2 as pb
 from svc_live import wire
@@ -34,17 +34,14 @@ class _Stream:
         self.wake = asyncio.Event()
 
 
-async def _serve(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
     streams: set[_Stream] = set()
-    all_in = asyncio.Event()
 
     async def subscribe(_request: bytes, _context: Any) -> AsyncIterator[bytes]:
         stream = _Stream()
         streams.add(stream)
         welcome = pb.ServerEvent(session_id="s", welcome=pb.Welcome(connection_id="c"))
         yield wire.frame(welcome.SerializeToString())
-        if len(streams) >= participants:
-            all_in.set()
         try:
             while True:
                 await stream.wake.wait()
@@ -67,7 +64,9 @@ async def _serve(port: int, rate: float, seconds: float, participants: int, out:
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    await all_in.wait()
+    # Every server starts once the receivers hold all their streams (the parent says so).
+    await asyncio.to_thread(begin.wait)
+    held = len(streams)
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
@@ -80,31 +79,47 @@ async def _serve(port: int, rate: float, seconds: float, participants: int, out:
     window = time.monotonic() - start
     end_cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (end_cpu.ru_utime + end_cpu.ru_stime) - (start_cpu.ru_utime + start_cpu.ru_stime)
-    out.put({"broadcasts": n, "server_cpu_cores": round(cpu / window, 2)})
+    out.put({"broadcasts": n, "streams": held, "server_cpu_cores": round(cpu / window, 2)})
     await asyncio.sleep(2)
     await server.stop(1)
 
 
-def _server_main(port: int, rate: float, seconds: float, participants: int, out: Any) -> None:
+def _server_main(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
     import uvloop
 
-    uvloop.run(_serve(port, rate, seconds, participants, out))
+    uvloop.run(_serve(port, rate, seconds, begin, out))
 
 
 def measure_ceiling(
-    participants: int, rate: float, duration: float, *, processes: int = 2, channels: int = 8
+    participants: int,
+    rate: float,
+    duration: float,
+    *,
+    processes: int = 2,
+    channels: int = 8,
+    receiver: str = "python",
+    servers: int = 1,
 ) -> dict[str, Any]:
-    """The bare handler's run: one server process, the same receivers as the service's."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """The bare handler's run: `servers` processes (as many as the service's replicas, so the
+    two compare at equal processes) sharing the streams, the same receivers as the service's;
+    each broadcasts at `rate` to its own streams."""
+    ports = []
+    for _ in range(servers):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    server = ctx.Process(target=_server_main, args=(port, rate, duration, participants, out))
-    server.start()
+    begin = ctx.Event()
+    procs = [
+        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out)) for port in ports
+    ]
+    for proc in procs:
+        proc.start()
     try:
-        receivers = Receivers(
-            [f"127.0.0.1:{port}"],
+        receivers = make_receivers(
+            receiver,
+            [f"127.0.0.1:{port}" for port in ports],
             [(f"token-{i}", "s") for i in range(participants)],
             processes=processes,
             channels=channels,
@@ -112,13 +127,25 @@ def measure_ceiling(
         )
         receivers.start()
         opened = receivers.wait_open()
-        served = out.get(timeout=duration + 200)
+        begin.set()
+        served = [out.get(timeout=duration + 200) for _ in procs]
         result = receivers.finish()
     finally:
-        server.join(timeout=10)
-        if server.is_alive():
-            server.kill()
-    result.update(served, participants=participants, opened=opened)
+        begin.set()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    result.update(
+        broadcasts=min(s["broadcasts"] for s in served),
+        # Each server ticks on its own clock: one may send a broadcast more than another.
+        expected_deliveries=sum(s["broadcasts"] * s["streams"] for s in served),
+        server_cpu_cores=round(sum(s["server_cpu_cores"] for s in served), 2),
+        servers=servers,
+        participants=participants,
+        opened=opened,
+        receiver=receivers.kind,
+    )
     result["deliveries_per_s"] = round(result["deliveries"] / duration, 1)
     result["server_cpu_us_per_delivery"] = _per_delivery(
         result["server_cpu_cores"] * duration, result["deliveries"]
@@ -137,6 +164,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--receiver", choices=("python", "go"), default="python")
+    parser.add_argument("--servers", type=int, default=1, help="bare server processes")
     args = parser.parse_args()
     result = measure_ceiling(
         args.participants,
@@ -144,6 +173,8 @@ def main() -> None:
         args.duration,
         processes=args.processes,
         channels=args.channels,
+        receiver=args.receiver,
+        servers=args.servers,
     )
     result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))

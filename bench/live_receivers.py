@@ -216,6 +216,8 @@ class Receivers:
     """P worker processes sharing `streams` ((token, session id), one stream each) over
     `channels` per process."""
 
+    kind = "python"
+
     def __init__(
         self,
         targets: list[str],
@@ -261,37 +263,46 @@ class Receivers:
         tallies: list[Tally] = [self._results.get(timeout=timeout) for _ in self._procs]
         for proc in self._procs:
             proc.join(timeout=10)
-        hist = merge(t.histogram for t in tallies)
-        publish = merge(t.to_publish for t in tallies)
-        errors: dict[str, int] = {}
-        for t in tallies:
-            for k, v in t.errors.items():
-                errors[k] = errors.get(k, 0) + v
-        by_target = {}
-        for index in sorted({i for t in tallies for i in t.by_target}):
-            h = merge(t.by_target[index] for t in tallies if index in t.by_target)
-            if h.get_total_count():
-                by_target[index] = {
-                    "deliveries": h.get_total_count(),
-                    **{f"p{q}_ms": h.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)},
-                }
-        return {
-            "streams": sum(t.streams for t in tallies),
-            "deliveries": sum(t.deliveries for t in tallies),
-            "gaps": sum(t.gaps for t in tallies),
-            "duplicates": sum(t.duplicates for t in tallies),
-            "dropped": sum(t.dropped for t in tallies),
-            "errors": errors,
-            "receiver_cpu_seconds": round(sum(t.cpu_seconds for t in tallies), 2),
-            "send_to_publish_ms": {
-                f"p{q}": publish.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)
-            },
-            "p50_ms": hist.get_value_at_percentile(50) / 1000,
-            "p95_ms": hist.get_value_at_percentile(95) / 1000,
-            "p99_ms": hist.get_value_at_percentile(99) / 1000,
-            "max_ms": hist.get_max_value() / 1000,
-            "by_target": by_target,
-            "resumed_streams": sum(t.lost for t in tallies),
-            "reconnects": sum(t.reconnects for t in tallies),
-            "caught_up_ns": sorted(n for t in tallies for n in t.caught_up_ns),
-        }
+        return summarize(tallies)
+
+
+def summarize(tallies: list[Tally]) -> dict[str, Any]:
+    """The receivers' tallies as one result (the Python and the Go receivers alike)."""
+    hist = merge(t.histogram for t in tallies)
+    publish = merge(t.to_publish for t in tallies)
+    errors: dict[str, int] = {}
+    for t in tallies:
+        for k, v in t.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    by_target = {}
+    for index in sorted({i for t in tallies for i in t.by_target}):
+        h = merge(t.by_target[index] for t in tallies if index in t.by_target)
+        if h.get_total_count():
+            by_target[index] = {
+                "deliveries": h.get_total_count(),
+                **{f"p{q}_ms": h.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)},
+            }
+    return {
+        "streams": sum(t.streams for t in tallies),
+        "deliveries": sum(t.deliveries for t in tallies),
+        "gaps": sum(t.gaps for t in tallies),
+        "duplicates": sum(t.duplicates for t in tallies),
+        "dropped": sum(t.dropped for t in tallies),
+        "errors": errors,
+        "receiver_cpu_seconds": round(sum(t.cpu_seconds for t in tallies), 2),
+        "receiver_cpu_us_per_delivery": round(
+            sum(t.cpu_seconds for t in tallies) * 1e6 / max(1, sum(t.deliveries for t in tallies)),
+            1,
+        ),
+        "send_to_publish_ms": {
+            f"p{q}": publish.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)
+        },
+        "p50_ms": hist.get_value_at_percentile(50) / 1000,
+        "p95_ms": hist.get_value_at_percentile(95) / 1000,
+        "p99_ms": hist.get_value_at_percentile(99) / 1000,
+        "max_ms": hist.get_max_value() / 1000,
+        "by_target": by_target,
+        "resumed_streams": sum(t.lost for t in tallies),
+        "reconnects": sum(t.reconnects for t in tallies),
+        "caught_up_ns": sorted(n for t in tallies for n in t.caught_up_ns),
+    }

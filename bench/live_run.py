@@ -16,7 +16,7 @@ import grpc
 import psutil
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bench.live_receivers import Receivers
+from bench.live_receivers_go import make_receivers
 from bench.schedule import ticks
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as course_pb
@@ -238,6 +238,8 @@ class FanoutPlan:
     # TCP connections the instructor's Sends are spread over (bench/README.md: one
     # connection's Sends to a busy fan-out replica queue behind each other).
     send_connections: int = 1
+    # "python" or "go" (bench.live_receivers_go; python when the binary is not built).
+    receiver: str = "python"
 
 
 Opened = tuple[list[str], str, list[str]]
@@ -257,8 +259,8 @@ def measure(
     targets = plan.targets or endpoints.services["live"]
     procs = live_processes(endpoints, targets)
     streams = [(t, sid) for sid in sids for t in tokens]
-    receivers = Receivers(
-        targets, streams,
+    receivers = make_receivers(
+        plan.receiver, targets, streams,
         processes=plan.processes, channels=plan.channels, seconds=plan.duration + 30,
         resume=plan.resume,
     )  # fmt: skip
@@ -300,6 +302,7 @@ def measure(
         expected_deliveries=expected,
         deliveries_per_s=round(result["deliveries"] / window, 1),
         replicas=len(targets),
+        receiver=receivers.kind,
         service_cpu_cores=round(cpu_s / window, 2),
         service_cpu_us_per_delivery=round(cpu_s * 1e6 / max(1, result["deliveries"]), 1),
         service_kib_per_stream=round(rss_per_stream / 1024, 1),

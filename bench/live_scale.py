@@ -78,13 +78,14 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
                     step = measure_ceiling(
                         count, args.rate, args.duration,
                         processes=args.processes, channels=args.channels,
+                        receiver=args.receiver,
                     )  # fmt: skip
                     step["expected_deliveries"] = step["broadcasts"] * count
                 else:
                     plan = FanoutPlan(
                         participants=SESSION, sessions=sessions, rate=args.rate,
                         duration=args.duration, processes=args.processes,
-                        channels=args.channels, targets=targets,
+                        channels=args.channels, targets=targets, receiver=args.receiver,
                     )  # fmt: skip
                     step = measure(endpoints, plan, cohort=cohort)
                 # The bare handler sends each broadcast once to all its streams; the service
@@ -130,6 +131,9 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=10_000, help="stop at this many streams")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument(
+        "--receiver", choices=("python", "go"), default="python", help="go: make tools-livercv"
+    )
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
     parser.add_argument("--private-stack", action="store_true", help="start live=2 on free ports")
     args = parser.parse_args()

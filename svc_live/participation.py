@@ -141,8 +141,16 @@ class Participation:
             async for chunk in self._opening(row, role, outlet, resume_after, from_oldest):
                 yield chunk
             outlet.release()
-            async for message in outlet.messages():
-                yield message
+            # outlet.messages() inlined: one async generator layer less on every write.
+            take = outlet.take
+            while True:
+                message = take()
+                if message is None:
+                    await outlet.wait()
+                elif message:
+                    yield message
+                else:
+                    break
         finally:
             await self._hub.detach(outlet)
             with contextlib.suppress(Exception):

@@ -81,13 +81,15 @@ def run_live(
         targets=_targets(endpoints, args),
         send_target=_send_target(endpoints, args),
         send_connections=max(1, getattr(args, "send_connections", 1) or 1),
+        receiver=getattr(args, "receiver", "python"),
     )
     service = measure(endpoints, plan)
     bare = None
     if not getattr(args, "no_ceiling", False):
         bare = measure_ceiling(
             plan.participants, rate, plan.duration,
-            processes=plan.processes, channels=plan.channels,
+            processes=plan.processes, channels=plan.channels, receiver=plan.receiver,
+            servers=len(plan.targets or []) or 1,
         )  # fmt: skip
     return entry(service, bare, plan, target)
 
@@ -218,6 +220,7 @@ def main() -> None:
         "--send-connections", type=int, default=1, help="TCP connections for the Sends"
     )
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
+    parser.add_argument("--receiver", choices=("python", "go"), default="python")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")
     parser.add_argument("--endpoints", type=Path, default=Path(".stack/endpoints.json"))
     parser.add_argument("--private-stack", default="", help="e.g. live=2: start a stack")
