@@ -87,6 +87,13 @@ def test_port_in_use_sees_a_listener() -> None:
     assert not port_in_use(free_ports(1)[0])
 
 
+def test_for_local_runs_two_course_replicas_unless_told_otherwise(tmp_path: Path) -> None:
+    assert StackConfig.for_local(data_dir=tmp_path, environ={}).replicas["course"] == 2
+    one = StackConfig.for_local(data_dir=tmp_path, replicas={"course": 1}, environ={})
+    assert one.replicas["course"] == 1
+    assert StackConfig.for_tests(tmp_path).replicas["course"] == 1
+
+
 def test_for_local_takes_external_urls_and_edge_port_from_the_environment(tmp_path: Path) -> None:
     environ = {"DATABASE_URL": "postgresql+psycopg://x@db/x", "ELEARN_EDGE_PORT": "9090"}
     config = StackConfig.for_local(data_dir=tmp_path, environ=environ)
