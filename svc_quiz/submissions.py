@@ -99,8 +99,7 @@ class Submissions:
         values = self._values(row, quiz, merged_answers(row, given), key, digest, now)
         if not await self._insert(values, quiz, row):
             return await self._repeat(caller, key, digest, quiz)
-        out = views.submission(SimpleNamespace(**values, failure_reason=""))
-        return views.withhold_for_student(out, quiz, now)
+        return views.fresh_submission(values, quiz, now)
 
     async def _submit_in_one_call(
         self, caller: Caller, quiz_id: str, key: str, given: list[pb.Answer]
@@ -130,8 +129,7 @@ class Submissions:
                     "another attempt at this quiz is in progress, or every attempt is used"
                 ) from None
             return await self._repeat(caller, key, digest, quiz)
-        out = views.submission(SimpleNamespace(**values, failure_reason=""))
-        return views.withhold_for_student(out, quiz, now)
+        return views.fresh_submission(values, quiz, now)
 
     def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
         """The outbox rows of a batch of new submissions (see _record)."""
@@ -139,7 +137,7 @@ class Submissions:
         for p in batch:
             status = p.values["grading_status"]
             if status == pb.GRADING_STATUS_GRADED:
-                results = list(pb.Submission.FromString(p.values["results"]).results)
+                results = p.values[views.GRADED_RESULTS]
                 event_id, event = graded_event(
                     SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
                 )
@@ -186,6 +184,8 @@ class Submissions:
             "pending_results": None,
             "graded_at": None,
             "grade_version": 0,
+            views.ANSWERS: answers,
+            views.GRADED_RESULTS: None,
         }
         if grading.is_cheap(quiz, self._sync_max):
             grade = grading.grade_submission(quiz, answers)
@@ -205,6 +205,7 @@ class Submissions:
                     graded_at=now,
                     grade_version=1,
                 )
+                values[views.GRADED_RESULTS] = grade.results
         return values
 
     async def _insert(self, values: dict[str, Any], quiz: pb.Quiz, row: Any) -> bool:
@@ -222,7 +223,7 @@ class Submissions:
         its grading job when queued (essays waiting for the instructor need neither)."""
         status = values["grading_status"]
         if status == pb.GRADING_STATUS_GRADED:
-            results = list(pb.Submission.FromString(values["results"]).results)
+            results = values[views.GRADED_RESULTS]
             await self._grades.add_graded_event(
                 conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
             )
