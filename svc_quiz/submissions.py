@@ -29,7 +29,7 @@ from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from mesh.outbox import BatchEvent, Outbox
 from mesh.pagination import decode_token, encode_token, page_size
-from svc_quiz import grading, views
+from svc_quiz import grades, grading, views
 from svc_quiz import repository as repo
 from svc_quiz import submission_repository as srepo
 from svc_quiz import validation as check
@@ -134,13 +134,13 @@ class Submissions:
     def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
         """The outbox rows of a batch of new submissions (see _record)."""
         out: list[BatchEvent] = []
+        types = grades.QuizTypes()
         for p in batch:
             status = p.values["grading_status"]
             if status == pb.GRADING_STATUS_GRADED:
                 results = p.values[views.GRADED_RESULTS]
-                event_id, event = graded_event(
-                    SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
-                )
+                row, types_ = SimpleNamespace(**p.values), types(p.quiz)
+                event_id, event = graded_event(row, p.quiz, results, p.instructor_id, types_)
                 payload = event.SerializeToString()
                 out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
             elif status == pb.GRADING_STATUS_PENDING:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
-from svc_quiz import grading, views
+from svc_quiz import grades, grading, views
 
 
 def _quiz(visibility: pb.ResultsVisibility.ValueType) -> pb.Quiz:
@@ -85,3 +85,20 @@ def test_fresh_view_withholds_results_when_the_quiz_shows_score_only() -> None:
     fresh = views.fresh_submission(values, quiz, values["submitted_at"])
     assert fresh.results_withheld and not fresh.results
     assert fresh == _read_back(values, quiz)
+
+
+def test_graded_event_with_a_batchs_question_types_equals_the_event_without() -> None:
+    quiz = _quiz(pb.RESULTS_VISIBILITY_FULL)
+    values = _values(quiz, graded=True)
+    results = values[views.GRADED_RESULTS]
+    row = SimpleNamespace(**values, grade_version=1)
+    types = grades.QuizTypes()
+    assert types(quiz) is types(quiz)  # built once per quiz of a batch
+    _, shared = grades.graded_event(row, quiz, results, "i", types(quiz))
+    _, alone = grades.graded_event(row, quiz, results, "i")
+    shared.ClearField("event_id")
+    alone.ClearField("event_id")
+    shared.ClearField("occur_time")
+    alone.ClearField("occur_time")
+    assert shared == alone
+    assert [q.type for q in shared.questions] == [pb.QUESTION_TYPE_SINGLE_CHOICE] * 3
