@@ -29,7 +29,7 @@ from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from mesh.outbox import BatchEvent, Outbox
 from mesh.pagination import decode_token, encode_token, page_size
-from svc_quiz import grading, views
+from svc_quiz import grades, grading, views
 from svc_quiz import repository as repo
 from svc_quiz import submission_repository as srepo
 from svc_quiz import validation as check
@@ -99,8 +99,7 @@ class Submissions:
         values = self._values(row, quiz, merged_answers(row, given), key, digest, now)
         if not await self._insert(values, quiz, row):
             return await self._repeat(caller, key, digest, quiz)
-        out = views.submission(SimpleNamespace(**values, failure_reason=""))
-        return views.withhold_for_student(out, quiz, now)
+        return views.fresh_submission(values, quiz, now)
 
     async def _submit_in_one_call(
         self, caller: Caller, quiz_id: str, key: str, given: list[pb.Answer]
@@ -130,19 +129,18 @@ class Submissions:
                     "another attempt at this quiz is in progress, or every attempt is used"
                 ) from None
             return await self._repeat(caller, key, digest, quiz)
-        out = views.submission(SimpleNamespace(**values, failure_reason=""))
-        return views.withhold_for_student(out, quiz, now)
+        return views.fresh_submission(values, quiz, now)
 
     def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
         """The outbox rows of a batch of new submissions (see _record)."""
         out: list[BatchEvent] = []
+        types = grades.QuizTypes()
         for p in batch:
             status = p.values["grading_status"]
             if status == pb.GRADING_STATUS_GRADED:
-                results = list(pb.Submission.FromString(p.values["results"]).results)
-                event_id, event = graded_event(
-                    SimpleNamespace(**p.values), p.quiz, results, p.instructor_id
-                )
+                results = p.values[views.GRADED_RESULTS]
+                row, types_ = SimpleNamespace(**p.values), types(p.quiz)
+                event_id, event = graded_event(row, p.quiz, results, p.instructor_id, types_)
                 payload = event.SerializeToString()
                 out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
             elif status == pb.GRADING_STATUS_PENDING:
@@ -186,6 +184,8 @@ class Submissions:
             "pending_results": None,
             "graded_at": None,
             "grade_version": 0,
+            views.ANSWERS: answers,
+            views.GRADED_RESULTS: None,
         }
         if grading.is_cheap(quiz, self._sync_max):
             grade = grading.grade_submission(quiz, answers)
@@ -205,6 +205,7 @@ class Submissions:
                     graded_at=now,
                     grade_version=1,
                 )
+                values[views.GRADED_RESULTS] = grade.results
         return values
 
     async def _insert(self, values: dict[str, Any], quiz: pb.Quiz, row: Any) -> bool:
@@ -222,7 +223,7 @@ class Submissions:
         its grading job when queued (essays waiting for the instructor need neither)."""
         status = values["grading_status"]
         if status == pb.GRADING_STATUS_GRADED:
-            results = list(pb.Submission.FromString(values["results"]).results)
+            results = values[views.GRADED_RESULTS]
             await self._grades.add_graded_event(
                 conn, SimpleNamespace(**values), quiz, results, str(row.instructor_id)
             )
