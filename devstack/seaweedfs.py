@@ -126,9 +126,13 @@ def s3_url(port: int, host: str = LOOPBACK) -> str:
     return f"http://{host}:{port}"
 
 
-def client(env: S3Env) -> botocore.client.BaseClient:
-    """A short-lived synchronous client for the launcher's own checks (services use
-    mesh.objectstore's async one)."""
+def client(
+    env: S3Env, *, read_timeout: float = 30.0, attempts: int = 3
+) -> botocore.client.BaseClient:
+    """A short-lived synchronous client for the launcher's own checks, tests and benches
+    (services use mesh.objectstore's async one). The readiness poll passes a short timeout and
+    one attempt; real work keeps the long ones, since a write that lands while the volume
+    server grows a volume on a busy box can take seconds."""
     session = botocore.session.get_session()
     return session.create_client(
         "s3",
@@ -140,8 +144,8 @@ def client(env: S3Env) -> botocore.client.BaseClient:
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             connect_timeout=1,
-            read_timeout=2,
-            retries={"max_attempts": 1},
+            read_timeout=read_timeout,
+            retries={"max_attempts": attempts},
         ),
     )
 
@@ -149,7 +153,7 @@ def client(env: S3Env) -> botocore.client.BaseClient:
 def ensure_bucket(env: S3Env) -> bool:
     """Create the media bucket if missing; True once the gateway, filer and a volume answer
     (a bucket write needs all three), so this doubles as the readiness check."""
-    s3 = client(env)
+    s3 = client(env, read_timeout=2.0, attempts=1)  # polled: a slow answer means "not yet"
     try:
         try:
             s3.head_bucket(Bucket=env.bucket)
