@@ -70,6 +70,26 @@ class ServiceSpec:
     on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
+def worker_spec(
+    name: str, background: Sequence[Callable[[], Coroutine[Any, Any, None]]], bus: Bus | None
+) -> ServiceSpec:
+    """A worker process (grading, transcoding, progress flushing): no gRPC API of its own,
+    only the health and reflection every process serves, so the launcher's readiness check and
+    Kubernetes probes treat it like a service."""
+    return ServiceSpec(
+        name=name,
+        services=[],
+        register=_no_services,
+        policy=Policy({}),
+        background=background,
+        bus=bus,
+    )
+
+
+def _no_services(_: grpc.aio.Server) -> None:
+    """Health and reflection are added by the bootstrap itself."""
+
+
 class _Recorder:
     """Stands in for the server in a generated add_XServicer_to_server, to take its handlers."""
 

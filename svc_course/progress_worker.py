@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 from contextlib import AsyncExitStack
 
-import grpc
 import uvloop
 
 from mesh import server
-from mesh.auth import Policy
 from mesh.bus import connect_bus
 from mesh.db import Database
 from mesh.logs import configure_logging
@@ -67,21 +65,9 @@ async def serve() -> None:
             async def relay() -> None:
                 await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
 
-            spec = server.ServiceSpec(
-                name=NAME,
-                services=[],
-                register=_no_services,
-                policy=Policy({}),
-                background=[flusher.run, relay],
-                bus=bus,
-            )
-            await server.run(settings, spec)
+            await server.run(settings, server.worker_spec(NAME, [flusher.run, relay], bus))
     finally:
         listener.stop()
-
-
-def _no_services(_: grpc.aio.Server) -> None:
-    """The worker serves health and reflection only (added by mesh.server)."""
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
-import grpc
 import nats.errors
 import uvloop
 from google.protobuf.message import DecodeError
@@ -29,7 +28,6 @@ from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.msg import Msg
 
 from mesh import server, tracing
-from mesh.auth import Policy
 from mesh.bus import Bus, connect_bus, watch_consumer
 from mesh.db import Database
 from mesh.errors import infrastructure_error
@@ -156,21 +154,9 @@ async def serve() -> None:
             async def relay() -> None:
                 await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
 
-            spec = server.ServiceSpec(
-                name="quiz-worker",
-                services=[],
-                register=_no_services,
-                policy=Policy({}),
-                background=[worker.run, relay],
-                bus=bus,
-            )
-            await server.run(settings, spec)
+            await server.run(settings, server.worker_spec("quiz-worker", [worker.run, relay], bus))
     finally:
         listener.stop()
-
-
-def _no_services(_: grpc.aio.Server) -> None:
-    """The worker serves health and reflection only (added by mesh.server)."""
 
 
 if __name__ == "__main__":

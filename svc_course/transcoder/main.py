@@ -10,13 +10,11 @@ import contextlib
 import logging
 from contextlib import AsyncExitStack
 
-import grpc
 import uvloop
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from mesh import server, tracing
-from mesh.auth import Policy
 from mesh.bus import connect_bus, watch_consumer
 from mesh.cache import open_cache
 from mesh.db import Database
@@ -70,21 +68,9 @@ async def serve() -> None:
                 # The transcoding queue's depth is this consumer's lag.
                 await watch_consumer(bus, JOB_STREAM, DURABLE)
 
-            spec = server.ServiceSpec(
-                name="transcoder",
-                services=[],
-                register=_no_services,
-                policy=Policy({}),
-                background=[work, lag],
-                bus=bus,
-            )
-            await server.run(settings, spec)
+            await server.run(settings, server.worker_spec("transcoder", [work, lag], bus))
     finally:
         listener.stop()
-
-
-def _no_services(_: grpc.aio.Server) -> None:
-    """The worker serves health and reflection only (added by mesh.server)."""
 
 
 async def _loop(sub: object, transcoder: Transcoder) -> None:
