@@ -18,7 +18,7 @@ from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import InvalidArgument, NotFound, PermissionDenied
 from mesh.pagination import decode_token, encode_token
-from svc_analytics import repository
+from svc_analytics import reads
 from svc_analytics.entries import NEXT_PAGE_TOKEN_TAG, field, fill_stats, stats_entry
 
 # Short: a dashboard page is also retired as soon as one of its courses' counters change.
@@ -85,9 +85,9 @@ class Dashboards:
 
         async def load() -> bytes:
             async with self._db.read_driver("SELECT analytics dashboard") as conn:
-                rows = await repository.dashboard(conn, instructor, size + 1, after)
+                rows = await reads.dashboard(conn, instructor, size + 1, after)
                 if any(row[0] is None for row in rows):
-                    rows = _built(await repository.dashboard(
+                    rows = _built(await reads.dashboard(
                         conn, instructor, size + 1, after, entries=False
                     ))  # fmt: skip
             return dashboard_page(rows, size)
@@ -100,7 +100,7 @@ class Dashboards:
 
     async def _course(self, caller: Caller, course: UUID) -> Row[Any]:
         async with self._db.read() as conn:
-            row = await repository.course_row(conn, course)
+            row = await reads.course_row(conn, course)
         if row is None:
             raise NotFound("no analytics for this course (unknown course or no events yet)")
         if str(row.instructor_id) != caller.user_id and not caller.is_admin:
@@ -114,7 +114,7 @@ class Dashboards:
         after = _after(token)
         cutoff = idle_cutoff()
         async with self._db.read() as conn:
-            rows = await repository.at_risk(conn, course, cutoff, size + 1, after)
+            rows = await reads.at_risk(conn, course, cutoff, size + 1, after)
         page = rows[:size]
         learners = []
         for r in page:
@@ -144,9 +144,7 @@ class Dashboards:
     ) -> pb.GetCourseAnalyticsResponse:
         row = await self._course(caller, course)
         async with self._db.read() as conn:
-            scores, questions, videos = await repository.course_detail(
-                conn, course, quiz, DETAIL_LIMIT
-            )
+            scores, questions, videos = await reads.course_detail(conn, course, quiz, DETAIL_LIMIT)
         counts = {r.bucket: r.n for r in scores}
         buckets = [
             pb.ScoreBucket(
