@@ -19,7 +19,7 @@ from mesh.db import Database
 from mesh.errors import InvalidArgument, NotFound, PermissionDenied
 from mesh.pagination import decode_token, encode_token
 from svc_analytics import reads
-from svc_analytics.entries import NEXT_PAGE_TOKEN_TAG, field, fill_stats, stats_entry
+from svc_analytics.entries import fill_stats, next_page, stats_entry
 
 # Short: a dashboard page is also retired as soon as one of its courses' counters change.
 DASHBOARD = CacheKind("analytics-dashboard", 15)
@@ -43,13 +43,14 @@ def _ts(value: datetime | None) -> Timestamp | None:
 def dashboard_page(rows: Sequence[Sequence[Any]], size: int) -> bytes:
     """One serialized ListInstructorCourseStatsResponse: `rows` (entry first, then the id as
     text and created_at in µs) holds up to size + 1 rows, the extra one only telling that a
-    next page exists. The entries are already framed, so the page is them joined."""
+    next page exists. Each entry is a serialized response of one course, so the page is them
+    joined."""
     page = b"".join([row[0] for row in rows[:size]])
     if len(rows) > size:
         last = rows[size - 1]
         created = _EPOCH + timedelta(microseconds=last[-1])
         token = encode_token([created.isoformat(), last[-2]])
-        page += field(NEXT_PAGE_TOKEN_TAG, token.encode())
+        page += next_page(token)
     return page
 
 

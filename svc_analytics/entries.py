@@ -1,6 +1,7 @@
-"""A course's dashboard entry as bytes: its CourseStats framed as one `courses` element of
-ListInstructorCourseStatsResponse. Serialized once when the course's counters change and
-stored beside them, so a dashboard page is the entries joined (no message built per read)."""
+"""A course's dashboard entry as bytes: a ListInstructorCourseStatsResponse holding only that
+course's CourseStats. Serialized once when the course's counters change and stored beside
+them; protobuf merges concatenated messages (repeated fields append), so a dashboard page is
+the entries joined, with no message built per read."""
 
 from __future__ import annotations
 
@@ -8,24 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from elearn.analytics.v1 import analytics_service_pb2 as pb
-
-# Wire tags of ListInstructorCourseStatsResponse: field 1 (courses) and field 2
-# (next_page_token), both length-delimited (wire type 2).
-COURSES_TAG = b"\x0a"
-NEXT_PAGE_TOKEN_TAG = b"\x12"
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def field(tag: bytes, data: bytes) -> bytes:
-    return tag + varint(len(data)) + data
 
 
 def fill_stats(course: pb.CourseStats, row: Sequence[Any]) -> None:
@@ -50,7 +33,12 @@ def fill_stats(course: pb.CourseStats, row: Sequence[Any]) -> None:
 
 
 def stats_entry(row: Sequence[Any]) -> bytes:
-    """The framed entry of a row of repository.STATS_COLUMNS."""
-    course = pb.CourseStats()
-    fill_stats(course, row)
-    return field(COURSES_TAG, course.SerializeToString())
+    """The entry of a row of repository.STATS_COLUMNS."""
+    entry = pb.ListInstructorCourseStatsResponse()
+    fill_stats(entry.courses.add(), row)
+    return entry.SerializeToString()
+
+
+def next_page(token: str) -> bytes:
+    """The page token, to append to the joined entries."""
+    return pb.ListInstructorCourseStatsResponse(next_page_token=token).SerializeToString()
