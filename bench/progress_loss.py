@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Viewer:
     reads: list[int] = field(default_factory=list)  # every `watched` a read returned, in order
     sent: int = 0
     failed: int = 0
+    codes: Counter[str] = field(default_factory=Counter)  # the failures' status codes
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,14 @@ class Report:
     backwards: int  # reads lower than an earlier read of the same progress
     reads: int
     flushed_in_s: float
+    failure_codes: dict[str, int] = field(default_factory=dict)
 
     def render(self) -> str:
         share = 100.0 * max(self.lost_read, self.lost_postgres) / max(self.acked, 1)
         return (
             f"kill -9 {self.target}: {self.students} students, sent {self.sent}, "
-            f"acked {self.acked}, failed {self.failed}; lost after restart: "
+            f"acked {self.acked}, failed {self.failed} {self.failure_codes or ''}; lost after "
+            "restart: "
             f"{self.lost_read} (read-back) / {self.lost_postgres} (Postgres) = {share:.3f} %; "
             f"backwards moves {self.backwards} in {self.reads} reads; "
             f"Postgres caught up in {self.flushed_in_s:.1f} s"
@@ -162,8 +166,9 @@ async def send(stub: CourseServiceStub, viewer: Viewer, period: float, until: fl
                 timeout=CALL_TIMEOUT,
             )
             viewer.acked.append(watched)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
             viewer.failed += 1
+            viewer.codes[exc.code().name] += 1
         next_at += period
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -263,6 +268,7 @@ async def measure(
         backwards=backwards,
         reads=sum(len(v.reads) for v in viewers),
         flushed_in_s=flushed_in,
+        failure_codes=dict(sum((v.codes for v in viewers), Counter[str]())),
     )
 
 

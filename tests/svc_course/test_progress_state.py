@@ -245,3 +245,50 @@ async def test_traces_nobody_takes_are_dropped_past_the_bound(valkey: redis.Redi
     await valkey.hset(TRACES, mapping={f"w:{n}": "tp" for n in range(3)})
     assert await state.take_traces(["u:1"]) == ["tp"]
     assert await valkey.exists(TRACES) == 0  # past it: dropped together
+
+
+async def test_concurrent_samples_share_one_script_call_and_keep_their_own_outcomes(
+    valkey: redis.Redis,
+) -> None:
+    """Samples applied at once go to the server as one batch; each caller still gets its own
+    answer, and a refused sample writes nothing while the others in its batch apply."""
+    state = ProgressState(valkey)
+    course = str(uuid.uuid4())
+    users = [str(uuid.uuid4()) for _ in range(40)]
+    video = str(uuid.uuid4())
+    for user in users:
+        await state.seed(user, course, [], keep_seconds=3600)
+    stranger, unseeded = str(uuid.uuid4()), str(uuid.uuid4())
+    await state.seed(stranger, course, [], keep_seconds=3600)
+
+    def apply(user: str, watched: int, ttl: int = 60) -> asyncio.Future[Stored]:
+        return asyncio.ensure_future(
+            state.apply(
+                user_id=user,
+                video_id=video,
+                course_id=course,
+                duration_ms=DURATION,
+                position_ms=watched,
+                watched_ms=watched,
+                client_time_ms=NOW,
+                now_ms=NOW,
+                enrollment_ttl=ttl,
+            )
+        )
+
+    before = state.batches
+    calls = [apply(u, n + 1) for n, u in enumerate(users)]
+    calls += [apply(stranger, 5, ttl=0), apply(unseeded, 5)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert state.batches - before == 1, "one script call for the whole turn's samples"
+    assert [r.watched_ms for r in results[:40]] == list(range(1, 41))  # type: ignore[union-attr]
+    assert isinstance(results[40], EnrollmentUnknown)
+    assert isinstance(results[41], NotSeeded)
+    assert await valkey.scard(DIRTY) == 40
+    assert not await valkey.exists(
+        PREFIX + member(stranger, video), PREFIX + member(unseeded, video)
+    )
+    with pytest.raises(ValueError, match="not a progress sample"):
+        await state.apply(user_id="two words", video_id=video, course_id=course,
+                          duration_ms=DURATION, position_ms=1, watched_ms=1, client_time_ms=NOW,
+                          now_ms=NOW, enrollment_ttl=60)  # fmt: skip
