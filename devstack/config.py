@@ -77,6 +77,8 @@ class StackConfig:
     observe: bool = False
     # TRACE_SAMPLE_RATIO for services and Envoy when observing; None keeps mesh's default.
     trace_sample_ratio: float | None = None
+    # Envoy's worker threads (ELEARN_EDGE_WORKERS); None: Envoy's default, one per core.
+    edge_workers: int | None = None
 
     def __post_init__(self) -> None:
         for name, count in self.replicas.items():
@@ -134,6 +136,7 @@ class StackConfig:
             trace_sample_ratio=float(ratio)
             if (ratio := environ.get("TRACE_SAMPLE_RATIO"))
             else None,
+            edge_workers=edge_workers(environ),
         )
         return dataclasses.replace(config, **overrides)
 
@@ -187,6 +190,17 @@ def parse_replicas(text: str) -> dict[str, int]:
             raise StackError(f"--replicas expects name=count[,name=count…], got {item!r}")
         result[name.strip()] = int(count)
     return result
+
+
+def edge_workers(environ: Mapping[str, str]) -> int | None:
+    text = environ.get("ELEARN_EDGE_WORKERS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise StackError(
+            f"ELEARN_EDGE_WORKERS must be a whole number of threads >= 1, got {text!r}"
+        )
+    return int(text)
 
 
 def external_s3(environ: Mapping[str, str]) -> S3Env | None:

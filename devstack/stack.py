@@ -245,6 +245,7 @@ class Stack:
             config_path=cfg.data_dir / "config" / "envoy.yaml",
             config_yaml=config_yaml,
             log_path=cfg.logs_dir / "envoy.log",
+            workers=cfg.edge_workers,
         )
         admin = cfg.ports.envoy_admin
         self._sup.launch(proc, lambda: envoy.is_ready(admin), [cfg.ports.edge, admin])

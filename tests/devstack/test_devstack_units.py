@@ -106,6 +106,30 @@ def test_for_local_takes_external_urls_and_edge_port_from_the_environment(tmp_pa
     )
 
 
+def test_edge_workers_come_from_the_environment_and_reach_envoys_command_line(
+    tmp_path: Path,
+) -> None:
+    assert StackConfig.for_local(data_dir=tmp_path, environ={}).edge_workers is None
+    config = StackConfig.for_local(data_dir=tmp_path, environ={"ELEARN_EDGE_WORKERS": "1"})
+    assert config.edge_workers == 1
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(StackError, match="ELEARN_EDGE_WORKERS"):
+            StackConfig.for_local(data_dir=tmp_path, environ={"ELEARN_EDGE_WORKERS": bad})
+
+    def argv(workers: int | None) -> list[str]:
+        proc = envoy.server(
+            config_path=tmp_path / "e.yaml",
+            config_yaml="{}",
+            log_path=tmp_path / "e.log",
+            workers=workers,
+        )
+        return list(proc.argv)
+
+    assert "--concurrency" not in argv(None)
+    one = argv(1)
+    assert one[one.index("--concurrency") + 1] == "1"
+
+
 def test_redis_url_points_both_valkey_roles_at_one_server_unless_a_role_is_named(
     tmp_path: Path,
 ) -> None:
