@@ -27,18 +27,24 @@ from mesh.bus import Bus
 from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
-from mesh.outbox import BatchEvent, Outbox
+from mesh.outbox import Outbox
 from mesh.pagination import decode_token, encode_token, page_size
-from svc_quiz import grades, grading, views
+from svc_quiz import grading, views
 from svc_quiz import repository as repo
 from svc_quiz import submission_repository as srepo
 from svc_quiz import validation as check
 from svc_quiz.attempts import Attempts, merged_answers, refuse_if_closed
 from svc_quiz.authoring import may_author
 from svc_quiz.definitions import Definitions
-from svc_quiz.grades import GRADED_SUBJECT, GradeWriter, answers_digest, graded_event, job
+from svc_quiz.grades import (
+    GradeWriter,
+    QuizTypes,
+    answers_digest,
+    job,
+    outbox_row,
+)
 from svc_quiz.grading_queue import changed_subject
-from svc_quiz.group_commit import GroupCommit, Pending
+from svc_quiz.group_commit import GroupCommit
 from svc_quiz.repository import JOB_SUBJECT
 
 TERMINAL = (
@@ -69,7 +75,8 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
-        self._batch = GroupCommit(db, events, self._event_rows, group_commit_max_batch)
+        self._batch = GroupCommit(db, events, group_commit_max_batch)
+        self._types = QuizTypes()
         self._batch.after_commit = events.notify
 
     async def close(self) -> None:
@@ -121,7 +128,8 @@ class Submissions:
             instructor_id=head.instructor_id,
         )
         values = self._values(row, quiz, given, key, digest, now)
-        if not await self._batch.submit(attempt, values, quiz, str(head.instructor_id)):
+        event = outbox_row(values, quiz, str(head.instructor_id), self._types)
+        if not await self._batch.submit(attempt, values, event):
             async with self._db.read() as conn:
                 existing = await srepo.submission_by_key(conn, caller.user_id, key)
             if existing is None:
@@ -130,24 +138,6 @@ class Submissions:
                 ) from None
             return await self._repeat(caller, key, digest, quiz)
         return views.fresh_submission(values, quiz, now)
-
-    def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
-        """The outbox rows of a batch of new submissions (see _record)."""
-        out: list[BatchEvent] = []
-        types = grades.QuizTypes()
-        for p in batch:
-            status = p.values["grading_status"]
-            if status == pb.GRADING_STATUS_GRADED:
-                results = p.values[views.GRADED_RESULTS]
-                row, types_ = SimpleNamespace(**p.values), types(p.quiz)
-                event_id, event = graded_event(row, p.quiz, results, p.instructor_id, types_)
-                payload = event.SerializeToString()
-                out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
-            elif status == pb.GRADING_STATUS_PENDING:
-                sid = str(p.values["id"])
-                payload = job(sid).SerializeToString()
-                out.append(BatchEvent(str(uuid.uuid4()), JOB_SUBJECT, payload, p.traceparent))
-        return out
 
     def _values(
         self,
