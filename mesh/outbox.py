@@ -90,6 +90,8 @@ class Outbox:
         self.dead_letter = _sibling(table, "outbox_dead_letter")
         self.sequence = _sibling(table, "outbox_sequence")
         self._wake = asyncio.Event()
+        # Commits notified so far: a pass whose claim began after the n-th covers its rows.
+        self._notified = 0
         self._insert = insert(table)
         self._insert_sequenced = self._sequenced_insert()
         self._insert_many = text(
@@ -162,6 +164,7 @@ class Outbox:
 
     def notify(self) -> None:
         """Tell this process's relay there is work (call after the commit)."""
+        self._notified += 1
         self._wake.set()
 
     async def relay(
@@ -174,10 +177,13 @@ class Outbox:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_base_seconds: float = 0.5,
         retry_max_seconds: float = 60.0,
+        linger_seconds: float = 0.0,
     ) -> None:
         """Publish pending events forever. Polls when idle so rows written by other replicas
         (or left by a crash, or waiting out a back-off) go out too; an in-process commit wakes
-        it at once."""
+        it at once, or `linger_seconds` later: a writer committing many small batches a
+        second (svc_quiz's group commit) then shares one relay pass (a transaction of a claim
+        and a delete) among several of them instead of paying one per commit."""
         relay = Relay(
             self.table, self.dead_letter, db, bus, batch, max_attempts,
             retry_base_seconds, retry_max_seconds,
@@ -185,6 +191,10 @@ class Outbox:
         stats = asyncio.create_task(outbox_stats.sample_forever(db, self.table, self.dead_letter))
         try:
             while True:
+                # Commits notified before the claim began are in its snapshot: only a later
+                # one calls for another pass (waking for rows already claimed is an empty one).
+                self._wake.clear()
+                covered = self._notified
                 try:
                     claimed = await relay.once()
                 except asyncio.CancelledError:
@@ -193,8 +203,10 @@ class Outbox:
                     log.exception("outbox relay failed; retrying")
                     claimed = 0
                 if claimed < batch:
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), idle_poll_seconds)
+                    if self._notified == covered:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), idle_poll_seconds)
+                    if linger_seconds and self._notified != covered:
+                        await asyncio.sleep(linger_seconds)
         finally:
             stats.cancel()

@@ -83,7 +83,12 @@ async def serve() -> None:
                 quiz_service_pb2_grpc.add_QuizServiceServicer_to_server(servicer, srv)
 
             async def relay() -> None:
-                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+                await events.relay(
+                    db,
+                    bus,
+                    max_attempts=settings.outbox_max_attempts,
+                    linger_seconds=settings.outbox_linger_seconds,
+                )
 
             async def expire_attempts() -> None:
                 while True:
