@@ -38,6 +38,13 @@ def answers_digest(answers: list[pb.Answer]) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def stored_answers(answers: list[pb.Answer]) -> tuple[bytes, bytes]:
+    """The answers as stored (serialized) and their answers_digest, from one serialization:
+    an Answer has no map fields, so the deterministic serialization is the plain one."""
+    data = pb.SubmitQuizRequest(answers=answers).SerializeToString()
+    return data, hashlib.sha256(data).digest()
+
+
 def question_types(quiz: pb.Quiz) -> dict[str, pb.QuestionType.ValueType]:
     return {q.question_id: grading.question_type(q) for q in quiz.questions}
 

@@ -5,9 +5,10 @@ SubmitQuiz on the hot path is one read (the attempt joined with its quiz's curre
 the definition comes from the in-process cache), then one transaction of two statements: the
 submission insert that also closes the attempt, and the outbox row (the SubmissionGraded
 event, or the grading job). A one-call submission (no attempt id: the exam rush) goes
-through the group commit (svc_quiz.group_commit): concurrent calls share one transaction of
-two set-based statements. Repeats of one idempotency key meet at the unique index: one
-insert wins, the others find its row and return it.
+through the group commit (svc_quiz.group_commit): concurrent calls share one statement.
+Repeats of one idempotency key meet at the unique index: one insert wins, the others find its
+row and return it. Validation and grading use the definition's index (grading.QuizIndex),
+built once per cached revision.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from svc_quiz.grades import (
     answers_digest,
     job,
     outbox_row,
+    stored_answers,
 )
 from svc_quiz.grading_queue import changed_subject
 from svc_quiz.group_commit import GroupCommit
@@ -94,8 +96,8 @@ class Submissions:
             quiz = await self._definitions.get(quiz_id, row.revision)
         else:
             return await self._submit_in_one_call(caller, quiz_id, key, list(request.answers))
-        check.answers(quiz, list(request.answers))
         given = list(request.answers)
+        check.answers(quiz, given, index=self._definitions.index(quiz))
         digest = answers_digest(given)
         if row.state != pb.ATTEMPT_STATE_IN_PROGRESS:
             return await self._repeat(caller, key, digest, quiz)
@@ -114,8 +116,8 @@ class Submissions:
         """A quiz without a time limit: open an attempt and submit it in one transaction
         (attempt insert, submission insert, outbox row)."""
         head, quiz = await self._attempts.admit_student(caller, quiz_id, one_call=True)
-        check.answers(quiz, given)
-        digest = answers_digest(given)
+        check.answers(quiz, given, index=self._definitions.index(quiz))
+        data, digest = stored_answers(given)
         now = datetime.now(UTC)
         refuse_if_closed(quiz, now)
         attempt = self._attempts.new_attempt(caller, quiz_id, quiz, f"submit:{key}", now)
@@ -127,7 +129,7 @@ class Submissions:
             attempt_number=0,
             instructor_id=head.instructor_id,
         )
-        values = self._values(row, quiz, given, key, digest, now)
+        values = self._values(row, quiz, given, key, digest, now, data)
         event = outbox_row(values, quiz, str(head.instructor_id), self._types)
         if not await self._batch.submit(attempt, values, event):
             async with self._db.read() as conn:
@@ -147,7 +149,10 @@ class Submissions:
         key: str,
         digest: bytes,
         now: datetime,
+        data: bytes | None = None,
     ) -> dict[str, Any]:
+        """A new submission's row (graded when cheap); `data` is `answers` serialized, when
+        the caller has it."""
         due = views.as_datetime(quiz.due_time) if quiz.HasField("due_time") else None
         late = due is not None and now > due
         penalty = grading.late_penalty_percent(quiz.late_policy, due, now) if late else 0.0
@@ -162,7 +167,7 @@ class Submissions:
             "grading_status": pb.GRADING_STATUS_PENDING,
             "idempotency_key": key,
             "answers_digest": digest,
-            "answers": pb.SubmitQuizRequest(answers=answers).SerializeToString(),
+            "answers": data or pb.SubmitQuizRequest(answers=answers).SerializeToString(),
             "late": late,
             "late_penalty_percent": penalty,
             "submitted_at": now,
@@ -178,7 +183,7 @@ class Submissions:
             views.GRADED_RESULTS: None,
         }
         if grading.is_cheap(quiz, self._sync_max):
-            grade = grading.grade_submission(quiz, answers)
+            grade = grading.grade_submission(quiz, answers, self._definitions.index(quiz))
             results = pb.Submission(results=grade.results).SerializeToString()
             if grade.needs_manual:
                 values.update(

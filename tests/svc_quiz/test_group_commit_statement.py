@@ -165,3 +165,16 @@ async def test_a_number_clash_writes_nothing_and_the_transaction_settles_it(
     ).fetchall()
     assert rows == [(1, "left")]
     assert sql.execute(counted.format("attempts"), (quiz.quiz_id,)).fetchone() == (1,)
+
+
+def test_stored_answers_carry_the_answers_digest() -> None:
+    answers = [
+        pb.Answer(question_id="a", option_id="o1"),
+        pb.Answer(question_id="b", options=pb.OptionSelection(option_ids=["x", "y"])),
+        pb.Answer(question_id="c", number=2.5),
+        pb.Answer(question_id="d", text="words"),
+        pb.Answer(question_id="e", true_false=False),
+    ]
+    data, digest = grades.stored_answers(answers)
+    assert pb.SubmitQuizRequest.FromString(data).answers == answers
+    assert digest == grades.answers_digest(answers)
