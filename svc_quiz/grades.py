@@ -67,16 +67,8 @@ class QuizTypes:
         return found[1]
 
 
-def _graded_fields(
-    values: Any,
-    quiz: pb.Quiz,
-    results: list[pb.QuestionResult],
-    instructor_id: str,
-    types: dict[str, pb.QuestionType.ValueType] | None,
-) -> dict[str, Any]:
-    """The SubmissionGraded fields but its id and time."""
-    if types is None:
-        types = question_types(quiz)
+def _graded_fields(values: Any, instructor_id: str) -> dict[str, Any]:
+    """The SubmissionGraded fields but its id, time and questions."""
     return {
         "submission_id": str(values.id),
         "quiz_id": str(values.quiz_id),
@@ -92,17 +84,28 @@ def _graded_fields(
         "late": values.late,
         "submit_time": views.ts(values.submitted_at),
         "instructor_id": instructor_id,
-        "questions": [
-            events_pb.QuestionGrade(
-                question_id=r.question_id,
-                type=types.get(r.question_id, pb.QUESTION_TYPE_UNSPECIFIED),
-                outcome=r.outcome,
-                points_awarded=r.points_awarded,
-                points_possible=r.points_possible,
-            )
-            for r in results
-        ],
     }
+
+
+def _add_questions(
+    event: events_pb.SubmissionGraded,
+    quiz: pb.Quiz,
+    results: list[pb.QuestionResult],
+    types: dict[str, pb.QuestionType.ValueType] | None,
+) -> None:
+    """The per-question grades, added in place (building them apart and handing the list to
+    the constructor copied each one again)."""
+    if types is None:
+        types = question_types(quiz)
+    add = event.questions.add
+    for r in results:
+        add(
+            question_id=r.question_id,
+            type=types.get(r.question_id, pb.QUESTION_TYPE_UNSPECIFIED),
+            outcome=r.outcome,
+            points_awarded=r.points_awarded,
+            points_possible=r.points_possible,
+        )
 
 
 def graded_event(
@@ -115,8 +118,10 @@ def graded_event(
     """The SubmissionGraded event; a batch of one quiz's submissions passes the quiz's
     question_types once (building them was a fifth of the event's CPU)."""
     event_id, now = new_event_id()
-    fields = _graded_fields(values, quiz, results, instructor_id, types)
-    return event_id, events_pb.SubmissionGraded(event_id=event_id, occur_time=now, **fields)
+    fields = _graded_fields(values, instructor_id)
+    event = events_pb.SubmissionGraded(event_id=event_id, occur_time=now, **fields)
+    _add_questions(event, quiz, results, types)
+    return event_id, event
 
 
 _ATTEMPT_NUMBER = events_pb.SubmissionGraded.DESCRIPTOR.fields_by_name["attempt_number"]
@@ -152,12 +157,13 @@ def graded_event_halves(
 ) -> EventHalves:
     """graded_event's event as EventHalves (values.attempt_number is ignored)."""
     event_id, now = new_event_id()
-    fields = _graded_fields(values, quiz, results, instructor_id, types)
+    fields = _graded_fields(values, instructor_id)
     del fields["attempt_number"]
     head = events_pb.SubmissionGraded(
         event_id=event_id, occur_time=now, **{name: fields.pop(name) for name in _HEAD_FIELDS}
     )
     tail = events_pb.SubmissionGraded(**fields)
+    _add_questions(tail, quiz, results, types)
     return EventHalves(event_id, head.SerializeToString(), tail.SerializeToString())
 
 
