@@ -116,7 +116,12 @@ async def write_one_statement(db: Database, batch: list[Pending]) -> list[bool]:
     """Write a batch in one autocommit statement; per item, whether it was written. Raises
     UniqueViolation (nothing written) when an attempt number was taken meanwhile."""
     async with db.write_driver("INSERT quiz group commit") as conn:
-        cursor = await conn.execute(sql.ONE_STATEMENT, _statement_params(batch), prepare=True)
+        # One round trip (a pipeline: one implicit transaction, so a failure rolls the SET
+        # back too) and the statement's generic plan (see group_commit_sql.GENERIC_PLAN).
+        async with conn.pipeline():
+            await conn.execute(sql.GENERIC_PLAN)
+            cursor = await conn.execute(sql.ONE_STATEMENT, _statement_params(batch), prepare=True)
+            await conn.execute(sql.DEFAULT_PLAN)
         numbers = dict(await cursor.fetchall())
     written = []
     for p in batch:

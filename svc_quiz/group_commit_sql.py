@@ -54,6 +54,14 @@ def varint_sql(n: str) -> str:
     return f"substring({out} FROM 1 FOR CASE {length} ELSE 5 END)"
 
 
+# Postgres plans a prepared statement anew for each execution (a custom plan) as long as that
+# looks cheaper than its generic plan, and for unnest(array parameters) it always does: the
+# generic plan assumes 100 rows, a custom one the arrays' real length. Planning this statement
+# cost about as much server CPU as running it for a few rows, so the group commit asks for the
+# generic plan around it, and back (a session setting, on a pooled connection).
+GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
+DEFAULT_PLAN = "RESET plan_cache_mode"
+
 _KEY = "'\\x" + ATTEMPT_NUMBER_KEY.hex() + "'::bytea"
 _ARRAYS = ", ".join(f"%({c})b::{t}[]" for c, t in STATEMENT_INPUT.items())
 _SUBMISSION_VALUES = ", ".join(

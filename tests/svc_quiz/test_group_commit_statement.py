@@ -184,3 +184,29 @@ def test_stored_answers_carry_the_answers_digest() -> None:
     data, digest = grades.stored_answers(answers)
     assert pb.SubmitQuizRequest.FromString(data).answers == answers
     assert digest == grades.answers_digest(answers)
+
+
+@SESSION_LOOP
+async def test_the_statement_runs_on_its_generic_plan_and_leaves_the_session_as_it_was(
+    quizzes: QuizServiceStub, classroom: Classroom, stack: Endpoints
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    # One pooled connection: every call below meets the same session.
+    settings = QuizSettings(database_url=stack.database_url, db_pool_size=1, db_max_overflow=0)
+    async with Database.open(settings, SCHEMA) as one:
+        for _ in range(3):
+            batch = [_pending(quiz, str(uuid.uuid4()), "k") for _ in range(2)]
+            assert await write_one_statement(one, batch) == [True, True]
+        user = str(uuid.uuid4())
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await write_one_statement(one, [_pending(quiz, user, "a"), _pending(quiz, user, "b")])
+        async with one.read_driver("test") as conn:
+            plans = await (
+                await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE '%%INSERT INTO submissions%%'"
+                )
+            ).fetchall()
+            mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+    assert plans == [(4, 0)]
+    assert mode == ("auto",)
