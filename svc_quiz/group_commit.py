@@ -46,10 +46,13 @@ class Pending:
 
 
 class GroupCommit:
-    def __init__(self, db: Database, outbox: Outbox, max_batch: int = 500) -> None:
+    def __init__(
+        self, db: Database, outbox: Outbox, max_batch: int = 500, linger_seconds: float = 0.0
+    ) -> None:
         self._db = db
         self._outbox = outbox
         self._max = max_batch
+        self._linger = linger_seconds
         self._queue: list[Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +80,11 @@ class GroupCommit:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # The first submission after a pause waits a moment for company: a batch costs a
+            # round trip and the statement's fixed work whatever it carries, and the relay and
+            # the analytics consumer batch along. A writer that never runs dry never waits.
+            if self._linger:
+                await asyncio.sleep(self._linger)
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]

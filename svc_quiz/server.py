@@ -73,6 +73,7 @@ async def serve() -> None:
                 bus,
                 settings.sync_max_questions,
                 settings.group_commit_max_batch,
+                settings.group_commit_linger_seconds,
             )
             stack.push_async_callback(submissions.close)
             servicer = QuizServicer(

@@ -69,6 +69,7 @@ class Submissions:
         bus: Bus,
         sync_max_questions: int,
         group_commit_max_batch: int = 500,
+        group_commit_linger_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._definitions = definitions
@@ -77,7 +78,7 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
-        self._batch = GroupCommit(db, events, group_commit_max_batch)
+        self._batch = GroupCommit(db, events, group_commit_max_batch, group_commit_linger_seconds)
         self._types = QuizTypes()
         self._batch.after_commit = events.notify
 

@@ -24,7 +24,7 @@ from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from mesh.db import Database
 from mesh.outbox import Outbox
 from svc_quiz import grades
-from svc_quiz.group_commit import Pending, write_batch, write_one_statement
+from svc_quiz.group_commit import GroupCommit, Pending, write_batch, write_one_statement
 from svc_quiz.group_commit_sql import varint_sql
 from svc_quiz.models import SCHEMA, outbox
 from svc_quiz.settings import QuizSettings
@@ -210,3 +210,36 @@ async def test_the_statement_runs_on_its_generic_plan_and_leaves_the_session_as_
             mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
     assert plans == [(4, 0)]
     assert mode == ("auto",)
+
+
+class _CountingCommit(GroupCommit):
+    def __init__(self, db: Database, linger: float) -> None:
+        super().__init__(db, Outbox(outbox), linger_seconds=linger)
+        self.batches: list[int] = []
+
+    async def _write(self, batch: list[Pending]) -> None:
+        self.batches.append(len(batch))
+        await super()._write(batch)
+
+
+@SESSION_LOOP
+async def test_a_lingering_writer_puts_submissions_a_moment_apart_in_one_batch(
+    quizzes: QuizServiceStub, classroom: Classroom, db: Database
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    commit = _CountingCommit(db, linger=0.5)
+    try:
+
+        async def submit(key: str) -> bool:
+            p = _pending(quiz, str(uuid.uuid4()), key)
+            return await commit.submit(p.attempt, p.values, p.event)
+
+        first = asyncio.create_task(submit("first"))
+        # The scenario, not a synchronisation: the second student submits 50 ms after the
+        # first, well within the linger.
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(submit("second"))
+        assert await asyncio.gather(first, second) == [True, True]
+    finally:
+        await commit.close()
+    assert commit.batches == [2]
