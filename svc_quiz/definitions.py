@@ -9,6 +9,7 @@ from collections import OrderedDict
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from mesh.db import Database
 from mesh.errors import NotFound
+from svc_quiz import grading
 from svc_quiz import repository as repo
 
 
@@ -17,6 +18,7 @@ class Definitions:
         self._db = db
         self._max = max_entries
         self._cache: OrderedDict[tuple[str, int], pb.Quiz] = OrderedDict()
+        self._indexes: dict[int, tuple[pb.Quiz, grading.QuizIndex]] = {}
 
     def put(self, quiz_id: str, revision: int, quiz: pb.Quiz) -> None:
         key = (quiz_id, revision)
@@ -32,6 +34,16 @@ class Definitions:
             quiz = pb.Quiz.FromString(data)
             self.put(quiz_id, revision, quiz)
         return quiz
+
+    def index(self, quiz: pb.Quiz) -> grading.QuizIndex:
+        """The grading index of a definition this cache handed out (never changed once
+        cached), by identity; each entry holds its quiz, so an id is not reused meanwhile."""
+        found = self._indexes.get(id(quiz))
+        if found is None:
+            if len(self._indexes) >= self._max:
+                self._indexes.clear()
+            found = self._indexes[id(quiz)] = (quiz, grading.quiz_index(quiz))
+        return found[1]
 
     async def get(self, quiz_id: str, revision: int) -> pb.Quiz:
         quiz = self._cache.get((quiz_id, revision))

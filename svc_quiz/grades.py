@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 from google.protobuf.wrappers_pb2 import StringValue
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elearn.events.v1 import quiz_events_pb2 as events_pb
 from elearn.quiz.v1 import quiz_service_pb2 as pb
+from mesh import tracing
 from mesh.bus import Bus
 from mesh.db import Database
 from mesh.outbox import Outbox, new_event_id
@@ -23,6 +26,7 @@ from svc_quiz import grading, views
 from svc_quiz import submission_repository as srepo
 from svc_quiz.definitions import Definitions
 from svc_quiz.grading_queue import changed_subject
+from svc_quiz.repository import JOB_SUBJECT
 
 log = logging.getLogger("svc_quiz.grades")
 
@@ -34,22 +38,74 @@ def answers_digest(answers: list[pb.Answer]) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def stored_answers(answers: list[pb.Answer]) -> tuple[bytes, bytes]:
+    """The answers as stored (serialized) and their answers_digest, from one serialization:
+    an Answer has no map fields, so the deterministic serialization is the plain one."""
+    data = pb.SubmitQuizRequest(answers=answers).SerializeToString()
+    return data, hashlib.sha256(data).digest()
+
+
 def question_types(quiz: pb.Quiz) -> dict[str, pb.QuestionType.ValueType]:
     return {q.question_id: grading.question_type(q) for q in quiz.questions}
 
 
 class QuizTypes:
-    """question_types per quiz object, for a batch of submissions: keyed by identity, as the
-    batch holds its quizzes alive while its events are built."""
+    """question_types per quiz object, kept across submissions: keyed by identity, and each
+    entry holds its quiz, so an id is never reused while its entry lives (a revision's
+    definition is immutable, and the definition cache hands out one object per revision)."""
 
-    def __init__(self) -> None:
-        self._by_id: dict[int, dict[str, pb.QuestionType.ValueType]] = {}
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._max = max_entries
+        self._by_id: dict[int, tuple[pb.Quiz, dict[str, pb.QuestionType.ValueType]]] = {}
 
     def __call__(self, quiz: pb.Quiz) -> dict[str, pb.QuestionType.ValueType]:
         found = self._by_id.get(id(quiz))
         if found is None:
-            found = self._by_id[id(quiz)] = question_types(quiz)
-        return found
+            if len(self._by_id) >= self._max:
+                self._by_id.clear()
+            found = self._by_id[id(quiz)] = (quiz, question_types(quiz))
+        return found[1]
+
+
+def _graded_fields(values: Any, instructor_id: str) -> dict[str, Any]:
+    """The SubmissionGraded fields but its id, time and questions."""
+    return {
+        "submission_id": str(values.id),
+        "quiz_id": str(values.quiz_id),
+        "course_id": str(values.course_id),
+        "user_id": str(values.user_id),
+        "attempt_number": values.attempt_number,
+        "quiz_version": values.quiz_version,
+        "grade_version": values.grade_version,
+        "score": values.score,
+        "max_score": values.max_score,
+        "score_percent": values.score_percent,
+        "passed": values.passed,
+        "late": values.late,
+        "submit_time": views.ts(values.submitted_at),
+        "instructor_id": instructor_id,
+    }
+
+
+def _add_questions(
+    event: events_pb.SubmissionGraded,
+    quiz: pb.Quiz,
+    results: list[pb.QuestionResult],
+    types: dict[str, pb.QuestionType.ValueType] | None,
+) -> None:
+    """The per-question grades, added in place (building them apart and handing the list to
+    the constructor copied each one again)."""
+    if types is None:
+        types = question_types(quiz)
+    add = event.questions.add
+    for r in results:
+        add(
+            question_id=r.question_id,
+            type=types.get(r.question_id, pb.QUESTION_TYPE_UNSPECIFIED),
+            outcome=r.outcome,
+            points_awarded=r.points_awarded,
+            points_possible=r.points_possible,
+        )
 
 
 def graded_event(
@@ -62,37 +118,100 @@ def graded_event(
     """The SubmissionGraded event; a batch of one quiz's submissions passes the quiz's
     question_types once (building them was a fifth of the event's CPU)."""
     event_id, now = new_event_id()
-    if types is None:
-        types = question_types(quiz)
-    event = events_pb.SubmissionGraded(
-        event_id=event_id,
-        occur_time=now,
-        submission_id=str(values.id),
-        quiz_id=str(values.quiz_id),
-        course_id=str(values.course_id),
-        user_id=str(values.user_id),
-        attempt_number=values.attempt_number,
-        quiz_version=values.quiz_version,
-        grade_version=values.grade_version,
-        score=values.score,
-        max_score=values.max_score,
-        score_percent=values.score_percent,
-        passed=values.passed,
-        late=values.late,
-        submit_time=views.ts(values.submitted_at),
-        instructor_id=instructor_id,
-        questions=[
-            events_pb.QuestionGrade(
-                question_id=r.question_id,
-                type=types.get(r.question_id, pb.QUESTION_TYPE_UNSPECIFIED),
-                outcome=r.outcome,
-                points_awarded=r.points_awarded,
-                points_possible=r.points_possible,
-            )
-            for r in results
-        ],
-    )
+    fields = _graded_fields(values, instructor_id)
+    event = events_pb.SubmissionGraded(event_id=event_id, occur_time=now, **fields)
+    _add_questions(event, quiz, results, types)
     return event_id, event
+
+
+_ATTEMPT_NUMBER = events_pb.SubmissionGraded.DESCRIPTOR.fields_by_name["attempt_number"]
+# The key of field attempt_number (varint wire type 0), one byte as its number is below 16.
+ATTEMPT_NUMBER_KEY = bytes([_ATTEMPT_NUMBER.number << 3])
+_HEAD_FIELDS = tuple(
+    f.name
+    for f in events_pb.SubmissionGraded.DESCRIPTOR.fields
+    if f.number < _ATTEMPT_NUMBER.number and f.name not in ("event_id", "occur_time")
+)
+
+
+class EventHalves(NamedTuple):
+    """A SubmissionGraded event serialized without its attempt_number, cut where that field
+    goes: `head + ATTEMPT_NUMBER_KEY + varint(n) + tail` is, byte for byte, the whole event
+    serialized with attempt_number n (protobuf writes fields in number order). The group
+    commit learns the number inside its one statement, which joins the halves itself."""
+
+    event_id: str
+    head: bytes
+    tail: bytes
+
+    def joined(self, attempt_number: int) -> bytes:
+        return self.head + ATTEMPT_NUMBER_KEY + varint(attempt_number) + self.tail
+
+
+def graded_event_halves(
+    values: Any,
+    quiz: pb.Quiz,
+    results: list[pb.QuestionResult],
+    instructor_id: str,
+    types: dict[str, pb.QuestionType.ValueType] | None = None,
+) -> EventHalves:
+    """graded_event's event as EventHalves (values.attempt_number is ignored)."""
+    event_id, now = new_event_id()
+    fields = _graded_fields(values, instructor_id)
+    del fields["attempt_number"]
+    head = events_pb.SubmissionGraded(
+        event_id=event_id, occur_time=now, **{name: fields.pop(name) for name in _HEAD_FIELDS}
+    )
+    tail = events_pb.SubmissionGraded(**fields)
+    _add_questions(tail, quiz, results, types)
+    return EventHalves(event_id, head.SerializeToString(), tail.SerializeToString())
+
+
+class EventRow(NamedTuple):
+    """A new submission's outbox row before its attempt is numbered: `tail` None means
+    `head` is the whole payload, else the payload is EventHalves(event_id, head, tail)
+    .joined(number). The traceparent is the caller's: a batch is written by one task, but
+    each event continues the trace of the request that caused it."""
+
+    event_id: str
+    subject: str
+    head: bytes
+    tail: bytes | None
+    traceparent: str | None
+
+    def payload(self, attempt_number: int) -> bytes:
+        if self.tail is None:
+            return self.head
+        return EventHalves(self.event_id, self.head, self.tail).joined(attempt_number)
+
+
+def outbox_row(
+    values: dict[str, Any], quiz: pb.Quiz, instructor_id: str, types: QuizTypes
+) -> EventRow | None:
+    """The outbox row of a one-call submission: its SubmissionGraded event when graded
+    inline, its grading job when queued, none for essays waiting for the instructor."""
+    status = values["grading_status"]
+    parent = tracing.current_traceparent()
+    if status == pb.GRADING_STATUS_GRADED:
+        row = SimpleNamespace(**values)
+        results = values[views.GRADED_RESULTS]
+        event = graded_event_halves(row, quiz, results, instructor_id, types(quiz))
+        return EventRow(event.event_id, GRADED_SUBJECT, event.head, event.tail, parent)
+    if status == pb.GRADING_STATUS_PENDING:
+        payload = job(str(values["id"])).SerializeToString()
+        return EventRow(str(uuid.uuid4()), JOB_SUBJECT, payload, None, parent)
+    return None
+
+
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int: 7 bits a byte, low bits first, the
+    high bit set on every byte but the last."""
+    out = bytearray()
+    while n > 127:
+        out.append(n & 127 | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def job(submission_id: str) -> StringValue:

@@ -186,12 +186,67 @@ class Grade:
         return sum(r.points_awarded for r in self.results)
 
 
-def grade_submission(quiz: pb.Quiz, answers: Iterable[pb.Answer]) -> Grade:
+@dataclass(frozen=True, slots=True)
+class QuizIndex:
+    """A quiz's questions in lookup form, built once per definition: an exam rush validates
+    and grades thousands of submissions against one quiz, and walking its protobuf questions
+    and options for each was most of the grading CPU."""
+
+    # (question, question_id, kind, points) in authoring order.
+    questions: tuple[tuple[pb.Question, str, str, float], ...]
+    by_id: dict[str, pb.Question]
+    kinds: dict[str, str]
+    # Choice questions: their option ids; single-choice questions: the right ones.
+    options: dict[str, frozenset[str]]
+    correct: dict[str, frozenset[str]]
+
+
+def quiz_index(quiz: pb.Quiz) -> QuizIndex:
+    questions = []
+    options: dict[str, frozenset[str]] = {}
+    correct: dict[str, frozenset[str]] = {}
+    for q in quiz.questions:
+        kind = q.WhichOneof("kind") or ""
+        questions.append((q, q.question_id, kind, q.points))
+        if kind in ("single_choice", "multiple_choice"):
+            choices = getattr(q, kind).options
+            options[q.question_id] = frozenset(o.option_id for o in choices)
+            if kind == "single_choice":
+                correct[q.question_id] = frozenset(o.option_id for o in choices if o.correct)
+    return QuizIndex(
+        questions=tuple(questions),
+        by_id={q.question_id: q for q, *_ in questions},
+        kinds={qid: kind for _, qid, kind, _ in questions},
+        options=options,
+        correct=correct,
+    )
+
+
+def grade_submission(
+    quiz: pb.Quiz, answers: Iterable[pb.Answer], index: QuizIndex | None = None
+) -> Grade:
+    """Every question's result; `index` is the quiz's, when the caller keeps one."""
+    ix = index or quiz_index(quiz)
     by_question = {a.question_id: a for a in answers}
-    results = [grade_answer(q, by_question.get(q.question_id)) for q in quiz.questions]
+    results = []
+    for q, qid, kind, points in ix.questions:
+        answer = by_question.get(qid)
+        if kind == "single_choice" and answer is not None and answer.option_id:
+            # grade_single_choice through the index (an option_id is set only when that is
+            # the answer's response).
+            awarded = round((1.0 if answer.option_id in ix.correct[qid] else 0.0) * points, 6)
+            result = pb.QuestionResult(
+                question_id=qid,
+                points_possible=points,
+                points_awarded=awarded,
+                outcome=_judge(awarded, points),
+            )
+        else:
+            result = grade_answer(q, answer)
+        results.append(result)
     needs_manual = any(
-        q.WhichOneof("kind") == "essay" and r.outcome == UNJUDGED
-        for q, r in zip(quiz.questions, results, strict=True)
+        kind == "essay" and r.outcome == UNJUDGED
+        for (_, _, kind, _), r in zip(ix.questions, results, strict=True)
     )
     return Grade(results, needs_manual)
 

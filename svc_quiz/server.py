@@ -73,6 +73,7 @@ async def serve() -> None:
                 bus,
                 settings.sync_max_questions,
                 settings.group_commit_max_batch,
+                settings.group_commit_linger_seconds,
             )
             stack.push_async_callback(submissions.close)
             servicer = QuizServicer(
@@ -83,7 +84,12 @@ async def serve() -> None:
                 quiz_service_pb2_grpc.add_QuizServiceServicer_to_server(servicer, srv)
 
             async def relay() -> None:
-                await events.relay(db, bus, max_attempts=settings.outbox_max_attempts)
+                await events.relay(
+                    db,
+                    bus,
+                    max_attempts=settings.outbox_max_attempts,
+                    linger_seconds=settings.outbox_linger_seconds,
+                )
 
             async def expire_attempts() -> None:
                 while True:

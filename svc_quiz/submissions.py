@@ -5,9 +5,10 @@ SubmitQuiz on the hot path is one read (the attempt joined with its quiz's curre
 the definition comes from the in-process cache), then one transaction of two statements: the
 submission insert that also closes the attempt, and the outbox row (the SubmissionGraded
 event, or the grading job). A one-call submission (no attempt id: the exam rush) goes
-through the group commit (svc_quiz.group_commit): concurrent calls share one transaction of
-two set-based statements. Repeats of one idempotency key meet at the unique index: one
-insert wins, the others find its row and return it.
+through the group commit (svc_quiz.group_commit): concurrent calls share one statement.
+Repeats of one idempotency key meet at the unique index: one insert wins, the others find its
+row and return it. Validation and grading use the definition's index (grading.QuizIndex),
+built once per cached revision.
 """
 
 from __future__ import annotations
@@ -27,18 +28,25 @@ from mesh.bus import Bus
 from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
-from mesh.outbox import BatchEvent, Outbox
+from mesh.outbox import Outbox
 from mesh.pagination import decode_token, encode_token, page_size
-from svc_quiz import grades, grading, views
+from svc_quiz import grading, views
 from svc_quiz import repository as repo
 from svc_quiz import submission_repository as srepo
 from svc_quiz import validation as check
 from svc_quiz.attempts import Attempts, merged_answers, refuse_if_closed
 from svc_quiz.authoring import may_author
 from svc_quiz.definitions import Definitions
-from svc_quiz.grades import GRADED_SUBJECT, GradeWriter, answers_digest, graded_event, job
+from svc_quiz.grades import (
+    GradeWriter,
+    QuizTypes,
+    answers_digest,
+    job,
+    outbox_row,
+    stored_answers,
+)
 from svc_quiz.grading_queue import changed_subject
-from svc_quiz.group_commit import GroupCommit, Pending
+from svc_quiz.group_commit import GroupCommit
 from svc_quiz.repository import JOB_SUBJECT
 
 TERMINAL = (
@@ -61,6 +69,7 @@ class Submissions:
         bus: Bus,
         sync_max_questions: int,
         group_commit_max_batch: int = 500,
+        group_commit_linger_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._definitions = definitions
@@ -69,7 +78,8 @@ class Submissions:
         self._events = events
         self._bus = bus
         self._sync_max = sync_max_questions
-        self._batch = GroupCommit(db, events, self._event_rows, group_commit_max_batch)
+        self._batch = GroupCommit(db, events, group_commit_max_batch, group_commit_linger_seconds)
+        self._types = QuizTypes()
         self._batch.after_commit = events.notify
 
     async def close(self) -> None:
@@ -87,8 +97,8 @@ class Submissions:
             quiz = await self._definitions.get(quiz_id, row.revision)
         else:
             return await self._submit_in_one_call(caller, quiz_id, key, list(request.answers))
-        check.answers(quiz, list(request.answers))
         given = list(request.answers)
+        check.answers(quiz, given, index=self._definitions.index(quiz))
         digest = answers_digest(given)
         if row.state != pb.ATTEMPT_STATE_IN_PROGRESS:
             return await self._repeat(caller, key, digest, quiz)
@@ -107,8 +117,8 @@ class Submissions:
         """A quiz without a time limit: open an attempt and submit it in one transaction
         (attempt insert, submission insert, outbox row)."""
         head, quiz = await self._attempts.admit_student(caller, quiz_id, one_call=True)
-        check.answers(quiz, given)
-        digest = answers_digest(given)
+        check.answers(quiz, given, index=self._definitions.index(quiz))
+        data, digest = stored_answers(given)
         now = datetime.now(UTC)
         refuse_if_closed(quiz, now)
         attempt = self._attempts.new_attempt(caller, quiz_id, quiz, f"submit:{key}", now)
@@ -120,8 +130,9 @@ class Submissions:
             attempt_number=0,
             instructor_id=head.instructor_id,
         )
-        values = self._values(row, quiz, given, key, digest, now)
-        if not await self._batch.submit(attempt, values, quiz, str(head.instructor_id)):
+        values = self._values(row, quiz, given, key, digest, now, data)
+        event = outbox_row(values, quiz, str(head.instructor_id), self._types)
+        if not await self._batch.submit(attempt, values, event):
             async with self._db.read() as conn:
                 existing = await srepo.submission_by_key(conn, caller.user_id, key)
             if existing is None:
@@ -131,24 +142,6 @@ class Submissions:
             return await self._repeat(caller, key, digest, quiz)
         return views.fresh_submission(values, quiz, now)
 
-    def _event_rows(self, batch: list[Pending]) -> list[BatchEvent]:
-        """The outbox rows of a batch of new submissions (see _record)."""
-        out: list[BatchEvent] = []
-        types = grades.QuizTypes()
-        for p in batch:
-            status = p.values["grading_status"]
-            if status == pb.GRADING_STATUS_GRADED:
-                results = p.values[views.GRADED_RESULTS]
-                row, types_ = SimpleNamespace(**p.values), types(p.quiz)
-                event_id, event = graded_event(row, p.quiz, results, p.instructor_id, types_)
-                payload = event.SerializeToString()
-                out.append(BatchEvent(event_id, GRADED_SUBJECT, payload, p.traceparent))
-            elif status == pb.GRADING_STATUS_PENDING:
-                sid = str(p.values["id"])
-                payload = job(sid).SerializeToString()
-                out.append(BatchEvent(str(uuid.uuid4()), JOB_SUBJECT, payload, p.traceparent))
-        return out
-
     def _values(
         self,
         row: Any,
@@ -157,7 +150,10 @@ class Submissions:
         key: str,
         digest: bytes,
         now: datetime,
+        data: bytes | None = None,
     ) -> dict[str, Any]:
+        """A new submission's row (graded when cheap); `data` is `answers` serialized, when
+        the caller has it."""
         due = views.as_datetime(quiz.due_time) if quiz.HasField("due_time") else None
         late = due is not None and now > due
         penalty = grading.late_penalty_percent(quiz.late_policy, due, now) if late else 0.0
@@ -172,7 +168,7 @@ class Submissions:
             "grading_status": pb.GRADING_STATUS_PENDING,
             "idempotency_key": key,
             "answers_digest": digest,
-            "answers": pb.SubmitQuizRequest(answers=answers).SerializeToString(),
+            "answers": data or pb.SubmitQuizRequest(answers=answers).SerializeToString(),
             "late": late,
             "late_penalty_percent": penalty,
             "submitted_at": now,
@@ -188,7 +184,7 @@ class Submissions:
             views.GRADED_RESULTS: None,
         }
         if grading.is_cheap(quiz, self._sync_max):
-            grade = grading.grade_submission(quiz, answers)
+            grade = grading.grade_submission(quiz, answers, self._definitions.index(quiz))
             results = pb.Submission(results=grade.results).SerializeToString()
             if grade.needs_manual:
                 values.update(

@@ -242,11 +242,18 @@ def new_quiz(quiz: pb.Quiz) -> None:
     errors.raise_if_any()
 
 
-def answers(quiz: pb.Quiz, given: list[pb.Answer], field: str = "answers") -> None:
+def answers(
+    quiz: pb.Quiz,
+    given: list[pb.Answer],
+    field: str = "answers",
+    index: grading.QuizIndex | None = None,
+) -> None:
     """Answers against the quiz they answer: known question, the right field for its type,
-    known options, no repeats, within the length bounds."""
+    known options, no repeats, within the length bounds. `index` is the quiz's, when the
+    caller keeps one."""
     errors = FieldErrors()
-    by_id = {q.question_id: q for q in quiz.questions}
+    ix = index or grading.quiz_index(quiz)
+    by_id = ix.by_id
     seen: set[str] = set()
     text_total = 0
     if len(given) > len(by_id):
@@ -264,13 +271,15 @@ def answers(quiz: pb.Quiz, given: list[pb.Answer], field: str = "answers") -> No
         response = a.WhichOneof("response")
         if response is None:
             continue
-        kind = q.WhichOneof("kind")
-        expected = _EXPECTED[kind or ""]
+        kind = ix.kinds[a.question_id]
+        expected = _EXPECTED[kind]
         if response != expected:
-            errors.add(f"{path}.{response}", f"the question is {kind}; answer with {expected}")
+            errors.add(
+                f"{path}.{response}", f"the question is {kind or None}; answer with {expected}"
+            )
             continue
         if response == "option_id":
-            ids = {o.option_id for o in q.single_choice.options}
+            ids = ix.options[a.question_id]
             errors.check(a.option_id in ids, f"{path}.option_id", "no such option")
         elif response == "options":
             _selection(q.multiple_choice, a.options, f"{path}.options.option_ids", errors)

@@ -1,6 +1,7 @@
 """The outbox relay's failure paths against real Postgres and NATS JetStream (issue 10,
 item 10): a poison row is parked in the dead-letter table after N attempts while the rows
-around it are published, and events carry contiguous per-aggregate sequence numbers."""
+around it are published, and events carry contiguous per-aggregate sequence numbers; rows of
+no aggregate go out together, and a commit notified during a pass is not left waiting."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from devstack.stack import Endpoints
 from mesh.bus import Bus, connect_bus
 from mesh.config import MeshSettings
 from mesh.db import Database
-from mesh.outbox import AGGREGATE_ID_HEADER, AGGREGATE_SEQ_HEADER, Outbox, outbox_table
+from mesh.outbox import (
+    AGGREGATE_ID_HEADER,
+    AGGREGATE_SEQ_HEADER,
+    BatchEvent,
+    Outbox,
+    outbox_table,
+)
 
 
 @dataclass
@@ -61,7 +68,7 @@ async def rig(stack: Endpoints, sql: psycopg.Connection) -> AsyncIterator[Rig]:
 @contextlib.asynccontextmanager
 async def relaying(rig: Rig, **options: float) -> AsyncIterator[None]:
     task = asyncio.create_task(
-        rig.outbox.relay(rig.db, rig.bus, idle_poll_seconds=0.05, **options)  # type: ignore[arg-type]
+        rig.outbox.relay(rig.db, rig.bus, **{"idle_poll_seconds": 0.05, **options})  # type: ignore[arg-type]
     )
     try:
         yield
@@ -172,6 +179,35 @@ async def test_a_failing_row_holds_back_later_events_of_its_aggregate(rig: Rig) 
         r[0]
         for r in rig.sql.execute(f'SELECT event_id::text FROM "{rig.schema}".outbox').fetchall()
     }
+
+
+async def test_a_batch_of_rows_without_aggregate_is_published_and_deleted(
+    rig: Rig, stack: Endpoints
+) -> None:
+    subject = f"{rig.topic}.many"
+    payloads = [StringValue(value=str(n)).SerializeToString() for n in range(150)]
+    events = [BatchEvent(str(uuid.uuid4()), subject, p, None) for p in payloads]
+    async with rig.db.transaction() as conn:
+        await rig.outbox.add_many(conn, events)
+    rig.outbox.notify()
+    async with relaying(rig, idle_poll_seconds=60):
+        await wait_for(lambda: rig.count("outbox") == 0)
+    msgs = await received(stack.nats_url, f"{rig.topic}.many", len(events))
+    assert sorted(m.headers["Nats-Msg-Id"] for m in msgs if m.headers) == sorted(
+        e.event_id for e in events
+    )
+
+
+async def test_commits_notified_during_a_pass_are_relayed_without_the_idle_poll(
+    rig: Rig,
+) -> None:
+    # The idle poll is far beyond the deadline: every row must go out on a notification,
+    # including those committed while a pass (and its linger) was under way.
+    async with relaying(rig, idle_poll_seconds=120, linger_seconds=0.005):
+        for n in range(40):
+            await add(rig, f"{rig.topic}.nudge", str(n))
+            rig.outbox.notify()
+        await wait_for(lambda: rig.count("outbox") == 0, seconds=20)
 
 
 def test_user_schema_has_the_outbox_columns_and_dead_letter_table(sql: psycopg.Connection) -> None:

@@ -231,3 +231,36 @@ def test_final_score_applies_penalty_and_passing_score() -> None:
     # Both questions share the id "q", so both get the answer 1: one right, one wrong.
     score = grading.final_score(quiz, grade, penalty_percent=10)
     assert (score.score, score.max_score, score.percent, score.passed) == (0.9, 2, 45, False)
+
+
+def test_the_index_grades_every_answer_as_grade_answer_does() -> None:
+    single = pb.Question(
+        question_id="s", prompt="p", points=3,
+        single_choice=pb.SingleChoiceQuestion(options=_options(False, True, True)),
+    )  # fmt: skip
+    numeric = pb.Question(
+        question_id="n", prompt="p", points=1, numeric=pb.NumericQuestion(correct_value=2)
+    )
+    essay = pb.Question(question_id="e", prompt="p", points=5, essay=pb.EssayQuestion())
+    quiz = pb.Quiz(questions=[single, numeric, essay])
+    index = grading.quiz_index(quiz)
+    answers: list[pb.Answer | None] = [
+        pb.Answer(question_id="s", option_id="o1"),
+        pb.Answer(question_id="s", option_id="o2"),
+        pb.Answer(question_id="s", option_id="o0"),
+        pb.Answer(question_id="s", option_id="nope"),
+        pb.Answer(question_id="s", option_id=""),
+        pb.Answer(question_id="s", true_false=True),
+        None,
+    ]
+    for answer in answers:
+        given = [answer] if answer is not None else []
+        graded = grading.grade_submission(quiz, given, index)
+        assert graded.results[0] == grading.grade_answer(single, answer), answer
+    both = [pb.Answer(question_id="n", number=2), pb.Answer(question_id="e", text="essay")]
+    graded = grading.grade_submission(quiz, both, index)
+    assert graded.results[1:] == [grading.grade_answer(numeric, both[0]),
+                                  grading.grade_answer(essay, both[1])]  # fmt: skip
+    assert graded.needs_manual
+    assert index.options == {"s": frozenset({"o0", "o1", "o2"})}
+    assert index.correct == {"s": frozenset({"o1", "o2"})}

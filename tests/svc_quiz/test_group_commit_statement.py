@@ -1,0 +1,245 @@
+"""The group commit's one statement: the SubmissionGraded payload it joins around the attempt
+number in SQL is byte for byte the event protobuf would serialize, and an attempt number
+clash makes it write nothing, so the batch goes through the transaction instead."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+import pytest_asyncio
+
+from devstack.runstate import Endpoints
+from elearn.events.v1 import quiz_events_pb2 as events_pb
+from elearn.quiz.v1 import quiz_service_pb2 as pb
+from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
+from mesh.db import Database
+from mesh.outbox import Outbox
+from svc_quiz import grades
+from svc_quiz.group_commit import GroupCommit, Pending, write_batch, write_one_statement
+from svc_quiz.group_commit_sql import varint_sql
+from svc_quiz.models import SCHEMA, outbox
+from svc_quiz.settings import QuizSettings
+from tests.svc_quiz.conftest import Classroom, choice, new_quiz
+
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
+
+NUMBERS = [1, 2, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**31 - 1]
+
+
+def _values(quiz: pb.Quiz, user_id: str, key: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": uuid.uuid4(),
+        "quiz_id": uuid.UUID(quiz.quiz_id),
+        "course_id": uuid.UUID(quiz.course_id),
+        "user_id": uuid.UUID(user_id),
+        "attempt_id": uuid.uuid4(),
+        "attempt_number": 0,
+        "quiz_version": quiz.version,
+        "grading_status": pb.GRADING_STATUS_GRADED,
+        "idempotency_key": key,
+        "answers_digest": b"d" * 32,
+        "answers": b"",
+        "late": False,
+        "late_penalty_percent": 0.0,
+        "submitted_at": now,
+        "score": 1.0,
+        "max_score": 1.0,
+        "score_percent": 100.0,
+        "passed": True,
+        "results": b"",
+        "pending_results": None,
+        "graded_at": now,
+        "grade_version": 1,
+    }
+
+
+def _pending(quiz: pb.Quiz, user_id: str, key: str) -> Pending:
+    values = _values(quiz, user_id, key)
+    attempt = {
+        "start_key": f"submit:{key}",
+        "shuffle_seed": 7,
+        "started_at": values["submitted_at"],
+        "max_attempts": 0,
+    }
+    results = [pb.QuestionResult(question_id="q1", outcome=2, points_awarded=1, points_possible=1)]
+    halves = grades.graded_event_halves(SimpleNamespace(**values), quiz, results, "teacher")
+    event = grades.EventRow(halves.event_id, grades.GRADED_SUBJECT, halves.head, halves.tail, None)
+    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    return Pending(attempt, values, event, future)
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_event_halves_join_into_the_whole_serialized_event(number: int) -> None:
+    quiz = pb.Quiz(quiz_id=str(uuid.uuid4()), course_id=str(uuid.uuid4()))
+    values = SimpleNamespace(**_values(quiz, str(uuid.uuid4()), "k"))
+    results = [pb.QuestionResult(question_id="q1", outcome=2, points_awarded=1, points_possible=1)]
+    halves = grades.graded_event_halves(values, pb.Quiz(), results, "teacher")
+    joined = halves.joined(number)
+    event = events_pb.SubmissionGraded.FromString(joined)
+    assert event.attempt_number == number
+    assert event.event_id == halves.event_id
+    assert event.submission_id == str(values.id)
+    assert event.questions[0].question_id == "q1"
+    assert event.SerializeToString() == joined
+    values.attempt_number = number
+    _, whole = grades.graded_event(values, pb.Quiz(), results, "teacher")
+    for message in (event, whole):
+        message.ClearField("event_id")
+        message.ClearField("occur_time")
+    assert event == whole
+
+
+def test_varint_sql_encodes_as_protobuf_does(sql: psycopg.Connection) -> None:
+    encoded = sql.execute(
+        f"SELECT n, {varint_sql('n')} FROM unnest(%s::int[]) AS t(n)", (NUMBERS,)
+    ).fetchall()
+    assert {n: bytes(b) for n, b in encoded} == {n: grades.varint(n) for n in NUMBERS}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(stack: Endpoints) -> AsyncIterator[Database]:
+    settings = QuizSettings(database_url=stack.database_url)
+    async with Database.open(settings, SCHEMA) as opened:
+        yield opened
+
+
+@SESSION_LOOP
+async def test_one_statement_writes_submissions_attempts_and_byte_exact_events(
+    quizzes: QuizServiceStub, classroom: Classroom, db: Database, stack: Endpoints
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    nc = await nats.connect(stack.nats_url)
+    try:
+        sub = await nc.jetstream().subscribe(grades.GRADED_SUBJECT, ordered_consumer=True)
+        user = str(uuid.uuid4())
+        first = [_pending(quiz, user, "one"), _pending(quiz, str(uuid.uuid4()), "two")]
+        assert await write_one_statement(db, first) == [True, True]
+        # The same student again, and a repeat of the first key: a new attempt, a refusal.
+        second = [_pending(quiz, user, "three"), _pending(quiz, user, "one")]
+        assert await write_one_statement(db, second) == [True, False]
+        written = [*first, second[0]]
+        assert [p.values["attempt_number"] for p in written] == [1, 1, 2]
+        wanted = {str(p.values["id"]): p for p in written}
+        seen: dict[str, bytes] = {}
+        deadline = time.monotonic() + 30
+        while set(seen) != set(wanted) and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except nats.errors.TimeoutError:
+                break
+            sid = events_pb.SubmissionGraded.FromString(msg.data).submission_id
+            if sid in wanted:
+                seen[sid] = msg.data
+    finally:
+        await nc.close()
+    assert seen == {
+        sid: p.event.payload(p.values["attempt_number"])
+        for sid, p in wanted.items()
+        if p.event is not None
+    }
+
+
+@SESSION_LOOP
+async def test_a_number_clash_writes_nothing_and_the_transaction_settles_it(
+    quizzes: QuizServiceStub, classroom: Classroom, db: Database, sql: psycopg.Connection
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    user = str(uuid.uuid4())
+    # One student twice in one batch: both rows would take attempt number 1.
+    batch = [_pending(quiz, user, "left"), _pending(quiz, user, "right")]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await write_one_statement(db, batch)
+    counted = "SELECT count(*) FROM quizzes.{} WHERE quiz_id = %s"
+    assert sql.execute(counted.format("submissions"), (quiz.quiz_id,)).fetchone() == (0,)
+    assert sql.execute(counted.format("attempts"), (quiz.quiz_id,)).fetchone() == (0,)
+    async with db.transaction() as conn:
+        assert await write_batch(conn, batch, Outbox(outbox)) == [True, False]
+    rows = sql.execute(
+        "SELECT a.attempt_number, s.idempotency_key FROM quizzes.attempts a"
+        " JOIN quizzes.submissions s ON s.attempt_id = a.id WHERE a.quiz_id = %s",
+        (quiz.quiz_id,),
+    ).fetchall()
+    assert rows == [(1, "left")]
+    assert sql.execute(counted.format("attempts"), (quiz.quiz_id,)).fetchone() == (1,)
+
+
+def test_stored_answers_carry_the_answers_digest() -> None:
+    answers = [
+        pb.Answer(question_id="a", option_id="o1"),
+        pb.Answer(question_id="b", options=pb.OptionSelection(option_ids=["x", "y"])),
+        pb.Answer(question_id="c", number=2.5),
+        pb.Answer(question_id="d", text="words"),
+        pb.Answer(question_id="e", true_false=False),
+    ]
+    data, digest = grades.stored_answers(answers)
+    assert pb.SubmitQuizRequest.FromString(data).answers == answers
+    assert digest == grades.answers_digest(answers)
+
+
+@SESSION_LOOP
+async def test_the_statement_runs_on_its_generic_plan_and_leaves_the_session_as_it_was(
+    quizzes: QuizServiceStub, classroom: Classroom, stack: Endpoints
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    # One pooled connection: every call below meets the same session.
+    settings = QuizSettings(database_url=stack.database_url, db_pool_size=1, db_max_overflow=0)
+    async with Database.open(settings, SCHEMA) as one:
+        for _ in range(3):
+            batch = [_pending(quiz, str(uuid.uuid4()), "k") for _ in range(2)]
+            assert await write_one_statement(one, batch) == [True, True]
+        user = str(uuid.uuid4())
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await write_one_statement(one, [_pending(quiz, user, "a"), _pending(quiz, user, "b")])
+        async with one.read_driver("test") as conn:
+            plans = await (
+                await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE '%%INSERT INTO submissions%%'"
+                )
+            ).fetchall()
+            mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+    assert plans == [(4, 0)]
+    assert mode == ("auto",)
+
+
+class _CountingCommit(GroupCommit):
+    def __init__(self, db: Database, linger: float) -> None:
+        super().__init__(db, Outbox(outbox), linger_seconds=linger)
+        self.batches: list[int] = []
+
+    async def _write(self, batch: list[Pending]) -> None:
+        self.batches.append(len(batch))
+        await super()._write(batch)
+
+
+@SESSION_LOOP
+async def test_a_lingering_writer_puts_submissions_a_moment_apart_in_one_batch(
+    quizzes: QuizServiceStub, classroom: Classroom, db: Database
+) -> None:
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    commit = _CountingCommit(db, linger=0.5)
+    try:
+
+        async def submit(key: str) -> bool:
+            p = _pending(quiz, str(uuid.uuid4()), key)
+            return await commit.submit(p.attempt, p.values, p.event)
+
+        first = asyncio.create_task(submit("first"))
+        # The scenario, not a synchronisation: the second student submits 50 ms after the
+        # first, well within the linger.
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(submit("second"))
+        assert await asyncio.gather(first, second) == [True, True]
+    finally:
+        await commit.close()
+    assert commit.batches == [2]
