@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from nats.aio.msg import Msg
-from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
 
 from mesh import metrics
@@ -47,7 +47,7 @@ class Ingest:
 
     async def apply_incoming(self, batch: Sequence[Incoming]) -> None:
         changes = decode(batch)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction_driver("analytics apply") as conn:
             touched = await repository.apply(conn, changes, idle_cutoff())
         # Observed once the cached pages are retired too: the lag is to the dashboard.
         await self._retire(touched)
@@ -56,9 +56,10 @@ class Ingest:
             self._lag.observe(max((now - occurred).total_seconds(), 0.0))
         self._applied.inc(len(changes.occurred))
 
-    async def _retire(self, touched: Sequence[Row[Any]]) -> None:
+    async def _retire(self, touched: Sequence[tuple[Any, ...]]) -> None:
+        """`touched`: repository.refresh's rows, (course_id, instructor_id, …)."""
         if self._cache is not None and touched:
-            await self._cache.bump(DASHBOARD, *sorted({str(row.instructor_id) for row in touched}))
+            await self._cache.bump(DASHBOARD, *sorted({str(row[1]) for row in touched}))
 
     async def run(self, bus: Bus, batch: int, stop: asyncio.Event | None = None) -> None:
         await consume_batches(bus, self._consumer, self.apply, batch=batch, stop=stop)
@@ -75,7 +76,7 @@ class Ingest:
             started = time.monotonic()
             try:
                 count = await self._refresh_idle(since, until)
-            except (DBAPIError, Unavailable) as exc:
+            except (DBAPIError, psycopg.Error, Unavailable) as exc:
                 log.warning(
                     "idle refresh failed; retried at the next interval",
                     extra={"error": type(exc).__name__, "retry_seconds": interval_seconds},
@@ -98,7 +99,7 @@ class Ingest:
         # One short transaction per chunk: a long one would hold the pool and its locks; 500
         # courses a statement outlasted the 5 s statement timeout on a loaded box.
         for i in range(0, len(ids), IDLE_REFRESH_CHUNK):
-            async with self._db.transaction() as conn:
+            async with self._db.transaction_driver("analytics refresh") as conn:
                 touched += await repository.refresh(conn, ids[i : i + IDLE_REFRESH_CHUNK], until)
         await self._retire(touched)
         return len(ids)
