@@ -241,6 +241,8 @@ def _graded(out: Changes, event: qe.SubmissionGraded) -> None:
     row = {
         "submission_id": submission,
         "course_id": course,
+        # Lets the batch create the course's row to count the grade on (repository.apply).
+        "instructor_id": _id(event.instructor_id) if event.instructor_id else None,
         "quiz_id": quiz_id,
         "user_id": user,
         "attempt_number": event.attempt_number,

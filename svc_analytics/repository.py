@@ -8,7 +8,7 @@ execution each."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,7 +126,7 @@ _ACTIVITY = _bulk(
     " t.progress_percent, t.progress_at",
 )
 
-_SUBMISSION = _bulk(
+_SUBMISSION_ROWS = _bulk(
     "INSERT INTO submissions AS s (submission_id, course_id, quiz_id, user_id, attempt_number,"
     " grade_version, score_percent, passed, graded_at)",
     "submission_id uuid, course_id uuid, quiz_id uuid, user_id uuid, attempt_number int,"
@@ -135,6 +135,27 @@ _SUBMISSION = _bulk(
   grade_version = excluded.grade_version, score_percent = excluded.score_percent,
   passed = excluded.passed, graded_at = excluded.graded_at
 WHERE excluded.grade_version > s.grade_version""",
+)
+
+# The graded counters move by what the upsert changed (RETURNING old and new, Postgres 18): a
+# new submission counts once, a regrade moves the sum by its difference, and a replayed grade
+# writes no row, so it moves nothing. Recounting them from the rows instead read every
+# submission of the course at each batch, a cost that grew all through an exam. The course
+# row was locked at the batch's start (its placeholder upsert), so a concurrent recount
+# (`refresh` with `recount`) either sees these rows or runs before they exist.
+_SUBMISSION = _Bulk(
+    f"""WITH up AS (
+{_SUBMISSION_ROWS.sql}
+RETURNING new.course_id, old.submission_id IS NULL AS added,
+          new.score_percent - coalesce(old.score_percent, 0) AS moved
+), d AS (
+  SELECT course_id, count(*) FILTER (WHERE added) AS added, sum(moved) AS moved
+  FROM up GROUP BY course_id
+)
+UPDATE courses c SET graded_submission_count = c.graded_submission_count + d.added,
+                     score_sum = c.score_sum + d.moved
+FROM d WHERE c.course_id = d.course_id""",
+    _SUBMISSION_ROWS.columns,
 )
 
 # A batch's answers: the submissions' arrays (one element per submission, the order of
@@ -225,18 +246,25 @@ STATS_COLUMNS = """course_id::text, title, enrollment_count, completion_count,
 # Qualified: the subquery below has a course_id too. Run on psycopg: % doubled.
 _RETURNED_STATS = STATS_COLUMNS.replace("course_id::text", "c.course_id::text").replace("%", "%%")
 
-# Every counter recomputed from the rows, not incremented: a replayed event cannot count twice.
+# The learners' counters recomputed from the rows, not incremented: a replayed event cannot
+# count twice, and "active" and "at risk" move with the clock. The graded counters are moved by
+# `_SUBMISSION` and recounted only for the courses in `recount` (a course row the batch may have
+# just created, or whose grades came without an instructor to create it; all of them when
+# seeding): for the others they need not read the course's every submission.
 AT_RISK = "active AND NOT completed AND (last_seen_at < :cutoff OR failing_quiz_count > 0)"
 _REFRESH = f"""
 UPDATE courses c SET
   enrollment_count = s.enrolled, completion_count = s.completed,
   active_learner_count = s.active_now, at_risk_learner_count = s.at_risk,
-  graded_submission_count = s.graded, score_sum = s.scores, updated_at = now()
+  graded_submission_count = CASE WHEN s.recount THEN s.graded
+                                 ELSE c.graded_submission_count END,
+  score_sum = CASE WHEN s.recount THEN s.scores ELSE c.score_sum END, updated_at = now()
 FROM (
   SELECT x.course_id, coalesce(l.enrolled, 0) AS enrolled, coalesce(l.completed, 0) AS completed,
          coalesce(l.active_now, 0) AS active_now, coalesce(l.at_risk, 0) AS at_risk,
-         coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS scores
-  FROM unnest(CAST(%(ids)s AS uuid[])) AS x(course_id)
+         x.recount, coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS scores
+  FROM (SELECT course_id, course_id = ANY(CAST(%(recount)s AS uuid[])) AS recount
+        FROM unnest(CAST(%(ids)s AS uuid[])) AS u(course_id)) AS x
   LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE active) AS enrolled,
            count(*) FILTER (WHERE active AND completed) AS completed,
@@ -245,7 +273,7 @@ FROM (
     FROM learners WHERE course_id = x.course_id) l ON true
   LEFT JOIN LATERAL (
     SELECT count(*) AS graded, sum(score_percent) AS score_sum
-    FROM submissions WHERE course_id = x.course_id) g ON true
+    FROM submissions WHERE course_id = x.course_id AND x.recount) g ON true
 ) s
 WHERE c.course_id = s.course_id
 RETURNING c.course_id, c.instructor_id, {_RETURNED_STATS}
@@ -293,6 +321,16 @@ async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ..
                 "course_id": r["course_id"], "instructor_id": r["instructor_id"],
                 "at": r.get("enroll_at") or r["at"],
             })  # fmt: skip
+        recount = set(ch.courses) | set(placeholders)
+        for r in ch.submissions.values():
+            if r["instructor_id"] is None:
+                recount.add(r["course_id"])
+            else:
+                # Locks the course row before the counters move (see _SUBMISSION).
+                placeholders.setdefault(r["course_id"], {
+                    "course_id": r["course_id"], "instructor_id": r["instructor_id"],
+                    "at": r["graded_at"],
+                })  # fmt: skip
         await _PLACEHOLDER_COURSE.run(cur, _ordered(placeholders))
         await _UPSERT_ENROLLMENT.run(cur, _ordered(ch.enrollments))
         await _COMPLETE.run(cur, _ordered(ch.completions))
@@ -312,7 +350,7 @@ async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ..
             })  # fmt: skip
         await _VIDEO_PROGRESS.run(cur, _ordered(ch.progress))
         await _VIDEO.run(cur, _ordered(ch.videos))
-        return await refresh(conn, sorted(ch.touched_courses), cutoff)
+        return await refresh(conn, sorted(ch.touched_courses), cutoff, recount)
 
 
 def _literal(ids: Any) -> str:
@@ -320,11 +358,16 @@ def _literal(ids: Any) -> str:
     return "{" + ",".join([str(i) for i in ids]) + "}"
 
 
-async def refresh(conn: Conn, course_ids: Sequence[Any], cutoff: datetime) -> list[tuple[Any, ...]]:
+async def refresh(
+    conn: Conn, course_ids: Sequence[Any], cutoff: datetime, recount: Collection[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Recompute the courses' learner counters (and their graded counters for those in
+    `recount`) and store their dashboard entries; returns rows of (course_id, instructor_id,
+    STATS_COLUMNS…)."""
     if not course_ids:
         return []
-    cur = await conn.execute(_REFRESH, {"ids": _literal(course_ids), "cutoff": cutoff})
-    rows = await cur.fetchall()
+    params = {"ids": _literal(course_ids), "recount": _literal(recount), "cutoff": cutoff}
+    rows = await (await conn.execute(_REFRESH, params)).fetchall()
     await conn.execute(_STORE_ENTRIES, {
         "ids": _literal(r[0] for r in rows), "entries": [stats_entry(r[2:]) for r in rows]
     })  # fmt: skip
