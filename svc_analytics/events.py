@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -95,7 +95,17 @@ def _positions(n: int) -> str:
     return joined
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Timestamp's valid range, 0001-01-01 to 9999-12-31 (ToDatetime raises ValueError outside it).
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
 def _ts(value: Any) -> datetime:
+    """Timestamp.ToDatetime(tzinfo=UTC) for a valid timestamp, at a fraction of its cost (it
+    was the dearest step of decoding a grade); anything else goes through it, to fail alike."""
+    seconds, nanos = value.seconds, value.nanos
+    if _FIRST_SECOND <= seconds <= _LAST_SECOND and 0 <= nanos < 1_000_000_000:
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
     return value.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
@@ -133,17 +143,18 @@ def decode(batch: Iterable[Incoming]) -> Changes:
             log.error("undecodable event skipped", extra={"subject": msg.subject})
             continue
         try:
-            _apply(out, event, _seq(msg.headers))
+            at = _ts(event.occur_time)
+            _apply(out, event, _seq(msg.headers), at)
         except ValueError:
-            # Ids that are not UUIDs: the publisher's bug, never fixed by a redelivery.
+            # Ids that are not UUIDs (or a time out of range): the publisher's bug, never fixed
+            # by a redelivery.
             log.error("event with malformed ids skipped", extra={"subject": msg.subject})
             continue
-        out.occurred.append(_ts(event.occur_time))
+        out.occurred.append(at)
     return out
 
 
-def _apply(out: Changes, event: Any, seq: int) -> None:
-    at = _ts(event.occur_time)
+def _apply(out: Changes, event: Any, seq: int, at: datetime) -> None:
     if isinstance(
         event, ce.CourseCreated | ce.CourseUpdated | ce.CoursePublished | ce.CourseArchived
     ):
@@ -197,7 +208,7 @@ def _apply(out: Changes, event: Any, seq: int) -> None:
         }
         _keep(out.videos, row["video_id"], row, "info_at")
     elif isinstance(event, qe.SubmissionGraded):
-        _graded(out, event)
+        _graded(out, event, at)
 
 
 def _touch(out: Changes, course: str, user: str, when: datetime, progress: float | None) -> None:
@@ -234,10 +245,10 @@ def _progress(out: Changes, entry: ce.VideoProgressEntry) -> None:
     out.progress[key] = row
 
 
-def _graded(out: Changes, event: qe.SubmissionGraded) -> None:
+def _graded(out: Changes, event: qe.SubmissionGraded, at: datetime) -> None:
     course, user, quiz_id = _id(event.course_id), _id(event.user_id), _id(event.quiz_id)
     submission = _id(event.submission_id)
-    submitted = _ts(event.submit_time) if event.HasField("submit_time") else _ts(event.occur_time)
+    submitted = _ts(event.submit_time) if event.HasField("submit_time") else at
     row = {
         "submission_id": submission,
         "course_id": course,
@@ -249,7 +260,7 @@ def _graded(out: Changes, event: qe.SubmissionGraded) -> None:
         "grade_version": event.grade_version,
         "score_percent": event.score_percent,
         "passed": event.passed,
-        "graded_at": _ts(event.occur_time),
+        "graded_at": at,
         **_outcomes(event.questions),
     }
     # After every id is validated: an event with a malformed one leaves nothing behind.

@@ -28,8 +28,9 @@ _NEWER_INFO = (
 )
 
 # Array columns sent as one array literal built by a join, not a list psycopg dumps element
-# by element in Python: their values (canonical UUID text, integers) never need quoting.
-_JOINED = frozenset({"uuid", "int", "bigint"})
+# by element in Python: their values' text (canonical UUID text, integers, True/False, a
+# float's repr, NULL) never needs quoting. Text and times stay lists.
+_JOINED = frozenset({"uuid", "int", "bigint", "boolean", "float8"})
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,17 @@ class _Bulk:
 
     def params(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {
-            c: "{" + ",".join([str(r[c]) for r in rows]) + "}" if joined else [r[c] for r in rows]
+            c: _array_literal([r[c] for r in rows]) if joined else [r[c] for r in rows]
             for c, joined in self.columns
         }
 
     async def run(self, cur: psycopg.AsyncCursor[Any], rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             await cur.execute(self.sql, self.params(rows))
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
 
 
 def _bulk(head: str, columns: str, tail: str, select: str = "t.*") -> _Bulk:
@@ -75,11 +80,15 @@ _UPSERT_COURSE = _bulk(
     select="t.*, now()",
 )
 
-# A course first seen through an enrollment: a row to hang counters on until its course event.
+# A course first seen through an enrollment or a grade: a row to hang counters on until its
+# course event. The row is locked even when the WHERE leaves it unwritten (ON CONFLICT locks
+# every conflicting row), which `_SUBMISSION` relies on; skipping the no-op write spares a
+# dead row version per batch.
 _PLACEHOLDER_COURSE = _bulk(
     "INSERT INTO courses AS c (course_id, instructor_id, created_at, updated_at)",
     "course_id uuid, instructor_id uuid, at timestamptz",
-    "ON CONFLICT (course_id) DO UPDATE SET created_at = LEAST(c.created_at, excluded.created_at)",
+    """ON CONFLICT (course_id) DO UPDATE SET created_at = excluded.created_at
+WHERE excluded.created_at < c.created_at""",
     select="t.*, now()",
 )
 
@@ -191,7 +200,7 @@ def _answers(submissions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "question_ids": ",".join([r["question_ids"] for _, r in answered]),
         "positions": ",".join([r["positions"] for _, r in answered]),
         "correct": "".join([r["correct"] for _, r in answered]),
-        **{c: "{" + ",".join([str(r[c]) for r in submissions]) + "}"
+        **{c: _array_literal([r[c] for r in submissions])
            for c in ("submission_id", "course_id", "quiz_id", "grade_version")},
     }  # fmt: skip
 
@@ -355,7 +364,7 @@ async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ..
 
 def _literal(ids: Any) -> str:
     """A uuid[] literal of ids (UUIDs or their canonical text)."""
-    return "{" + ",".join([str(i) for i in ids]) + "}"
+    return _array_literal([str(i) for i in ids])
 
 
 async def refresh(

@@ -7,12 +7,14 @@ import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from elearn.events.v1 import course_events_pb2 as ce
 from elearn.events.v1 import quiz_events_pb2 as qe
 from mesh.outbox import AGGREGATE_SEQ_HEADER
-from svc_analytics.events import Incoming, decode
+from svc_analytics.events import Incoming, _ts, decode
 from tests.svc_analytics.conftest import CORRECT, INCORRECT, ts
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -115,3 +117,14 @@ def test_answers_keep_each_question_once_with_its_last_outcome_and_position() ->
 def test_a_grade_with_a_malformed_question_id_is_skipped_whole() -> None:
     ch = decode([_graded_with(str(uuid.uuid4()), [(str(uuid.uuid4()), CORRECT), ("q-2", CORRECT)])])
     assert not ch.submissions and not ch.activity and not ch.occurred
+
+
+def test_event_times_decode_as_protobuf_converts_them() -> None:
+    for seconds, nanos in [(0, 0), (1_796_420_045, 999_999_999), (-1, 1), (253_402_300_799, 5),
+                           (-62_135_596_800, 0), (1_700_000_000, 1_500)]:  # fmt: skip
+        stamp = Timestamp(seconds=seconds, nanos=nanos)
+        assert _ts(stamp) == stamp.ToDatetime(tzinfo=UTC)
+        assert _ts(stamp).utcoffset() == timedelta(0)
+    for seconds, nanos in [(253_402_300_800, 0), (0, -1), (0, 1_000_000_000)]:
+        with pytest.raises(ValueError):
+            _ts(Timestamp(seconds=seconds, nanos=nanos))
