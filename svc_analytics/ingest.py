@@ -61,8 +61,12 @@ class Ingest:
         if self._cache is not None and touched:
             await self._cache.bump(DASHBOARD, *sorted({str(row[1]) for row in touched}))
 
-    async def run(self, bus: Bus, batch: int, stop: asyncio.Event | None = None) -> None:
-        await consume_batches(bus, self._consumer, self.apply, batch=batch, stop=stop)
+    async def run(
+        self, bus: Bus, batch: int, stop: asyncio.Event | None = None, pace_seconds: float = 0.0
+    ) -> None:
+        await consume_batches(
+            bus, self._consumer, self.apply, batch=batch, stop=stop, pace_seconds=pace_seconds
+        )
 
     async def refresh_idle_forever(self, interval_seconds: float) -> None:
         """Refresh courses whose learners went idle since the last pass; the first pass
