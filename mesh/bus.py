@@ -128,11 +128,13 @@ async def consume_batches(
     batch is redelivered: handlers must be idempotent. A failing batch is retried after a
     short back-off instead of acked, so nothing is skipped silently. `on_idle` is called after
     each wait that fetched nothing. Events that carry a trace get a consumer span in it
-    (mesh.tracing.batch_spans). With `pace_seconds`, a fetch that got less than a full batch
-    is followed by the next no sooner than that after it: what a handler pays per batch (a
-    transaction, acks, a cache bump) is then spread over the events of that interval instead of
-    over the one or two that arrived while the last batch was handled. It adds at most that
-    much to an event's wait; a backlog (full batches) is fetched without pause."""
+    (mesh.tracing.batch_spans). With `pace_seconds`, a fetch that left nothing waiting (its
+    last message's num_pending is 0) is followed by the next no sooner than that after it:
+    what a handler pays per batch (a transaction, acks, a cache bump) is then spread over the
+    events of that interval instead of over the one or two that arrived while the last batch
+    was handled. It adds at most that much to an event's wait; a backlog is fetched without
+    pause (fetches return less than `batch` even then, so a short batch does not mean caught
+    up)."""
     sub = await bus.js.pull_subscribe(
         filter_subject,
         durable=durable,
@@ -191,8 +193,16 @@ async def _fetch_loop(
         # connection's buffer (no round trip), so they go out together without a task each.
         for msg in msgs:
             await msg.ack()
-        if pace_seconds > 0 and len(msgs) < batch:
+        if pace_seconds > 0 and len(msgs) < batch and _caught_up(msgs[-1]):
             await _pause(fetched_at + pace_seconds - time.monotonic(), stop)
+
+
+def _caught_up(msg: Msg) -> bool:
+    """Whether the stream held nothing more for the consumer when `msg` was delivered."""
+    try:
+        return msg.metadata.num_pending == 0
+    except (NatsError, ValueError, IndexError):
+        return True
 
 
 async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
