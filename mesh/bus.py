@@ -193,7 +193,8 @@ async def _fetch_loop(
         # connection's buffer (no round trip), so they go out together without a task each.
         for msg in msgs:
             await msg.ack()
-        if pace_seconds > 0 and len(msgs) < batch and _caught_up(msgs[-1]):
+        # A fetch can come back empty (only status messages): nothing waits then either.
+        if pace_seconds > 0 and len(msgs) < batch and (not msgs or _caught_up(msgs[-1])):
             await _pause(fetched_at + pace_seconds - time.monotonic(), stop)
 
 
