@@ -205,7 +205,7 @@ def _answers(submissions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-_ATTEMPT = _bulk(
+_ATTEMPT_ROWS = _bulk(
     "INSERT INTO latest_attempts AS a (course_id, user_id, quiz_id, attempt_number,"
     " grade_version, passed)",
     "course_id uuid, user_id uuid, quiz_id uuid, attempt_number int, grade_version int,"
@@ -216,13 +216,30 @@ _ATTEMPT = _bulk(
 WHERE (excluded.attempt_number, excluded.grade_version) > (a.attempt_number, a.grade_version)""",
 )
 
-_FAILING = """
+# The latest attempts, then the failing counts of the learners whose attempts changed, in one
+# statement: the count is the rows this statement wrote (`up`) plus the learner's other rows as
+# its snapshot holds them. That snapshot is complete: every batch writing a learner's attempts
+# first locks the learner's row (its activity upsert, which this batch's did already, earlier
+# in the transaction), so no other writer of them can be uncommitted now. A replayed grade
+# writes no attempt, so it recounts nothing.
+_ATTEMPT = _Bulk(
+    f"""WITH up AS (
+{_ATTEMPT_ROWS.sql}
+RETURNING a.course_id, a.user_id, a.quiz_id, a.passed
+)
 UPDATE learners l SET failing_quiz_count = (
-  SELECT count(*) FROM latest_attempts a
-  WHERE a.course_id = l.course_id AND a.user_id = l.user_id AND NOT a.passed)
-FROM unnest(CAST(%(courses)s AS uuid[]), CAST(%(users)s AS uuid[])) AS t(course_id, user_id)
-WHERE l.course_id = t.course_id AND l.user_id = t.user_id
-"""
+  SELECT count(*) FILTER (WHERE NOT x.passed) FROM (
+    SELECT o.passed FROM latest_attempts o
+    WHERE o.course_id = l.course_id AND o.user_id = l.user_id
+      AND NOT EXISTS (SELECT 1 FROM up WHERE up.course_id = o.course_id
+                      AND up.user_id = o.user_id AND up.quiz_id = o.quiz_id)
+    UNION ALL
+    SELECT up.passed FROM up WHERE up.course_id = l.course_id AND up.user_id = l.user_id
+  ) x)
+FROM (SELECT DISTINCT course_id, user_id FROM up) t
+WHERE l.course_id = t.course_id AND l.user_id = t.user_id""",
+    _ATTEMPT_ROWS.columns,
+)
 
 _VIDEO_PROGRESS = _bulk(
     "INSERT INTO video_progress AS v (course_id, video_id, user_id, furthest_ms, duration_ms,"
@@ -352,11 +369,6 @@ async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ..
         if answers is not None:
             await cur.execute(_ANSWERS, answers)
         await _ATTEMPT.run(cur, _ordered(ch.attempts))
-        if ch.attempts:
-            keys = sorted({(r["course_id"], r["user_id"]) for r in ch.attempts.values()})
-            await cur.execute(_FAILING, {
-                "courses": _literal(k[0] for k in keys), "users": _literal(k[1] for k in keys)
-            })  # fmt: skip
         await _VIDEO_PROGRESS.run(cur, _ordered(ch.progress))
         await _VIDEO.run(cur, _ordered(ch.videos))
         return await refresh(conn, sorted(ch.touched_courses), cutoff, recount)

@@ -105,3 +105,42 @@ async def test_grades_without_an_instructor_are_counted_once_their_course_has_a_
         assert await _counters(db, course) == (1, 30.0, 1, 30.0)
         await _apply(db, _grade(course, str(uuid.uuid4()), 1, 60.0, ""))
         assert await _counters(db, course) == (2, 90.0, 2, 90.0)
+
+
+_FAILING = text("""
+SELECT l.failing_quiz_count,
+       (SELECT count(*) FROM latest_attempts a
+        WHERE a.course_id = l.course_id AND a.user_id = l.user_id AND NOT a.passed)
+FROM learners l WHERE l.course_id = :course AND l.user_id = :user
+""")
+
+
+def _attempt(course: str, user: str, quiz: str, attempt: int, passed: bool) -> Incoming:
+    event = qe.SubmissionGraded(
+        event_id=str(uuid.uuid4()), occur_time=ts(T0), submission_id=str(uuid.uuid4()),
+        quiz_id=quiz, course_id=course, user_id=user, instructor_id=str(uuid.uuid4()),
+        attempt_number=attempt, grade_version=1, score_percent=80.0 if passed else 20.0,
+        passed=passed,
+    )  # fmt: skip
+    return Incoming("elearn.quiz.submission_graded", event.SerializeToString(), {})
+
+
+async def test_failing_quiz_counts_follow_the_latest_attempts(stack: Endpoints) -> None:
+    async with Database.open(AnalyticsSettings(database_url=stack.database_url), SCHEMA) as db:
+        course, user, a, b = (str(uuid.uuid4()) for _ in range(4))
+
+        async def failing() -> tuple[Any, ...]:
+            async with db.read() as conn:
+                row = (await conn.execute(_FAILING, {"course": course, "user": user})).one()
+            return tuple(row)
+
+        await _apply(db, _attempt(course, user, a, 1, False), _attempt(course, user, b, 1, True))
+        assert await failing() == (1, 1)
+        await _apply(db, _attempt(course, user, a, 2, True))  # passes A at last
+        assert await failing() == (0, 0)
+        await _apply(db, _attempt(course, user, a, 1, False))  # the old attempt, replayed
+        assert await failing() == (0, 0)
+        # Two quizzes change in one batch, one of them twice.
+        await _apply(db, _attempt(course, user, b, 2, False), _attempt(course, user, a, 3, False),
+                     _attempt(course, user, b, 3, True))  # fmt: skip
+        assert await failing() == (1, 1)
