@@ -23,7 +23,7 @@ from mesh.bus import Bus, consume_batches
 from mesh.cache import Cache
 from mesh.db import Database
 from mesh.errors import Unavailable
-from svc_analytics import repository
+from svc_analytics import reads, repository
 from svc_analytics.dashboard import DASHBOARD, idle_cutoff
 from svc_analytics.events import Incoming, decode
 
@@ -96,9 +96,9 @@ class Ingest:
     async def _refresh_idle(self, since: datetime | None, until: datetime) -> int:
         async with self._db.read() as conn:
             if since is None:
-                ids = await repository.all_course_ids(conn)
+                ids = await reads.all_course_ids(conn)
             else:
-                ids = await repository.crossed_idle_line(conn, since, until)
+                ids = await reads.crossed_idle_line(conn, since, until)
         touched = []
         # One short transaction per chunk: a long one would hold the pool and its locks; 500
         # courses a statement outlasted the 5 s statement timeout on a loaded box.

@@ -12,11 +12,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import psycopg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from svc_analytics.entries import stats_entry
 from svc_analytics.events import Changes
@@ -313,13 +310,6 @@ FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(entries)s AS bytea[])) AS t(course_i
 WHERE c.course_id = t.course_id
 """
 
-_CROSSED = text("""
-SELECT DISTINCT course_id FROM learners
-WHERE (last_seen_at >= :since AND last_seen_at < :until)
-   OR (last_activity_at >= :since AND last_activity_at < :until)
-""")
-
-
 # The tables in the order `apply` first writes them (rebuild locks them in this order too).
 APPLY_ORDER = (
     "courses", "learners", "submissions", "answers", "latest_attempts", "video_progress", "videos"
@@ -393,14 +383,3 @@ async def refresh(
         "ids": _literal(r[0] for r in rows), "entries": [stats_entry(r[2:]) for r in rows]
     })  # fmt: skip
     return rows
-
-
-async def crossed_idle_line(conn: AsyncConnection, since: datetime, until: datetime) -> list[UUID]:
-    """Courses with a learner whose last activity moved past the idle line between two
-    cutoffs: only their active/at-risk counters can have changed with the clock."""
-    result = await conn.execute(_CROSSED, {"since": since, "until": until})
-    return [r[0] for r in result]
-
-
-async def all_course_ids(conn: AsyncConnection) -> list[UUID]:
-    return [r[0] for r in await conn.execute(text("SELECT course_id FROM courses"))]
