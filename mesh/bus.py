@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,13 +121,20 @@ async def consume_batches(
     ack_wait_seconds: float = 60.0,
     stop: asyncio.Event | None = None,
     on_idle: Callable[[], None] | None = None,
+    pace_seconds: float = 0.0,
 ) -> None:
     """Apply the stream to a handler in batches through a durable pull consumer, forever (or
     until `stop` is set). A batch is acked only after `handle` returns, so a crash or a failed
     batch is redelivered: handlers must be idempotent. A failing batch is retried after a
     short back-off instead of acked, so nothing is skipped silently. `on_idle` is called after
     each wait that fetched nothing. Events that carry a trace get a consumer span in it
-    (mesh.tracing.batch_spans)."""
+    (mesh.tracing.batch_spans). With `pace_seconds`, a fetch that left nothing waiting (its
+    last message's num_pending is 0) is followed by the next no sooner than that after it:
+    what a handler pays per batch (a transaction, acks, a cache bump) is then spread over the
+    events of that interval instead of over the one or two that arrived while the last batch
+    was handled. It adds at most that much to an event's wait; a backlog is fetched without
+    pause (fetches return less than `batch` even then, so a short batch does not mean caught
+    up)."""
     sub = await bus.js.pull_subscribe(
         filter_subject,
         durable=durable,
@@ -140,7 +148,7 @@ async def consume_batches(
     )
     watcher = asyncio.create_task(watch_consumer(bus, EVENT_STREAM, durable))
     try:
-        await _fetch_loop(sub, durable, handle, batch, wait_seconds, stop, on_idle)
+        await _fetch_loop(sub, durable, handle, batch, wait_seconds, stop, on_idle, pace_seconds)
     finally:
         watcher.cancel()
         # A pull subscription left to the connection's drain holds it until the drain timeout.
@@ -156,9 +164,11 @@ async def _fetch_loop(
     wait_seconds: float,
     stop: asyncio.Event | None,
     on_idle: Callable[[], None] | None,
+    pace_seconds: float = 0.0,
 ) -> None:
     backoff = 0.5
     while stop is None or not stop.is_set():
+        fetched_at = time.monotonic()
         try:
             msgs = await sub.fetch(batch, timeout=wait_seconds)
         except (NatsTimeoutError, TimeoutError):
@@ -179,5 +189,29 @@ async def _fetch_loop(
             backoff = min(backoff * 2, 30.0)
             continue
         backoff = 0.5
-        # Acked only now that the batch is committed; sent together, not one round trip each.
-        await asyncio.gather(*(msg.ack() for msg in msgs))
+        # Acked only now that the batch is committed. An ack is a publish into the
+        # connection's buffer (no round trip), so they go out together without a task each.
+        for msg in msgs:
+            await msg.ack()
+        # A fetch can come back empty (only status messages): nothing waits then either.
+        if pace_seconds > 0 and len(msgs) < batch and (not msgs or _caught_up(msgs[-1])):
+            await _pause(fetched_at + pace_seconds - time.monotonic(), stop)
+
+
+def _caught_up(msg: Msg) -> bool:
+    """Whether the stream held nothing more for the consumer when `msg` was delivered."""
+    try:
+        return msg.metadata.num_pending == 0
+    except (NatsError, ValueError, IndexError):
+        return True
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep, unless `stop` is set meanwhile."""
+    if seconds <= 0:
+        return
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -167,6 +167,26 @@ class Database:
         finally:
             waiting.done()
 
+    @asynccontextmanager
+    async def transaction_driver(self, span: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """`transaction`'s connection as psycopg's own, for a hot write path: statements use
+        %(name)s placeholders and may be pipelined (`conn.pipeline()`), so a batch of them
+        costs one round trip instead of one each, and no SQLAlchemy execution per statement.
+        Committed when the block ends, rolled back on an exception, as `transaction`."""
+        async with self.transaction() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            try:
+                with tracing.statement_span(span):
+                    yield driver
+            except psycopg.OperationalError as exc:
+                # As in read_driver: SQLAlchemy did not see it, so a possibly broken
+                # connection is dropped rather than pooled.
+                if not isinstance(exc, psycopg.errors.QueryCanceled):
+                    await conn.invalidate()
+                raise
+
 
 class _Waiting:
     """A caller between asking the pool and holding a connection: the waiting gauge counts it,

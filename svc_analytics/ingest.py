@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from nats.aio.msg import Msg
-from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
 
 from mesh import metrics
@@ -23,7 +23,7 @@ from mesh.bus import Bus, consume_batches
 from mesh.cache import Cache
 from mesh.db import Database
 from mesh.errors import Unavailable
-from svc_analytics import repository
+from svc_analytics import reads, repository
 from svc_analytics.dashboard import DASHBOARD, idle_cutoff
 from svc_analytics.events import Incoming, decode
 
@@ -47,7 +47,7 @@ class Ingest:
 
     async def apply_incoming(self, batch: Sequence[Incoming]) -> None:
         changes = decode(batch)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction_driver("analytics apply") as conn:
             touched = await repository.apply(conn, changes, idle_cutoff())
         # Observed once the cached pages are retired too: the lag is to the dashboard.
         await self._retire(touched)
@@ -56,12 +56,17 @@ class Ingest:
             self._lag.observe(max((now - occurred).total_seconds(), 0.0))
         self._applied.inc(len(changes.occurred))
 
-    async def _retire(self, touched: Sequence[Row[Any]]) -> None:
+    async def _retire(self, touched: Sequence[tuple[Any, ...]]) -> None:
+        """`touched`: repository.refresh's rows, (course_id, instructor_id, …)."""
         if self._cache is not None and touched:
-            await self._cache.bump(DASHBOARD, *sorted({str(row.instructor_id) for row in touched}))
+            await self._cache.bump(DASHBOARD, *sorted({str(row[1]) for row in touched}))
 
-    async def run(self, bus: Bus, batch: int, stop: asyncio.Event | None = None) -> None:
-        await consume_batches(bus, self._consumer, self.apply, batch=batch, stop=stop)
+    async def run(
+        self, bus: Bus, batch: int, stop: asyncio.Event | None = None, pace_seconds: float = 0.0
+    ) -> None:
+        await consume_batches(
+            bus, self._consumer, self.apply, batch=batch, stop=stop, pace_seconds=pace_seconds
+        )
 
     async def refresh_idle_forever(self, interval_seconds: float) -> None:
         """Refresh courses whose learners went idle since the last pass; the first pass
@@ -75,7 +80,7 @@ class Ingest:
             started = time.monotonic()
             try:
                 count = await self._refresh_idle(since, until)
-            except (DBAPIError, Unavailable) as exc:
+            except (DBAPIError, psycopg.Error, Unavailable) as exc:
                 log.warning(
                     "idle refresh failed; retried at the next interval",
                     extra={"error": type(exc).__name__, "retry_seconds": interval_seconds},
@@ -91,14 +96,14 @@ class Ingest:
     async def _refresh_idle(self, since: datetime | None, until: datetime) -> int:
         async with self._db.read() as conn:
             if since is None:
-                ids = await repository.all_course_ids(conn)
+                ids = await reads.all_course_ids(conn)
             else:
-                ids = await repository.crossed_idle_line(conn, since, until)
+                ids = await reads.crossed_idle_line(conn, since, until)
         touched = []
         # One short transaction per chunk: a long one would hold the pool and its locks; 500
         # courses a statement outlasted the 5 s statement timeout on a loaded box.
         for i in range(0, len(ids), IDLE_REFRESH_CHUNK):
-            async with self._db.transaction() as conn:
+            async with self._db.transaction_driver("analytics refresh") as conn:
                 touched += await repository.refresh(conn, ids[i : i + IDLE_REFRESH_CHUNK], until)
         await self._retire(touched)
         return len(ids)

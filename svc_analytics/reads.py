@@ -1,5 +1,5 @@
 """The analytics read SQL, each call one statement: the dashboard page, one course's row, the
-at-risk page and the course detail."""
+at-risk page, the course detail, and the courses the idle refresh recomputes."""
 
 from __future__ import annotations
 
@@ -132,3 +132,21 @@ async def course_detail(
     questions = list((await conn.execute(_QUESTIONS, params)).all())
     videos = list((await conn.execute(_VIDEOS, params)).all())
     return scores, questions, videos
+
+
+_CROSSED = text("""
+SELECT DISTINCT course_id FROM learners
+WHERE (last_seen_at >= :since AND last_seen_at < :until)
+   OR (last_activity_at >= :since AND last_activity_at < :until)
+""")
+
+
+async def crossed_idle_line(conn: AsyncConnection, since: datetime, until: datetime) -> list[UUID]:
+    """Courses with a learner whose last activity moved past the idle line between two
+    cutoffs: only their active/at-risk counters can have changed with the clock."""
+    result = await conn.execute(_CROSSED, {"since": since, "until": until})
+    return [r[0] for r in result]
+
+
+async def all_course_ids(conn: AsyncConnection) -> list[UUID]:
+    return [r[0] for r in await conn.execute(text("SELECT course_id FROM courses"))]

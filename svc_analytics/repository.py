@@ -1,23 +1,33 @@
 """The analytics write SQL: order-insensitive merges (see models), so a batch may be applied
-twice or out of order. The reads, each one statement, are in svc_analytics.reads."""
+twice or out of order. The reads, each one statement, are in svc_analytics.reads.
+
+A batch runs on psycopg's own connection in one pipeline (`Database.transaction_driver`): its
+statements go out together and cost one round trip until the counters' refresh, whose rows
+are needed to write the dashboard entries, instead of one round trip and one SQLAlchemy
+execution each."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import Row, TextClause, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import psycopg
 
 from svc_analytics.entries import stats_entry
 from svc_analytics.events import Changes
 
+Conn = psycopg.AsyncConnection[Any]
+
 _NEWER_INFO = (
     "(excluded.info_seq, excluded.info_at) > (c.info_seq, coalesce(c.info_at, '-infinity'))"
 )
+
+# Array columns sent as one array literal built by a join, not a list psycopg dumps element
+# by element in Python: their values' text (canonical UUID text, integers, True/False, a
+# float's repr, NULL) never needs quoting. Text and times stay lists.
+_JOINED = frozenset({"uuid", "int", "bigint", "boolean", "float8"})
 
 
 @dataclass(frozen=True)
@@ -25,22 +35,32 @@ class _Bulk:
     """One statement per batch and table: the rows travel as one array per column and are
     unnested server-side (executemany would run one statement per row)."""
 
-    stmt: TextClause
-    columns: tuple[str, ...]
+    sql: str
+    columns: tuple[tuple[str, bool], ...]  # (name, sent as a joined literal)
 
-    async def run(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    def params(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            c: _array_literal([r[c] for r in rows]) if joined else [r[c] for r in rows]
+            for c, joined in self.columns
+        }
+
+    async def run(self, cur: psycopg.AsyncCursor[Any], rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            await conn.execute(self.stmt, {c: [r[c] for r in rows] for c in self.columns})
+            await cur.execute(self.sql, self.params(rows))
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
 
 
 def _bulk(head: str, columns: str, tail: str, select: str = "t.*") -> _Bulk:
     """`columns` is "name type, …"; the statement is `head SELECT select FROM unnest(…) t tail`
     with one array parameter per column."""
     pairs = [c.split() for c in columns.split(",")]
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in pairs)
+    arrays = ", ".join(f"CAST(%({name})s AS {kind}[])" for name, kind in pairs)
     names = ", ".join(name for name, _ in pairs)
     sql = f"{head}\nSELECT {select} FROM unnest({arrays}) AS t({names})\n{tail}"
-    return _Bulk(text(sql), tuple(name for name, _ in pairs))
+    return _Bulk(sql, tuple((name, kind in _JOINED) for name, kind in pairs))
 
 
 _UPSERT_COURSE = _bulk(
@@ -57,11 +77,15 @@ _UPSERT_COURSE = _bulk(
     select="t.*, now()",
 )
 
-# A course first seen through an enrollment: a row to hang counters on until its course event.
+# A course first seen through an enrollment or a grade: a row to hang counters on until its
+# course event. The row is locked even when the WHERE leaves it unwritten (ON CONFLICT locks
+# every conflicting row), which `_SUBMISSION` relies on; skipping the no-op write spares a
+# dead row version per batch.
 _PLACEHOLDER_COURSE = _bulk(
     "INSERT INTO courses AS c (course_id, instructor_id, created_at, updated_at)",
     "course_id uuid, instructor_id uuid, at timestamptz",
-    "ON CONFLICT (course_id) DO UPDATE SET created_at = LEAST(c.created_at, excluded.created_at)",
+    """ON CONFLICT (course_id) DO UPDATE SET created_at = excluded.created_at
+WHERE excluded.created_at < c.created_at""",
     select="t.*, now()",
 )
 
@@ -108,7 +132,7 @@ _ACTIVITY = _bulk(
     " t.progress_percent, t.progress_at",
 )
 
-_SUBMISSION = _bulk(
+_SUBMISSION_ROWS = _bulk(
     "INSERT INTO submissions AS s (submission_id, course_id, quiz_id, user_id, attempt_number,"
     " grade_version, score_percent, passed, graded_at)",
     "submission_id uuid, course_id uuid, quiz_id uuid, user_id uuid, attempt_number int,"
@@ -119,18 +143,66 @@ _SUBMISSION = _bulk(
 WHERE excluded.grade_version > s.grade_version""",
 )
 
-_ANSWER = _bulk(
-    "INSERT INTO answers AS a (submission_id, question_id, course_id, quiz_id, position,"
-    " grade_version, correct)",
-    "submission_id uuid, question_id uuid, course_id uuid, quiz_id uuid, position int,"
-    " grade_version int, correct boolean",
-    """ON CONFLICT (submission_id, question_id) DO UPDATE SET
-  grade_version = excluded.grade_version, correct = excluded.correct,
-  position = excluded.position
-WHERE excluded.grade_version > a.grade_version""",
+# The graded counters move by what the upsert changed (RETURNING old and new, Postgres 18): a
+# new submission counts once, a regrade moves the sum by its difference, and a replayed grade
+# writes no row, so it moves nothing. Recounting them from the rows instead read every
+# submission of the course at each batch, a cost that grew all through an exam. The course
+# row was locked at the batch's start (its placeholder upsert), so a concurrent recount
+# (`refresh` with `recount`) either sees these rows or runs before they exist.
+_SUBMISSION = _Bulk(
+    f"""WITH up AS (
+{_SUBMISSION_ROWS.sql}
+RETURNING new.course_id, old.submission_id IS NULL AS added,
+          new.score_percent - coalesce(old.score_percent, 0) AS moved
+), d AS (
+  SELECT course_id, count(*) FILTER (WHERE added) AS added, sum(moved) AS moved
+  FROM up GROUP BY course_id
+)
+UPDATE courses c SET graded_submission_count = c.graded_submission_count + d.added,
+                     score_sum = c.score_sum + d.moved
+FROM d WHERE c.course_id = d.course_id""",
+    _SUBMISSION_ROWS.columns,
 )
 
-_ATTEMPT = _bulk(
+# A batch's answers: the submissions' arrays (one element per submission, the order of
+# `_answers`) joined with the answers' strings (one element per answer: the submission's
+# ordinal, the question, its position, 't' or 'f'), in key order as `_ordered` would sort them.
+_ANSWERS = """
+INSERT INTO answers AS a (submission_id, question_id, course_id, quiz_id, position,
+  grade_version, correct)
+SELECT s.submission_id, q.question_id, s.course_id, s.quiz_id, q.position, s.grade_version,
+       q.correct
+FROM unnest(string_to_array(%(answer_of)s, ',')::int[],
+            string_to_array(%(question_ids)s, ',')::uuid[],
+            string_to_array(%(positions)s, ',')::int[],
+            string_to_array(%(correct)s, NULL)::boolean[]) AS q(i, question_id, position, correct)
+JOIN unnest(CAST(%(submission_id)s AS uuid[]), CAST(%(course_id)s AS uuid[]),
+            CAST(%(quiz_id)s AS uuid[]), CAST(%(grade_version)s AS int[]))
+     WITH ORDINALITY AS s(submission_id, course_id, quiz_id, grade_version, i) USING (i)
+ORDER BY s.submission_id, q.question_id
+ON CONFLICT (submission_id, question_id) DO UPDATE SET
+  grade_version = excluded.grade_version, correct = excluded.correct,
+  position = excluded.position
+WHERE excluded.grade_version > a.grade_version
+"""
+
+
+def _answers(submissions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """`_ANSWERS`' parameters for submission rows from events.decode, or None: no answers."""
+    answered = [(i, r) for i, r in enumerate(submissions, 1) if r["correct"]]
+    if not answered:
+        return None
+    return {
+        "answer_of": ",".join([(f"{i}," * len(r["correct"]))[:-1] for i, r in answered]),
+        "question_ids": ",".join([r["question_ids"] for _, r in answered]),
+        "positions": ",".join([r["positions"] for _, r in answered]),
+        "correct": "".join([r["correct"] for _, r in answered]),
+        **{c: _array_literal([r[c] for r in submissions])
+           for c in ("submission_id", "course_id", "quiz_id", "grade_version")},
+    }  # fmt: skip
+
+
+_ATTEMPT_ROWS = _bulk(
     "INSERT INTO latest_attempts AS a (course_id, user_id, quiz_id, attempt_number,"
     " grade_version, passed)",
     "course_id uuid, user_id uuid, quiz_id uuid, attempt_number int, grade_version int,"
@@ -141,13 +213,30 @@ _ATTEMPT = _bulk(
 WHERE (excluded.attempt_number, excluded.grade_version) > (a.attempt_number, a.grade_version)""",
 )
 
-_FAILING = text("""
+# The latest attempts, then the failing counts of the learners whose attempts changed, in one
+# statement: the count is the rows this statement wrote (`up`) plus the learner's other rows as
+# its snapshot holds them. That snapshot is complete: every batch writing a learner's attempts
+# first locks the learner's row (its activity upsert, which this batch's did already, earlier
+# in the transaction), so no other writer of them can be uncommitted now. A replayed grade
+# writes no attempt, so it recounts nothing.
+_ATTEMPT = _Bulk(
+    f"""WITH up AS (
+{_ATTEMPT_ROWS.sql}
+RETURNING a.course_id, a.user_id, a.quiz_id, a.passed
+)
 UPDATE learners l SET failing_quiz_count = (
-  SELECT count(*) FROM latest_attempts a
-  WHERE a.course_id = l.course_id AND a.user_id = l.user_id AND NOT a.passed)
-FROM unnest(CAST(:courses AS uuid[]), CAST(:users AS uuid[])) AS t(course_id, user_id)
-WHERE l.course_id = t.course_id AND l.user_id = t.user_id
-""")
+  SELECT count(*) FILTER (WHERE NOT x.passed) FROM (
+    SELECT o.passed FROM latest_attempts o
+    WHERE o.course_id = l.course_id AND o.user_id = l.user_id
+      AND NOT EXISTS (SELECT 1 FROM up WHERE up.course_id = o.course_id
+                      AND up.user_id = o.user_id AND up.quiz_id = o.quiz_id)
+    UNION ALL
+    SELECT up.passed FROM up WHERE up.course_id = l.course_id AND up.user_id = l.user_id
+  ) x)
+FROM (SELECT DISTINCT course_id, user_id FROM up) t
+WHERE l.course_id = t.course_id AND l.user_id = t.user_id""",
+    _ATTEMPT_ROWS.columns,
+)
 
 _VIDEO_PROGRESS = _bulk(
     "INSERT INTO video_progress AS v (course_id, video_id, user_id, furthest_ms, duration_ms,"
@@ -177,49 +266,49 @@ STATS_COLUMNS = """course_id::text, title, enrollment_count, completion_count,
   floor(extract(epoch FROM updated_at))::bigint AS update_seconds,
   (extract(microseconds FROM updated_at)::bigint % 1000000 * 1000)::int AS update_nanos"""
 
-# Qualified: the subquery below has a course_id too.
-_RETURNED_STATS = STATS_COLUMNS.replace("course_id::text", "c.course_id::text")
+# Qualified: the subquery below has a course_id too. Run on psycopg: % doubled.
+_RETURNED_STATS = STATS_COLUMNS.replace("course_id::text", "c.course_id::text").replace("%", "%%")
 
-# Every counter recomputed from the rows, not incremented: a replayed event cannot count twice.
+# The learners' counters recomputed from the rows, not incremented: a replayed event cannot
+# count twice, and "active" and "at risk" move with the clock. The graded counters are moved by
+# `_SUBMISSION` and recounted only for the courses in `recount` (a course row the batch may have
+# just created, or whose grades came without an instructor to create it; all of them when
+# seeding): for the others they need not read the course's every submission.
 AT_RISK = "active AND NOT completed AND (last_seen_at < :cutoff OR failing_quiz_count > 0)"
-_REFRESH = text(f"""
+_REFRESH = f"""
 UPDATE courses c SET
   enrollment_count = s.enrolled, completion_count = s.completed,
   active_learner_count = s.active_now, at_risk_learner_count = s.at_risk,
-  graded_submission_count = s.graded, score_sum = s.scores, updated_at = now()
+  graded_submission_count = CASE WHEN s.recount THEN s.graded
+                                 ELSE c.graded_submission_count END,
+  score_sum = CASE WHEN s.recount THEN s.scores ELSE c.score_sum END, updated_at = now()
 FROM (
   SELECT x.course_id, coalesce(l.enrolled, 0) AS enrolled, coalesce(l.completed, 0) AS completed,
          coalesce(l.active_now, 0) AS active_now, coalesce(l.at_risk, 0) AS at_risk,
-         coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS scores
-  FROM unnest(CAST(:ids AS uuid[])) AS x(course_id)
+         x.recount, coalesce(g.graded, 0) AS graded, coalesce(g.score_sum, 0) AS scores
+  FROM (SELECT course_id, course_id = ANY(CAST(%(recount)s AS uuid[])) AS recount
+        FROM unnest(CAST(%(ids)s AS uuid[])) AS u(course_id)) AS x
   LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE active) AS enrolled,
            count(*) FILTER (WHERE active AND completed) AS completed,
-           count(*) FILTER (WHERE active AND last_activity_at >= :cutoff) AS active_now,
-           count(*) FILTER (WHERE {AT_RISK}) AS at_risk
+           count(*) FILTER (WHERE active AND last_activity_at >= %(cutoff)s) AS active_now,
+           count(*) FILTER (WHERE {AT_RISK.replace(":cutoff", "%(cutoff)s")}) AS at_risk
     FROM learners WHERE course_id = x.course_id) l ON true
   LEFT JOIN LATERAL (
     SELECT count(*) AS graded, sum(score_percent) AS score_sum
-    FROM submissions WHERE course_id = x.course_id) g ON true
+    FROM submissions WHERE course_id = x.course_id AND x.recount) g ON true
 ) s
 WHERE c.course_id = s.course_id
 RETURNING c.course_id, c.instructor_id, {_RETURNED_STATS}
-""")
+"""
 
 # Written in the refresh's transaction, after its UPDATE locked the rows: a concurrent refresh
 # of the same course waits, so the entry always matches the counters committed beside it.
-_STORE_ENTRIES = text("""
+_STORE_ENTRIES = """
 UPDATE courses c SET stats_entry = t.entry
-FROM unnest(CAST(:ids AS uuid[]), CAST(:entries AS bytea[])) AS t(course_id, entry)
+FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(entries)s AS bytea[])) AS t(course_id, entry)
 WHERE c.course_id = t.course_id
-""")
-
-_CROSSED = text("""
-SELECT DISTINCT course_id FROM learners
-WHERE (last_seen_at >= :since AND last_seen_at < :until)
-   OR (last_activity_at >= :since AND last_activity_at < :until)
-""")
-
+"""
 
 # The tables in the order `apply` first writes them (rebuild locks them in this order too).
 APPLY_ORDER = (
@@ -233,55 +322,64 @@ def _ordered(rows: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-async def apply(conn: AsyncConnection, ch: Changes, cutoff: datetime) -> list[Row[Any]]:
+async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ...]]:
     """Write one decoded batch and refresh the counters of the courses it touched; returns
-    (course_id, instructor_id) of the refreshed courses."""
-    await _UPSERT_COURSE.run(conn, [
-        {**r, "created_at": r["created_at"] or r["info_at"]} for r in _ordered(ch.courses)
-    ])  # fmt: skip
-    placeholders: dict[UUID, dict[str, Any]] = {}
-    for r in _ordered(ch.enrollments) + list(ch.completions.values()):
-        placeholders.setdefault(r["course_id"], {
-            "course_id": r["course_id"], "instructor_id": r["instructor_id"],
-            "at": r.get("enroll_at") or r["at"],
-        })  # fmt: skip
-    await _PLACEHOLDER_COURSE.run(conn, _ordered(placeholders))
-    await _UPSERT_ENROLLMENT.run(conn, _ordered(ch.enrollments))
-    await _COMPLETE.run(conn, _ordered(ch.completions))
-    await _ACTIVITY.run(conn, [
-        {**r, "progress_percent": r["progress_percent"] or 0.0} for r in _ordered(ch.activity)
-    ])  # fmt: skip
-    await _SUBMISSION.run(conn, _ordered(ch.submissions))
-    await _ANSWER.run(conn, _ordered(ch.answers))
-    await _ATTEMPT.run(conn, _ordered(ch.attempts))
-    if ch.attempts:
-        keys = sorted({(r["course_id"], r["user_id"]) for r in ch.attempts.values()})
-        await conn.execute(
-            _FAILING, {"courses": [k[0] for k in keys], "users": [k[1] for k in keys]}
-        )
-    await _VIDEO_PROGRESS.run(conn, _ordered(ch.progress))
-    await _VIDEO.run(conn, _ordered(ch.videos))
-    return await refresh(conn, sorted(ch.touched_courses), cutoff)
+    rows of (course_id, instructor_id, STATS_COLUMNS…) of the refreshed courses. Pipelined:
+    nothing waits for the server until the refresh's rows are read."""
+    async with conn.pipeline():
+        cur = conn.cursor()
+        await _UPSERT_COURSE.run(cur, [
+            {**r, "created_at": r["created_at"] or r["info_at"]} for r in _ordered(ch.courses)
+        ])  # fmt: skip
+        placeholders: dict[str, dict[str, Any]] = {}
+        for r in _ordered(ch.enrollments) + list(ch.completions.values()):
+            placeholders.setdefault(r["course_id"], {
+                "course_id": r["course_id"], "instructor_id": r["instructor_id"],
+                "at": r.get("enroll_at") or r["at"],
+            })  # fmt: skip
+        recount = set(ch.courses) | set(placeholders)
+        for r in ch.submissions.values():
+            if r["instructor_id"] is None:
+                recount.add(r["course_id"])
+            else:
+                # Locks the course row before the counters move (see _SUBMISSION).
+                placeholders.setdefault(r["course_id"], {
+                    "course_id": r["course_id"], "instructor_id": r["instructor_id"],
+                    "at": r["graded_at"],
+                })  # fmt: skip
+        await _PLACEHOLDER_COURSE.run(cur, _ordered(placeholders))
+        await _UPSERT_ENROLLMENT.run(cur, _ordered(ch.enrollments))
+        await _COMPLETE.run(cur, _ordered(ch.completions))
+        await _ACTIVITY.run(cur, [
+            {**r, "progress_percent": r["progress_percent"] or 0.0} for r in _ordered(ch.activity)
+        ])  # fmt: skip
+        submissions = _ordered(ch.submissions)
+        await _SUBMISSION.run(cur, submissions)
+        answers = _answers(submissions)
+        if answers is not None:
+            await cur.execute(_ANSWERS, answers)
+        await _ATTEMPT.run(cur, _ordered(ch.attempts))
+        await _VIDEO_PROGRESS.run(cur, _ordered(ch.progress))
+        await _VIDEO.run(cur, _ordered(ch.videos))
+        return await refresh(conn, sorted(ch.touched_courses), cutoff, recount)
+
+
+def _literal(ids: Any) -> str:
+    """A uuid[] literal of ids (UUIDs or their canonical text)."""
+    return _array_literal([str(i) for i in ids])
 
 
 async def refresh(
-    conn: AsyncConnection, course_ids: list[UUID], cutoff: datetime
-) -> list[Row[Any]]:
+    conn: Conn, course_ids: Sequence[Any], cutoff: datetime, recount: Collection[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Recompute the courses' learner counters (and their graded counters for those in
+    `recount`) and store their dashboard entries; returns rows of (course_id, instructor_id,
+    STATS_COLUMNS…)."""
     if not course_ids:
         return []
-    rows = list((await conn.execute(_REFRESH, {"ids": course_ids, "cutoff": cutoff})).all())
+    params = {"ids": _literal(course_ids), "recount": _literal(recount), "cutoff": cutoff}
+    rows = await (await conn.execute(_REFRESH, params)).fetchall()
     await conn.execute(_STORE_ENTRIES, {
-        "ids": [r[0] for r in rows], "entries": [stats_entry(r[2:]) for r in rows]
+        "ids": _literal(r[0] for r in rows), "entries": [stats_entry(r[2:]) for r in rows]
     })  # fmt: skip
     return rows
-
-
-async def crossed_idle_line(conn: AsyncConnection, since: datetime, until: datetime) -> list[UUID]:
-    """Courses with a learner whose last activity moved past the idle line between two
-    cutoffs: only their active/at-risk counters can have changed with the clock."""
-    result = await conn.execute(_CROSSED, {"since": since, "until": until})
-    return [r[0] for r in result]
-
-
-async def all_course_ids(conn: AsyncConnection) -> list[UUID]:
-    return [r[0] for r in await conn.execute(text("SELECT course_id FROM courses"))]

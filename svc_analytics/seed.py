@@ -129,8 +129,9 @@ async def seed(db: Database, plan: Plan, *, quiet: bool = False) -> uuid.UUID:
     cutoff = datetime.now(UTC) - timedelta(days=7)
     with tqdm(total=len(ids), desc="counters", unit="course", disable=quiet) as bar:
         for i in range(0, len(ids), 500):
-            async with db.transaction() as conn:
-                await repository.refresh(conn, ids[i : i + 500], cutoff)
+            async with db.transaction_driver("analytics refresh") as conn:
+                chunk = ids[i : i + 500]
+                await repository.refresh(conn, chunk, cutoff, recount=chunk)
             bar.update(len(ids[i : i + 500]))
     return bench_instructor(plan.tag)
 

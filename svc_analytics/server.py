@@ -45,7 +45,9 @@ async def serve() -> None:
                 )  # fmt: skip
 
             async def consume() -> None:
-                await ingest.run(bus, settings.consumer_batch)
+                await ingest.run(
+                    bus, settings.consumer_batch, pace_seconds=settings.consumer_pace_seconds
+                )
 
             async def refresh_idle() -> None:
                 await ingest.refresh_idle_forever(settings.idle_refresh_seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import Sequence
@@ -98,3 +99,50 @@ async def test_shutdown_mid_fetch_is_prompt_and_keeps_the_acks(stack: Endpoints)
         assert (info.num_ack_pending, info.num_pending, info.delivered.stream_seq > 0) == (
             0, 0, True,
         )  # fmt: skip
+
+
+async def test_paced_fetches_are_spaced_unless_a_batch_comes_full(stack: Endpoints) -> None:
+    """With pace_seconds, a fetch that got less than a full batch is followed by the next no
+    sooner than the pace: events that trickle in are handled together. A backlog (full
+    batches) is fetched without pause."""
+    subject = f"elearn.test.{uuid.uuid4().hex}"
+    pace, batch, wait = 0.4, 50, 0.05
+    calls: list[tuple[float, int]] = []
+
+    async def handle(msgs: Sequence[Msg]) -> None:
+        calls.append((time.monotonic(), len(msgs)))
+
+    stop = asyncio.Event()
+    async with connect_bus(MeshSettings(nats_url=stack.nats_url)) as bus:
+        # The backlog first: 4 full batches.
+        for n in range(4 * batch):
+            await bus.js.publish(subject, f"b{n}".encode())
+        task = asyncio.create_task(
+            consume_batches(bus, f"t{uuid.uuid4().hex}", handle, filter_subject=subject,
+                            batch=batch, wait_seconds=wait, stop=stop, pace_seconds=pace)
+        )  # fmt: skip
+
+        async def backlog_done() -> bool:
+            return sum(n for _, n in calls) >= 4 * batch
+
+        await eventually(backlog_done, within=10)
+        backlog = list(calls)
+        # Then a trickle: one event every 20 ms for 1.2 s, about 20 per pace (under a batch).
+        for n in range(60):
+            await bus.js.publish(subject, f"t{n}".encode())
+            await asyncio.sleep(0.02)  # the load's own rate, not a synchronisation
+
+        async def trickle_done() -> bool:
+            return sum(n for _, n in calls) >= 4 * batch + 60
+
+        await eventually(trickle_done, within=10)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert [n for _, n in backlog] == [batch] * 4
+    assert backlog[-1][0] - backlog[0][0] < pace  # no pause between full batches
+    trickle = calls[len(backlog) :]
+    assert all(n < batch for _, n in trickle)
+    # Handled once per pace, each fetch then taking up to `wait`, where unpaced fetches would
+    # follow each other every few milliseconds.
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(trickle)]
+    assert len(trickle) >= 2 and min(gaps) >= pace - wait - 0.02
