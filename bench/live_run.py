@@ -23,6 +23,7 @@ from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.live.v1 import live_service_pb2 as pb
 from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
+from svc_live.participant import Participant
 from svc_user.tokens import AccessTokens, load_private_key
 
 
@@ -146,6 +147,47 @@ async def broadcast(
             await channel.close()
 
 
+async def broadcast_joined(
+    target: str, host: str, sid: str, rate: float, seconds: float, rpc_ms: list[float]
+) -> int:
+    """`broadcast` through the instructor's own Join stream (the native client's way): each
+    broadcast is a message on a call already open, not a new call, and its Ack comes back on
+    the stream; `rpc_ms` gets send-to-ack. Returns how many were accepted."""
+    sent_at: dict[str, float] = {}
+    accepted = 0
+    done = asyncio.Event()
+    async with grpc.aio.insecure_channel(target) as channel:
+        instructor = Participant(channel, host, sid)
+        await instructor.open()
+
+        async def read_acks() -> None:
+            nonlocal accepted
+            while not (done.is_set() and not sent_at):
+                event = await instructor.next_event(within=seconds + 30)
+                began = (
+                    sent_at.pop(event.ack.client_event_id, None) if event.HasField("ack") else None
+                )
+                if began is not None:
+                    rpc_ms.append((time.perf_counter() - began) * 1000)
+                    accepted += event.ack.accepted
+
+        reader = asyncio.create_task(read_acks())
+        async for _ in ticks(rate, seconds):
+            ce_id = uuid.uuid4().hex
+            sent_at[ce_id] = time.perf_counter()
+            text = f"t{time.time_ns()}"
+            instructor.send(
+                pb.ClientEvent(client_event_id=ce_id, broadcast=pb.SendBroadcast(text=text))
+            )
+        done.set()
+        # The last acks, with a deadline: a broadcast never acknowledged counts as not sent.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, timeout=30)
+        reader.cancel()
+        await instructor.close()
+    return accepted
+
+
 def _live_processes(endpoints: Endpoints) -> list[psutil.Process]:
     """The live replicas' processes (found by their listening ports)."""
     ports = {int(a.rsplit(":", 1)[1]) for a in endpoints.services["live"]}
@@ -167,12 +209,14 @@ def _service_rss(endpoints: Endpoints) -> int:
 
 async def broadcast_all(target: str, host: str, sessions: list[str], rate: float,
                         seconds: float, rpc_ms: list[float],
-                        connections: int = 1) -> int:  # fmt: skip
-    """Every session's broadcaster at once, from one process."""
-    sent = await asyncio.gather(
-        *(broadcast(target, host, s, rate, seconds, rpc_ms, connections) for s in sessions)
-    )
-    return sum(sent)
+                        connections: int = 1, via: str = "send") -> int:  # fmt: skip
+    """Every session's broadcaster at once, from one process; `via` "send" (unary Send, the
+    browsers' way) or "join" (the instructor's Join stream)."""
+    if via == "join":
+        runs = [broadcast_joined(target, host, s, rate, seconds, rpc_ms) for s in sessions]
+    else:
+        runs = [broadcast(target, host, s, rate, seconds, rpc_ms, connections) for s in sessions]
+    return sum(await asyncio.gather(*runs))
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -193,6 +237,16 @@ def live_processes(endpoints: Endpoints, targets: list[str] | None = None) -> li
         for conn in psutil.net_connections("tcp")
         if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
     ]
+
+
+def _target_pids(targets: list[str]) -> dict[int, int]:
+    """Target index -> the pid listening on it (per-replica CPU beside per-replica latency)."""
+    ports = {int(a.rsplit(":", 1)[1]): i for i, a in enumerate(targets)}
+    return {
+        ports[conn.laddr.port]: conn.pid
+        for conn in psutil.net_connections("tcp")
+        if conn.status == "LISTEN" and conn.laddr.port in ports and conn.pid
+    }
 
 
 def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
@@ -238,6 +292,8 @@ class FanoutPlan:
     # TCP connections the instructor's Sends are spread over (bench/README.md: one
     # connection's Sends to a busy fan-out replica queue behind each other).
     send_connections: int = 1
+    # "send": the instructor broadcasts with unary Send calls; "join": on its Join stream.
+    send_via: str = "send"
     # "python" or "go" (bench.live_receivers_go; python when the binary is not built).
     receiver: str = "python"
 
@@ -258,7 +314,10 @@ def measure(
     sids = sids[: plan.sessions]
     targets = plan.targets or endpoints.services["live"]
     procs = live_processes(endpoints, targets)
-    streams = [(t, sid) for sid in sids for t in tokens]
+    # Broadcasting on its own Join stream, the instructor is one of the session's participants
+    # (the cap is 1,000 people): the receivers hold one stream fewer.
+    held = plan.participants - (1 if plan.send_via == "join" else 0)
+    streams = [(t, sid) for sid in sids for t in tokens[:held]]
     receivers = make_receivers(
         plan.receiver, targets, streams,
         processes=plan.processes, channels=plan.channels, seconds=plan.duration + 30,
@@ -278,7 +337,14 @@ def measure(
         send_target = plan.send_target or targets[0]
         sent, seen = await asyncio.gather(
             broadcast_all(
-                send_target, host, sids, plan.rate, plan.duration, rpc_ms, plan.send_connections
+                send_target,
+                host,
+                sids,
+                plan.rate,
+                plan.duration,
+                rpc_ms,
+                plan.send_connections,
+                plan.send_via,
             ),
             side,
         )
@@ -291,7 +357,15 @@ def measure(
     if own:
         asyncio.run(end_sessions(endpoints, host, sids))
     cpu_s = sum(after[p] - before.get(p, 0) for p in after)
-    expected = sent * plan.participants
+    # Each replica's CPU per delivery it made: with several replicas, the one taking the Sends
+    # against the ones fed by NATS.
+    for index, pid in _target_pids(targets).items():
+        pod = result["by_target"].get(index)
+        if pod and pid in after:
+            pod["cpu_us_per_delivery"] = round(
+                (after[pid] - before.get(pid, 0)) * 1e6 / max(1, pod["deliveries"]), 1
+            )
+    expected = sent * held
     result.update(
         participants=plan.participants * plan.sessions,
         sessions=plan.sessions,

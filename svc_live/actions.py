@@ -20,9 +20,13 @@ from mesh.errors import (
 )
 from svc_live import live_metrics, wire
 from svc_live.feed import Hub
+from svc_live.room import NOT_LIVE, RATE_LIMITED, REPEATED, Once
 from svc_live.settings import LiveSettings
 
 INSTRUCTOR = pb.PARTICIPANT_ROLE_INSTRUCTOR
+# Client events that are a rate check and one session event and nothing else: the whole of
+# each is one round trip to the state Valkey (Actions._one_trip).
+_ONE_TRIP = frozenset({"broadcast", "chat"})
 
 
 @dataclass
@@ -83,6 +87,8 @@ class Actions:
             )
         if kind == "heartbeat":
             return pb.Ack(client_event_id=ce_id, accepted=True)
+        if kind in _ONE_TRIP:
+            return await self._one_trip(actor, ce_id, event)
         ttl = self._s.client_event_dedup_seconds
         earlier = await self._room.remember_client_event(
             actor.session_id, actor.user_id, ce_id, ttl
@@ -109,6 +115,56 @@ class Actions:
         )
         return ack
 
+    async def _one_trip(self, actor: Actor, ce_id: str, client_event: pb.ClientEvent) -> pb.Ack:
+        """A broadcast or a chat line: its repeat check, rate check, sequencing and stored ack
+        are one round trip to the state Valkey (room.Once), then the fan-out."""
+        s = self._s
+        message_id = str(uuid.uuid4())
+        bucket: tuple[str, float, int] | None = None
+        if client_event.WhichOneof("kind") == "broadcast":
+            what = "broadcast"
+            _instructor(actor, "broadcast")
+            text = _text(client_event.broadcast.text, "event.broadcast.text", 4000)
+            message = pb.Broadcast(message_id=message_id, author_id=actor.user_id, text=text)
+            event = pb.ServerEvent(broadcast=message)
+            key = self._room.bucket_key(actor.session_id, "broadcast")
+            bucket = (key, s.broadcast_rate_per_second, s.broadcast_burst)
+        else:
+            what = "chat"
+            text = _text(client_event.chat.text, "event.chat.text", 1000)
+            chat = pb.ChatMessage(
+                message_id=message_id,
+                author_id=actor.user_id,
+                author_name=actor.display_name,
+                text=text,
+            )
+            event = pb.ServerEvent(chat=chat)
+            if actor.role != INSTRUCTOR:
+                key = self._room.bucket_key(actor.session_id, f"user:{actor.user_id}")
+                bucket = (key, s.student_rate_per_second, s.student_burst)
+        ack = pb.Ack(client_event_id=ce_id, accepted=True, created_id=message_id)
+        once = Once(
+            actor.user_id, ce_id, ack.SerializeToString(), s.client_event_dedup_seconds, bucket
+        )
+        body = self.hub.stamp(actor.session_id, event)
+        sequence, detail = await self._room.sequence_once(actor.session_id, body, once)
+        if sequence == REPEATED:
+            return (
+                pb.Ack.FromString(detail)
+                if detail
+                else pb.Ack(client_event_id=ce_id, accepted=True)
+            )
+        if sequence == RATE_LIMITED:
+            live_metrics.REFUSED.labels("rate_limited").inc()
+            raise ResourceExhausted(
+                f"{what} rate limit reached; retry in {detail:.2f} s", retry_after_seconds=detail
+            )
+        if sequence == NOT_LIVE:
+            raise FailedPrecondition("the session is not live")
+        await self.hub.fan_out(actor.session_id, sequence, body)
+        ack.sequence = sequence
+        return ack
+
     async def _limit(self, actor: Actor, who: str, rate: float, burst: int, what: str) -> None:
         key = self._room.bucket_key(actor.session_id, who)
         wait = await self._room.take(key, rate, burst)
@@ -129,18 +185,6 @@ class Actions:
         return await self.hub.publish(actor.session_id, pb.ServerEvent(**kind))  # type: ignore[arg-type]
 
     # -- one method per client event kind -------------------------------------------------
-
-    async def _chat(self, actor: Actor, chat: pb.SendChat) -> Outcome:
-        text = _text(chat.text, "event.chat.text", 1000)
-        await self._student_limit(actor, "chat")
-        message_id = str(uuid.uuid4())
-        message = pb.ChatMessage(
-            message_id=message_id,
-            author_id=actor.user_id,
-            author_name=actor.display_name,
-            text=text,
-        )
-        return Outcome(await self._publish(actor, chat=message), message_id)
 
     async def _question(self, actor: Actor, ask: pb.AskQuestion) -> Outcome:
         text = _text(ask.text, "event.question.text", 1000)
@@ -202,17 +246,6 @@ class Actions:
         self.dirty.presence.add(actor.session_id)
         changed = pb.HandRaised(user_id=whose, display_name=name, raised=hand.raised)
         return Outcome(await self._publish(actor, hand_raised=changed))
-
-    async def _broadcast(self, actor: Actor, broadcast: pb.SendBroadcast) -> Outcome:
-        _instructor(actor, "broadcast")
-        text = _text(broadcast.text, "event.broadcast.text", 4000)
-        s = self._s
-        await self._limit(
-            actor, "broadcast", s.broadcast_rate_per_second, s.broadcast_burst, "broadcast"
-        )
-        message_id = str(uuid.uuid4())
-        message = pb.Broadcast(message_id=message_id, author_id=actor.user_id, text=text)
-        return Outcome(await self._publish(actor, broadcast=message), message_id)
 
     async def _open_poll(self, actor: Actor, spec: pb.OpenPoll) -> Outcome:
         _instructor(actor, "open polls")

@@ -191,14 +191,23 @@ class Hub:
                 live_metrics.SESSIONS.set(len(self.feeds))
                 await feed.close()
 
-    async def publish(self, session_id: str, event: pb.ServerEvent, *, force: bool = False) -> int:
-        """Sequence one session event and send it to every pod; returns its sequence."""
+    def stamp(self, session_id: str, event: pb.ServerEvent) -> bytes:
+        """The event's body for the sequencer, stamped with its session and server time."""
         event.session_id = session_id
         event.server_time.CopyFrom(wire.now())
-        body = event.SerializeToString()
+        return event.SerializeToString()
+
+    async def publish(self, session_id: str, event: pb.ServerEvent, *, force: bool = False) -> int:
+        """Sequence one session event and send it to every pod; returns its sequence."""
+        body = self.stamp(session_id, event)
         sequence = await self.room.sequence(session_id, body, force=force)
         if sequence == 0:
             raise FailedPrecondition("the session is not live")
+        await self.fan_out(session_id, sequence, body)
+        return sequence
+
+    async def fan_out(self, session_id: str, sequence: int, body: bytes) -> None:
+        """Send a sequenced event to every pod, this one first."""
         data = wire.sequenced(sequence, body)
         # Other pods' delivery joins the sender's trace when it is sampled (no header else).
         headers: dict[str, str] = {}
@@ -209,7 +218,6 @@ class Hub:
         feed = self.feeds.get(session_id)
         if feed is not None and feed.ready.is_set():
             feed.offer(data)
-        return sequence
 
     def each_outlet(self, visit: Callable[[SessionFeed, Outlet], None]) -> None:
         for feed in list(self.feeds.values()):

@@ -13,140 +13,38 @@ from typing import Any
 import redis.asyncio as redis
 
 from elearn.live.v1 import live_service_pb2 as pb
-
-# The sequencer: assigns the next sequence, writes the event (sequence field first, then the
-# body the caller serialized) into the history window, and returns the sequence. Refuses when
-# the session is not live, so nothing is sequenced after the end event.
-_SEQUENCE = """
-if redis.call('GET', KEYS[3]) ~= 'live' and ARGV[3] ~= 'force' then return 0 end
-local seq = redis.call('INCR', KEYS[1])
-local n, out = seq, {}
-while n >= 128 do
-  out[#out + 1] = string.char(n % 128 + 128)
-  n = math.floor(n / 128)
-end
-out[#out + 1] = string.char(n)
-redis.call('ZADD', KEYS[2], seq, string.char(8) .. table.concat(out) .. ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
-return seq
-"""
-
-# Presence counts people, not connections: a student with two tabs (or two devices) is one
-# participant. KEYS: connection expiries (zset), connection -> user (hash), user -> open
-# connections (hash). Expired connections are pruned first, releasing their users.
-_PRUNE = """
-local function prune(now)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, conn in ipairs(gone) do
-    local user = redis.call('HGET', KEYS[2], conn)
-    redis.call('HDEL', KEYS[2], conn)
-    if user and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
-      redis.call('HDEL', KEYS[3], user)
-    end
-  end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
-end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-"""
-
-# Admit connection ARGV[1] of user ARGV[4] unless the session holds ARGV[3] other users.
-# Returns the participant count after, or -1 when full.
-_JOIN = (
-    _PRUNE
-    + """
-prune(now)
-if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 and
-   redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[3]) then
-  return -1
-end
-if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-end
-return redis.call('HLEN', KEYS[3])
-"""
+from svc_live.room_scripts import (
+    BUCKET,
+    COUNT,
+    JOIN,
+    LEAVE,
+    REFRESH,
+    SEQUENCE,
+    SEQUENCE_ONCE,
+    UPVOTE,
+    VOTE,
 )
-
-# One connection leaves; its user stays present while another of their connections is open.
-_LEAVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local user = redis.call('HGET', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if user and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
-  redis.call('HDEL', KEYS[3], user)
-end
-return 1
-"""
-
-# Refresh the expiry of present members (ZADD XX: a member that left is not brought back).
-_REFRESH = """
-local t = redis.call('TIME')
-local expiry = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
-local n = 0
-for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', expiry, ARGV[i])
-end
-return n
-"""
-
-# Participant count (distinct users) with expired connections pruned, and raised hands
-# (KEYS[4]).
-_COUNT = (
-    _PRUNE
-    + """
-prune(now)
-return {redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[4])}
-"""
-)
-
-# Token bucket: rate per second, burst; returns {1, 0} or {0, ms until a token}.
-_BUCKET = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate / 1000)
-local ok = 0
-if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-if ok == 1 then return {1, 0} end
-return {0, math.ceil((1 - tokens) * 1000 / rate)}
-"""
-
-# Poll vote: replaces the voter's earlier choice. KEYS: open polls set, tally hash, votes
-# hash; ARGV: poll id, voter, comma-joined option ids. Returns 0 if the poll is not open.
-_VOTE = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-local old = redis.call('HGET', KEYS[3], ARGV[2])
-if old then
-  for opt in string.gmatch(old, '[^,]+') do redis.call('HINCRBY', KEYS[2], opt, -1) end
-else
-  redis.call('HINCRBY', KEYS[2], '', 1)
-end
-for opt in string.gmatch(ARGV[3], '[^,]+') do redis.call('HINCRBY', KEYS[2], opt, 1) end
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-return 1
-"""
-
-# Upvote (ARGV[3] = '1') or withdraw ('0'): KEYS: votes zset, voters set. Returns the vote
-# count, -1 when the question is unknown or answered, -2 when nothing changed.
-_UPVOTE = """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
-local changed
-if ARGV[3] == '1' then changed = redis.call('SADD', KEYS[2], ARGV[2])
-else changed = redis.call('SREM', KEYS[2], ARGV[2]) end
-if changed == 0 then return -2 end
-local delta = 1
-if ARGV[3] ~= '1' then delta = -1 end
-return tonumber(redis.call('ZINCRBY', KEYS[1], delta, ARGV[1]))
-"""
 
 
 def _k(session_id: str, name: str) -> str:
     return f"live:{{{session_id}}}:{name}"
+
+
+@dataclass
+class Once:
+    """A client event applied in the sequencer's round trip (room_scripts.SEQUENCE_ONCE): its
+    id is remembered with the ack for `ttl` seconds, and `bucket` (key, rate, burst) rate-limits
+    it when set."""
+
+    user_id: str
+    client_event_id: str
+    ack_without_sequence: bytes
+    ttl: int
+    bucket: tuple[str, float, int] | None = None
+
+
+# What SEQUENCE_ONCE answers instead of a sequence.
+NOT_LIVE, REPEATED, RATE_LIMITED = 0, -1, -2
 
 
 @dataclass
@@ -165,22 +63,50 @@ class Room:
         # redis-py types replies as `bytes | str`; this client never decodes, so they are bytes.
         self._r: Any = state
         self._history = history_size
-        self._sequence = state.register_script(_SEQUENCE)
-        self._join = state.register_script(_JOIN)
-        self._leave = state.register_script(_LEAVE)
-        self._refresh = state.register_script(_REFRESH)
-        self._count = state.register_script(_COUNT)
-        self._bucket = state.register_script(_BUCKET)
-        self._vote = state.register_script(_VOTE)
-        self._upvote = state.register_script(_UPVOTE)
+        self._sequence = state.register_script(SEQUENCE)
+        self._sequence_once = state.register_script(SEQUENCE_ONCE)
+        self._join = state.register_script(JOIN)
+        self._leave = state.register_script(LEAVE)
+        self._refresh = state.register_script(REFRESH)
+        self._count = state.register_script(COUNT)
+        self._bucket = state.register_script(BUCKET)
+        self._vote = state.register_script(VOTE)
+        self._upvote = state.register_script(UPVOTE)
 
     # -- sequencer and history ------------------------------------------------------------
 
     async def sequence(self, session_id: str, body: bytes, *, force: bool = False) -> int:
         """Sequence one event body; 0 when the session is not live (unless forced)."""
-        keys = [_k(session_id, "seq"), _k(session_id, "hist"), _k(session_id, "state")]
         args: list[Any] = [body, self._history, "force" if force else ""]
+        keys = self._sequence_keys(session_id)
         return int(await self._sequence(keys=keys, args=args))
+
+    async def sequence_once(self, session_id: str, body: bytes, once: Once) -> tuple[int, Any]:
+        """Sequence one event body for a client event, in one round trip: (sequence, None),
+        (NOT_LIVE, None), (REPEATED, the stored ack's bytes, b"" while still pending) or
+        (RATE_LIMITED, seconds until a token)."""
+        ce_key = self._client_event_key(session_id, once.user_id, once.client_event_id)
+        bucket_key, rate, burst = once.bucket or (ce_key, 0.0, 0)
+        keys = [*self._sequence_keys(session_id), ce_key, bucket_key]
+        args: list[Any] = [
+            body,
+            self._history,
+            once.ack_without_sequence,
+            once.ttl,
+            "rate" if once.bucket else "",
+            rate,
+            burst,
+        ]
+        code, detail = await self._sequence_once(keys=keys, args=args)
+        code = int(code)
+        if code == REPEATED:
+            return code, bytes(detail)
+        if code == RATE_LIMITED:
+            return code, int(detail) / 1000
+        return code, None
+
+    def _sequence_keys(self, session_id: str) -> list[str]:
+        return [_k(session_id, "seq"), _k(session_id, "hist"), _k(session_id, "state")]
 
     async def last_sequence(self, session_id: str) -> int:
         return int(await self._r.get(_k(session_id, "seq")) or 0)
@@ -258,7 +184,7 @@ class Room:
         self, session_id: str, user_id: str, client_event_id: str, ttl: int
     ) -> bytes | None:
         """None the first time; else the stored ack of the earlier one (b"" while pending)."""
-        key = _k(session_id, f"ce:{user_id}:{client_event_id}")
+        key = self._client_event_key(session_id, user_id, client_event_id)
         if await self._r.set(key, b"", nx=True, ex=ttl):
             return None
         return bytes(await self._r.get(key) or b"")
@@ -266,10 +192,13 @@ class Room:
     async def store_ack(
         self, session_id: str, user_id: str, client_event_id: str, ack: bytes, ttl: int
     ) -> None:
-        await self._r.set(_k(session_id, f"ce:{user_id}:{client_event_id}"), ack, ex=ttl)
+        await self._r.set(self._client_event_key(session_id, user_id, client_event_id), ack, ex=ttl)
 
     async def forget_client_event(self, session_id: str, user_id: str, ce_id: str) -> None:
-        await self._r.delete(_k(session_id, f"ce:{user_id}:{ce_id}"))
+        await self._r.delete(self._client_event_key(session_id, user_id, ce_id))
+
+    def _client_event_key(self, session_id: str, user_id: str, client_event_id: str) -> str:
+        return _k(session_id, f"ce:{user_id}:{client_event_id}")
 
     # -- polls ----------------------------------------------------------------------------
 

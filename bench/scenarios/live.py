@@ -81,6 +81,7 @@ def run_live(
         targets=_targets(endpoints, args),
         send_target=_send_target(endpoints, args),
         send_connections=max(1, getattr(args, "send_connections", 1) or 1),
+        send_via=getattr(args, "send_via", "send") or "send",
         receiver=getattr(args, "receiver", "python"),
     )
     service = measure(endpoints, plan)
@@ -156,6 +157,8 @@ def entry(
     if len(run["by_target"]) > 1:
         for index, pod in run["by_target"].items():
             counters[f"pod{index}_p95_ms"] = pod["p95_ms"]
+            if "cpu_us_per_delivery" in pod:
+                counters[f"pod{index}_cpu_us_per_delivery"] = pod["cpu_us_per_delivery"]
     # Imported here: bench.report imports the driver, which imports this registry.
     from bench import report
 
@@ -219,6 +222,10 @@ def main() -> None:
     parser.add_argument(
         "--send-connections", type=int, default=1, help="TCP connections for the Sends"
     )
+    parser.add_argument(
+        "--send-via", choices=("send", "join"), default="send",
+        help="the instructor broadcasts with unary Sends or on its Join stream",
+    )  # fmt: skip
     parser.add_argument("--target", choices=("direct", "edge"), default="direct")
     parser.add_argument("--receiver", choices=("python", "go"), default="python")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare handler")

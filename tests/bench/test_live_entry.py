@@ -52,3 +52,12 @@ def test_slow_runs_fail_our_target_and_past_200_ms_the_reviews() -> None:
     both = entry(_run(250.0), BARE, PLAN, load_sla()["live"])
     failed = {c["name"] for c in both["sla"]["checks"] if c["passed"] is False}
     assert {"p95_ms", "review_p95_ms"} <= failed
+
+
+def test_each_replicas_cpu_per_delivery_is_reported_beside_its_latency() -> None:
+    run = _run(20.0)
+    run["by_target"][0]["cpu_us_per_delivery"] = 52.0
+    run["by_target"][1]["cpu_us_per_delivery"] = 41.5
+    counters = entry(run, BARE, PLAN, load_sla()["live"])["counters"]
+    assert counters["pod0_cpu_us_per_delivery"] == 52.0
+    assert counters["pod1_cpu_us_per_delivery"] == 41.5

@@ -17,6 +17,7 @@ from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
 from svc_live.participant import Participant
 from tests.conftest import make_account
 from tests.grpc_assert import fails_with
+from tests.mesh.polling import eventually
 from tests.svc_live.conftest import People, open_room
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -172,6 +173,77 @@ async def test_send_repeats_are_acknowledged_not_applied_twice(
         pb.GetSessionRequest(session_id=room.session.session_id), metadata=room.instructor.auth
     )
     assert got.session.last_sequence == first.ack.sequence
+
+
+async def test_a_repeated_broadcast_or_chat_gets_its_first_ack_back(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People
+) -> None:
+    # Broadcasts and chat are applied in the sequencer's round trip (Actions._one_trip), which
+    # stores the ack itself: a repeat gets the same sequence and created id, applied once.
+    room = await open_room(live, course_stub, people, students=1)
+    sid = room.session.session_id
+    broadcast = pb.ClientEvent(client_event_id="b-once", broadcast=pb.SendBroadcast(text="b"))
+    chat = pb.ClientEvent(client_event_id="c-once", chat=pb.SendChat(text="c"))
+    acks = []
+    for who, event in ((room.instructor, broadcast), (room.students[0], chat)):
+        request = pb.SendRequest(session_id=sid, event=event)
+        first = (await live.Send(request, metadata=who.auth)).ack
+        again = (await live.Send(request, metadata=who.auth)).ack
+        assert first.accepted and first.sequence and first.created_id
+        assert again == first
+        acks.append(first)
+    assert acks[1].sequence == acks[0].sequence + 1
+    got = await live.GetSession(pb.GetSessionRequest(session_id=sid), metadata=room.instructor.auth)
+    assert got.session.last_sequence == acks[1].sequence, "a repeat was applied twice"
+
+
+async def test_a_rate_limited_broadcast_can_be_retried_with_the_same_id(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People
+) -> None:
+    room = await open_room(live, course_stub, people, students=0)
+
+    def send(ce_id: str) -> grpc.aio.UnaryUnaryCall:
+        event = pb.ClientEvent(client_event_id=ce_id, broadcast=pb.SendBroadcast(text=ce_id))
+        request = pb.SendRequest(session_id=room.session.session_id, event=event)
+        return live.Send(request, metadata=room.instructor.auth)
+
+    refused = ""
+    for i in range(30):
+        try:
+            await send(f"r{i}")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            refused = f"r{i}"
+            break
+    assert refused, "30 broadcasts at once passed a 10/s bucket"
+    retried: list[pb.Ack] = []
+
+    async def accepted() -> bool:
+        try:
+            retried.append((await send(refused)).ack)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            return False
+        return True
+
+    # The refusal is not remembered: once the bucket refills the same id is applied.
+    await eventually(accepted, within=5.0, every=0.05)
+    assert retried[0].accepted and retried[0].sequence > 0 and retried[0].created_id
+
+
+async def test_a_broadcast_after_the_end_is_refused(
+    live: LiveServiceStub, course_stub: CourseServiceStub, people: People
+) -> None:
+    room = await open_room(live, course_stub, people, students=0)
+    sid = room.session.session_id
+    await live.EndSession(pb.EndSessionRequest(session_id=sid), metadata=room.instructor.auth)
+    event = pb.ClientEvent(client_event_id="late", broadcast=pb.SendBroadcast(text="late"))
+    await fails_with(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        live.Send(pb.SendRequest(session_id=sid, event=event), metadata=room.instructor.auth),
+        "not live",
+    )
 
 
 async def test_join_refuses_a_chatty_student_with_retry_after(
