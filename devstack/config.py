@@ -78,6 +78,7 @@ class StackConfig:
     # TRACE_SAMPLE_RATIO for services and Envoy when observing; None keeps mesh's default.
     trace_sample_ratio: float | None = None
     # Envoy's worker threads (ELEARN_EDGE_WORKERS); None: Envoy's default, one per core.
+    # `make up` gives it half the cores (see `edge_workers`); test stacks keep the default.
     edge_workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -192,10 +193,15 @@ def parse_replicas(text: str) -> dict[str, int]:
     return result
 
 
-def edge_workers(environ: Mapping[str, str]) -> int | None:
+def edge_workers(environ: Mapping[str, str], cores: int | None = None) -> int:
+    """Envoy's worker threads for a local stack: ELEARN_EDGE_WORKERS, else half the cores.
+    The services share the machine with the edge; with a worker per core Envoy spread its
+    connections over threads that each competed for the same cores, and on 2 cores one
+    worker carried 1,600 progress updates/s at p95 < 50 ms where two carried 1,400, at ~15 %
+    less edge CPU per call (README, issue 11 figures)."""
     text = environ.get("ELEARN_EDGE_WORKERS", "").strip()
     if not text:
-        return None
+        return max(1, (cores if cores is not None else os.cpu_count() or 1) // 2)
     if not text.isdigit() or int(text) < 1:
         raise StackError(
             f"ELEARN_EDGE_WORKERS must be a whole number of threads >= 1, got {text!r}"

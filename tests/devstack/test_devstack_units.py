@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pool
 
 import svc_user.server
 from devstack import detached_pgdata, envoy
-from devstack.config import StackConfig, parse_replicas, resolve_replicas
+from devstack.config import StackConfig, edge_workers, parse_replicas, resolve_replicas
 from devstack.keys import ensure_admin_password, ensure_jwt_keys
 from devstack.ports import SERVICE_ORDER, PortPlan, ServicePorts, free_ports, port_in_use
 from devstack.processes import (
@@ -109,7 +109,9 @@ def test_for_local_takes_external_urls_and_edge_port_from_the_environment(tmp_pa
 def test_edge_workers_come_from_the_environment_and_reach_envoys_command_line(
     tmp_path: Path,
 ) -> None:
-    assert StackConfig.for_local(data_dir=tmp_path, environ={}).edge_workers is None
+    assert StackConfig.for_local(data_dir=tmp_path, environ={}).edge_workers == edge_workers({})
+    assert [edge_workers({}, cores=n) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]
+    assert StackConfig.for_tests(tmp_path).edge_workers is None, "tests keep Envoy's default"
     config = StackConfig.for_local(data_dir=tmp_path, environ={"ELEARN_EDGE_WORKERS": "1"})
     assert config.edge_workers == 1
     for bad in ("0", "two", "-1"):
