@@ -133,20 +133,8 @@ class Database:
         """`read`'s autocommit connection as psycopg's own: statements use %(name)s
         placeholders and return plain tuples. `span` names the trace span (the SQLAlchemy
         hooks do not see these statements)."""
-        async with self.read() as conn:
-            sync = conn.sync_connection
-            assert sync is not None, "read() yields a started connection"
-            driver = sync.connection.driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
-            try:
-                with tracing.statement_span(span):
-                    yield driver
-            except psycopg.OperationalError as exc:
-                # SQLAlchemy did not see the failure: a connection that may be broken is
-                # dropped, not pooled (a cancelled statement leaves it usable).
-                if not isinstance(exc, psycopg.errors.QueryCanceled):
-                    await conn.invalidate()
-                raise
+        async with self.read() as conn, _driver(conn, span) as driver:
+            yield driver
 
     def write_driver(self, span: str) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """`read_driver`'s connection for a write that is one statement: in autocommit mode
@@ -173,19 +161,25 @@ class Database:
         %(name)s placeholders and may be pipelined (`conn.pipeline()`), so a batch of them
         costs one round trip instead of one each, and no SQLAlchemy execution per statement.
         Committed when the block ends, rolled back on an exception, as `transaction`."""
-        async with self.transaction() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
-            try:
-                with tracing.statement_span(span):
-                    yield driver
-            except psycopg.OperationalError as exc:
-                # As in read_driver: SQLAlchemy did not see it, so a possibly broken
-                # connection is dropped rather than pooled.
-                if not isinstance(exc, psycopg.errors.QueryCanceled):
-                    await conn.invalidate()
-                raise
+        async with self.transaction() as conn, _driver(conn, span) as driver:
+            yield driver
+
+
+@asynccontextmanager
+async def _driver(conn: AsyncConnection, span: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection's psycopg connection, under a statement span of its own."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    try:
+        with tracing.statement_span(span):
+            yield driver
+    except psycopg.OperationalError as exc:
+        # SQLAlchemy did not see the failure: a connection that may be broken is dropped,
+        # not pooled (a cancelled statement leaves it usable).
+        if not isinstance(exc, psycopg.errors.QueryCanceled):
+            await conn.invalidate()
+        raise
 
 
 class _Waiting:

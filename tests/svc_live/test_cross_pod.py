@@ -175,13 +175,23 @@ async def test_a_full_pod_refuses_more_streams(
     await _end(live, room)
 
 
+# The slow reader's connection keeps HTTP/2's first 64 KiB window: with window growth on
+# (BDP probing) its transport could take in all 6 MB sent below without the app reading a
+# byte, and then the pod's buffer never overflowed (a flaky pass or a hang, by timing).
+TIGHT_WINDOW = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 65_535))
+
+
 async def test_a_slow_reader_is_cut_off_without_slowing_the_session(
-    channels: list[grpc.aio.Channel], courses: CourseServiceStub, crowd: People
+    trio: tuple[Stack, Endpoints],
+    channels: list[grpc.aio.Channel],
+    courses: CourseServiceStub,
+    crowd: People,
 ) -> None:
     live = LiveServiceStub(channels[0])
     room = await open_room(live, courses, crowd, students=1)
     sid = room.session.session_id
-    slow = Participant(channels[2], room.students[0].token, sid, heartbeat_seconds=BEAT)
+    tight = grpc.aio.insecure_channel(trio[1].services["live"][2], options=TIGHT_WINDOW)
+    slow = Participant(tight, room.students[0].token, sid, heartbeat_seconds=BEAT)
     await slow.open()
     text = "x" * 4000
     for start in range(0, 1500, 100):
@@ -208,6 +218,7 @@ async def test_a_slow_reader_is_cut_off_without_slowing_the_session(
     assert closed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert pb.NOTICE_KIND_EVENTS_DROPPED in kinds
     assert kinds[-1] == pb.NOTICE_KIND_SLOW_CONSUMER
+    await tight.close()
     await _end(live, room)
 
 
