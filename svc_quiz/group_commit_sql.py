@@ -68,20 +68,28 @@ _SUBMISSION_VALUES = ", ".join(
     "c.number" if c == "attempt_number" else f"c.{c}" for c in srepo.SUBMISSION_ARRAYS
 )
 
+
+def _numbered(alias: str) -> str:
+    """Each input row `i` with `alias`.n, the student's earlier attempts at the quiz, kept only
+    within the quiz's attempt limit and while the student has no attempt open (the check that
+    stands in for uq_attempts_open, which a row never IN_PROGRESS does not enter)."""
+    return f"""FROM i CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
+      ) {alias}
+      WHERE (i.max_attempts = 0 OR {alias}.n < i.max_attempts)
+        AND NOT EXISTS (
+          SELECT 1 FROM attempts o
+          WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id AND o.state = {IN_PROGRESS}
+        )"""
+
+
 # psycopg's own placeholders (%(name)b: binary arrays, no text parsing on either side).
 ONE_STATEMENT = f"""
     WITH i AS (
       SELECT * FROM unnest({_ARRAYS}) AS i({", ".join(STATEMENT_INPUT)})
     ), c AS (
       SELECT i.*, (n.n + 1)::int AS number
-      FROM i CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
-      ) n
-      WHERE (i.max_attempts = 0 OR n.n < i.max_attempts)
-        AND NOT EXISTS (
-          SELECT 1 FROM attempts o
-          WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id AND o.state = {IN_PROGRESS}
-        )
+      {_numbered("n")}
     ), s AS (
       INSERT INTO submissions ({srepo.SUBMISSION_COLUMNS_NEW})
       SELECT {_SUBMISSION_VALUES} FROM c
@@ -122,14 +130,7 @@ INSERT_BATCH = text(
                             start_key, shuffle_seed, started_at, deadline_at, submission_id)
       SELECT i.attempt_id, i.quiz_id, i.user_id, c.n + 1, i.quiz_version, {SUBMITTED},
              i.start_key, i.shuffle_seed, i.started_at, NULL, i.id
-      FROM i CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
-      ) c
-      WHERE (i.max_attempts = 0 OR c.n < i.max_attempts)
-        AND NOT EXISTS (
-          SELECT 1 FROM attempts o
-          WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id AND o.state = {IN_PROGRESS}
-        )
+      {_numbered("c")}
       ON CONFLICT DO NOTHING
       RETURNING id, attempt_number
     ), s AS (
