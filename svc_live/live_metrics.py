@@ -20,3 +20,9 @@ DELIVERY = Histogram(
     "Time from an event's sequencing (server_time) to its queueing on this pod's streams.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+WRITE_TURNS_BOUNDED = Gauge(
+    "live_write_turns_bounded", "1 while this pod bounds its stream writes in flight (pressure)."
+)
+WRITES_STALLED = Counter(
+    "live_writes_stalled_total", "Stream writes that outlasted write_stall_seconds (slow readers)."
+)

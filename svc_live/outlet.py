@@ -17,6 +17,10 @@ from collections.abc import AsyncIterator
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.errors import ResourceExhausted, ServiceError
 from svc_live import live_metrics, wire
+from svc_live.turns import WriteTurns
+
+# Where a stream stands with its writes: nothing to write, waiting for a turn, holding one.
+_IDLE, _WANTED, _GRANTED = 0, 1, 2
 
 
 class Outlet:
@@ -30,6 +34,7 @@ class Outlet:
         max_events: int,
         slow_strikes: int,
         bidi: bool,
+        turns: WriteTurns | None = None,
     ) -> None:
         self.session_id = session_id
         self.connection_id = connection_id
@@ -55,6 +60,11 @@ class Outlet:
         self._ending = False
         # While replaying history, live events wait here (unbounded only for that moment).
         self._held: list[tuple[int, bytes]] | None = None
+        # The pod's write turns (svc_live.turns); without them a stream writes at once.
+        self._turns = turns
+        self._turn = _IDLE
+        self._grant = 0
+        self._retired = False
 
     # -- called by the feed (hot path: one call per event per stream) ----------------------
 
@@ -72,7 +82,8 @@ class Outlet:
             self._shed()
         if last:
             self._ending = True
-        self._wake.set()
+        if self._turn == _IDLE:
+            self._signal()
 
     def _shed(self) -> None:
         queue = self._queue
@@ -84,7 +95,7 @@ class Outlet:
 
     def send_private(self, data: bytes) -> None:
         self._private.append(data)
-        self._wake.set()
+        self._signal()
 
     def close(self, error: ServiceError | None = None, *, notice: bytes = b"") -> None:
         """End the stream after what is queued (or at once with `error`)."""
@@ -92,7 +103,7 @@ class Outlet:
             self._private.append(notice)
         self._closing = error
         self._ending = True
-        self._wake.set()
+        self._signal()
 
     # -- replay -----------------------------------------------------------------------------
 
@@ -111,8 +122,8 @@ class Outlet:
         return now - self.last_write
 
     def take(self) -> bytes | None:
-        """The next stream message: None when nothing is queued (then `await wait()`), b""
-        once the stream is over; raises the error the stream ends with. Synchronous, so the
+        """The next stream message: None when nothing is queued (then `done()`, `await turn()`),
+        b"" once the stream is over; raises the error the stream ends with. Synchronous, so the
         stream's own generator drives it with no generator layer between it and grpc (one
         such layer costs a few microseconds per write, and writes are the pod's hot path)."""
         if self._fatal is not None:
@@ -157,18 +168,73 @@ class Outlet:
             raise self._closing
         return b""
 
-    async def wait(self) -> None:
-        """Until something is queued; call only after `take()` returned None."""
-        self._wake.clear()
-        await self._wake.wait()
+    def _signal(self) -> None:
+        if self._turn != _IDLE:
+            return
+        if self._turns is None:
+            self.grant(1)
+        else:
+            self._turn = _WANTED
+            self._turns.want(self)
+
+    def grant(self, number: int) -> bool:
+        """The stream's turn to write (given by the pod's WriteTurns)."""
+        if self._retired:
+            return False
+        self._turn = _GRANTED
+        self._grant = number
+        self._wake.set()
+        return True
+
+    def holds(self, number: int) -> bool:
+        return self._grant == number
+
+    def stalled(self, number: int) -> None:
+        if self._grant == number:
+            self._grant = -1
+
+    def ready(self) -> bool:
+        return bool(self._queue or self._private or self._ending or self._fatal is not None)
+
+    async def turn(self) -> None:
+        """Until this stream may write: it has something queued and its turn came."""
+        while self._turn != _GRANTED:
+            self._wake.clear()
+            await self._wake.wait()
+
+    def done(self) -> None:
+        """The turn's write went out (or there was nothing to write): back in line if more
+        arrived meanwhile."""
+        self._turn = _IDLE
+        self._release()
+        if self.ready():
+            self._signal()
+
+    def retire(self) -> None:
+        """The stream is over: no more turns for it."""
+        if self._turn == _GRANTED:
+            self._release()
+        self._retired = True
+        self._turn = _GRANTED
+
+    def _release(self) -> None:
+        number, self._grant = self._grant, 0
+        if self._turns is not None:
+            self._turns.finished(number)
 
     async def messages(self) -> AsyncIterator[bytes]:
-        """Stream messages until closed (the pod's ticker adds heartbeats to quiet streams)."""
-        while True:
-            message = self.take()
-            if message is None:
-                await self.wait()
-            elif message:
-                yield message
-            else:
-                return
+        """Stream messages until closed (the pod's ticker adds heartbeats to quiet streams);
+        Participation.stream runs the same loop inline."""
+        try:
+            while True:
+                await self.turn()
+                message = self.take()
+                if message is None:
+                    self.done()
+                elif message:
+                    yield message
+                    self.done()
+                else:
+                    return
+        finally:
+            self.retire()

@@ -30,6 +30,7 @@ from svc_live.names import DisplayNames
 from svc_live.outlet import Outlet
 from svc_live.sessions import Sessions
 from svc_live.settings import LiveSettings
+from svc_live.turns import WriteTurns
 
 log = logging.getLogger("svc_live.participation")
 _REPLAY_CHUNK = 64 * 1024
@@ -62,6 +63,12 @@ class Participation:
         self.draining = False
         self._names = names
         self._rows: dict[uuid.UUID, tuple[float, Any]] = {}
+        # Stream writes in turns (svc_live.turns).
+        self.turns = WriteTurns(
+            settings.writes_in_flight,
+            settings.write_stall_seconds,
+            settings.write_press_lag_seconds,
+        )
 
     async def _live_row(self, session_id: uuid.UUID) -> Any:
         now = time.monotonic()
@@ -126,6 +133,7 @@ class Participation:
             max_events=s.stream_buffer_events,
             slow_strikes=s.slow_consumer_strikes,
             bidi=bidi,
+            turns=self.turns,
         )
         outlet.hold()
         try:
@@ -142,16 +150,19 @@ class Participation:
                 yield chunk
             outlet.release()
             # outlet.messages() inlined: one async generator layer less on every write.
-            take = outlet.take
+            take, turn, done = outlet.take, outlet.turn, outlet.done
             while True:
+                await turn()
                 message = take()
                 if message is None:
-                    await outlet.wait()
+                    done()
                 elif message:
                     yield message
+                    done()
                 else:
                     break
         finally:
+            outlet.retire()
             await self._hub.detach(outlet)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._room.leave(sid, connection_id))

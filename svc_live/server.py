@@ -79,6 +79,9 @@ async def serve() -> None:
             async def ticker() -> None:
                 await participation.tick_forever()
 
+            async def write_turns() -> None:
+                await participation.turns.watch()
+
             async def drain_streams() -> None:
                 participation.drain()
 
@@ -87,7 +90,7 @@ async def serve() -> None:
                 services=[SERVICE],
                 register=lambda srv: register_live(servicer, srv),
                 policy=POLICY,
-                background=[relay, ticker],
+                background=[relay, ticker, write_turns],
                 bus=bus,
                 on_shutdown=[drain_streams],
             )

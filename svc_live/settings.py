@@ -33,6 +33,14 @@ class LiveSettings(MeshSettings):
     stream_buffer_events: int = 256
     # A stream that lost events on this many flushes in a row is too slow and is closed.
     slow_consumer_strikes: int = 3
+    # While a pod's loop is under pressure (svc_live.turns), at most writes_in_flight stream
+    # writes that started less than write_stall_seconds ago and have not finished: few
+    # enough that the loop's passes stay short and the send path prompt. Measured at 3,000
+    # streams: with 1 s instead of 50 ms the Sends fell seconds behind again.
+    writes_in_flight: int = 64
+    write_stall_seconds: float = 0.05
+    # Pressure starts with a loop pass this long (0: always bounded).
+    write_press_lag_seconds: float = 0.05
     # S4: a stream without a client heartbeat this long is closed; presence entries live
     # presence_ttl_seconds past each heartbeat, so a killed client leaves the count by then.
     heartbeat_timeout_seconds: float = 300.0

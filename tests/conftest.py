@@ -25,6 +25,11 @@ os.environ.setdefault("QUIZ_ADMISSION_MAX_BACKLOG", "300")
 # the transcode tests would only wait. The niced group itself is tested in
 # tests/unit/test_video_media_tools.py and measured by `python -m bench.video isolation`.
 os.environ.setdefault("TRANSCODER_GROUP_NICE", "0")
+# Live pods write in turns from the start, four streams at a time, so that every live test
+# (slow readers, drains, resumes, three replicas) runs through the bounded path that a pod
+# takes only under pressure otherwise (svc_live.turns; the switch has unit tests).
+os.environ.setdefault("LIVE_WRITE_PRESS_LAG_SECONDS", "0")
+os.environ.setdefault("LIVE_WRITES_IN_FLIGHT", "4")
 
 
 @pytest.fixture(scope="session")
