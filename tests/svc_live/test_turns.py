@@ -98,6 +98,8 @@ def test_pressure_starts_with_a_late_pass_and_ends_after_a_calm_spell() -> None:
     turns = WriteTurns(1, press_lag=0.05)
     turns.adapt(lag=0.02, busy=0.95, interval=0.1)
     assert not turns.pressed, "a busy loop whose passes stay short keeps writing at once"
+    turns.adapt(lag=0.2, busy=0.3, interval=0.1)
+    assert not turns.pressed, "late but mostly idle: the thread waited for a core"
     turns.adapt(lag=0.06, busy=0.9, interval=0.1)
     assert turns.pressed
     first, second = _Stream("a", granted), _Stream("b", granted)
