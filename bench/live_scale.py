@@ -52,6 +52,8 @@ def _summary(step: dict[str, Any], planned_broadcasts: float) -> dict[str, Any]:
         "participants", "opened", "deliveries_per_s", "p50_ms", "p95_ms", "p99_ms", "gaps",
         "dropped", "errors", "service_cpu_cores", "service_cpu_us_per_delivery",
         "service_kib_per_stream", "server_cpu_cores", "server_cpu_us_per_delivery",
+        # The instructor's Send round trips: a pod whose loop falls behind shows it here first.
+        "send_rpc_ms",
     )  # fmt: skip
     out = {k: step[k] for k in keys if k in step}
     out["broadcasts"] = step["broadcasts"]
