@@ -123,6 +123,10 @@ CATALOGUE: tuple[Metric, ...] = (
            "sum(rate(live_gap_fills_total[5m]))", "ops", ("live",)),
     Metric("live_refused_total", "counter", "Live", "Refused client events",
            "sum by (reason) (rate(live_refused_total[5m]))", "ops", ("live",)),
+    Metric("live_write_turns_bounded", "gauge", "Live", "Pods writing in turns (pressure)",
+           "sum(live_write_turns_bounded)", "short", ("live",)),
+    Metric("live_writes_stalled_total", "counter", "Live", "Stalled stream writes",
+           "sum(rate(live_writes_stalled_total[5m]))", "ops", ("live",)),
     # --- Edge (Envoy's own stats, not registered by our code) ------------------------------------
     Metric("envoy_http_downstream_rq_xx", "counter", "Edge", "Edge responses by class",
            "sum by (envoy_response_code_class) (rate(envoy_http_downstream_rq_xx[1m]))", "reqps",
