@@ -70,8 +70,10 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
-    async for n in ticks(rate, seconds):
-        event = pb.ServerEvent(sequence=n, broadcast=pb.Broadcast(text=f"t{time.time_ns()}"))
+    async for n, due_ns in ticks(rate, seconds):
+        # Stamped with the planned time, not the moment the loop got to it: a saturated
+        # server's late ticks count against it, as the service's late answers to Send do.
+        event = pb.ServerEvent(sequence=n, broadcast=pb.Broadcast(text=f"t{due_ns}"))
         data = wire.frame(event.SerializeToString())
         for stream in streams:
             stream.parts.append(data)

@@ -125,11 +125,11 @@ async def broadcast(
     stubs = [LiveServiceStub(c) for c in channels]
     try:
 
-        async def send_one(n: int) -> bool:
+        async def send_one(n: int, due_ns: int) -> bool:
             live = stubs[n % len(stubs)]
             event = pb.ClientEvent(
                 client_event_id=uuid.uuid4().hex,
-                broadcast=pb.SendBroadcast(text=f"t{time.time_ns()}"),
+                broadcast=pb.SendBroadcast(text=f"t{due_ns}"),
             )
             began = time.perf_counter()
             try:
@@ -140,7 +140,7 @@ async def broadcast(
                 rpc_ms.append((time.perf_counter() - began) * 1000)
             return True
 
-        sends = [asyncio.create_task(send_one(n)) async for n in ticks(rate, seconds)]
+        sends = [asyncio.create_task(send_one(n, due)) async for n, due in ticks(rate, seconds)]
         return sum(await asyncio.gather(*sends))
     finally:
         for channel in channels:
@@ -172,10 +172,10 @@ async def broadcast_joined(
                     accepted += event.ack.accepted
 
         reader = asyncio.create_task(read_acks())
-        async for _ in ticks(rate, seconds):
+        async for _, due_ns in ticks(rate, seconds):
             ce_id = uuid.uuid4().hex
             sent_at[ce_id] = time.perf_counter()
-            text = f"t{time.time_ns()}"
+            text = f"t{due_ns}"
             instructor.send(
                 pb.ClientEvent(client_event_id=ce_id, broadcast=pb.SendBroadcast(text=text))
             )

@@ -96,14 +96,18 @@ def arrivals(
         k += 1
 
 
-async def ticks(rate: float, seconds: float) -> AsyncIterator[int]:
-    """1, 2, 3 … at `rate` per second for `seconds`, each on its fixed schedule from the start
-    (a late tick is not pushed back, so the pace holds whatever the loop body costs)."""
+async def ticks(rate: float, seconds: float) -> AsyncIterator[tuple[int, int]]:
+    """(1, due), (2, due) … at `rate` per second for `seconds`, each on its fixed schedule from
+    the start (a late tick is not pushed back, so the pace holds whatever the loop body costs).
+    `due` is the tick's planned wall-clock time in ns: a latency measured from it includes the
+    time the ticking loop itself ran late, as a client's would (no coordinated omission)."""
     start = time.monotonic()
+    start_ns = time.time_ns()
     n = 0
     while time.monotonic() - start < seconds:
         due = start + n / rate
         if due > time.monotonic():
             await asyncio.sleep(due - time.monotonic())
+        due_ns = start_ns + round(n * 1e9 / rate)
         n += 1
-        yield n
+        yield n, due_ns

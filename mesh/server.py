@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from mesh.acceptors import Acceptors
 from mesh.auth import Policy, TokenVerifier, load_public_key
 from mesh.bus import Bus, connect_bus
 from mesh.config import MeshSettings
@@ -152,7 +153,7 @@ def build_verifier(settings: MeshSettings, policy: Policy) -> TokenVerifier | No
 
 def build_server(
     settings: MeshSettings, spec: ServiceSpec, verifier: TokenVerifier | None
-) -> grpc.aio.Server:
+) -> tuple[grpc.aio.Server, Acceptors]:
     interceptor = MeshInterceptor(
         spec.policy,
         verifier,
@@ -166,7 +167,8 @@ def build_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     )
-    return grpc.aio.server(interceptors=[interceptor], options=options)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    return server, Acceptors(server, [interceptor], settings.accept_depth)
 
 
 async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
@@ -174,7 +176,7 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
     service too, and the process then exits non-zero (SystemExit) with the task's traceback
     logged, so a supervisor restarts it instead of leaving a half-working replica."""
     verifier = build_verifier(settings, spec.policy)
-    server = build_server(settings, spec, verifier)
+    server, acceptors = build_server(settings, spec, verifier)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server)
@@ -195,7 +197,9 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
             loop.add_signal_handler(sig, stop.set)
             exits.callback(loop.remove_signal_handler, sig)
         await server.start()
+        acceptors.start()
         # Stops at once if start-up fails below; a no-op after the graceful stop.
+        exits.push_async_callback(acceptors.stop)
         exits.push_async_callback(server.stop, None)
         serve_metrics(settings.metrics_port, settings.grpc_host)
         tasks = [asyncio.create_task(job(), name=job.__name__) for job in spec.background]
