@@ -10,11 +10,16 @@ went from 20 ms to 150-350 ms in one run out of two, and the whole session's lat
 (bench.live_scale). A unary service under load pays the `asyncio.wait` over every method's
 future (about 30 on CourseService) once per accepted call.
 
-`Acceptors` keeps `depth - 1` more requests outstanding per registered method, each in a
-loop of its own: the core hands incoming calls to whichever request is first in line, so a
-burst is accepted in one pass, and each of these loops accepts with one await. A call so
-accepted runs exactly as grpc.aio would run it (its `_handle_rpc` with the server's own
-interceptors and handlers), so it sees nothing different.
+`Acceptors` keeps `depth - 1` more requests outstanding for each method a service names as
+hot (`ServiceSpec.hot_methods`), each in a loop of its own: the core hands incoming calls to
+whichever request is first in line, so a burst is accepted in one pass, and each of these
+loops accepts with one await. A call so accepted runs exactly as grpc.aio would run it (its
+`_handle_rpc` with the server's own interceptors and handlers), so it sees nothing different.
+
+Only methods that do not queue for a Postgres connection are hot: accepting a burst at once
+moves its queue from grpc's (no time limit but the caller's deadline) into the pool's, whose
+wait is bounded (DB_POOL_TIMEOUT_SECONDS, then UNAVAILABLE). 500 concurrent Enroll calls on
+one course, serialized on its row, then ran past that bound.
 
 It reaches into grpc's Cython layer (`AioServer._request_registered_call`, `_handle_rpc`,
 `_schedule_rpc_coro`, `_MethodResolver`), which is why grpcio is pinned to one version and
@@ -63,14 +68,17 @@ class Acceptors:
         server.add_generic_rpc_handlers = generic  # type: ignore[method-assign]
         server.add_registered_method_handlers = registered  # type: ignore[method-assign]
 
-    def start(self) -> None:
-        """After `server.start()`: open the extra requests."""
+    def start(self, methods: Sequence[str]) -> None:
+        """After `server.start()`: open the extra requests for `methods` (full names)."""
+        unknown = set(methods) - set(self._registered)
+        if unknown:
+            raise ValueError(f"not registered, so not accepted ahead: {sorted(unknown)}")
         if self.depth == 1:
             return
         core = self._server._server  # the cygrpc.AioServer
         resolver = cygrpc._MethodResolver(self._generic, self._registered)
         loop = asyncio.get_running_loop()
-        for method in self._registered:
+        for method in methods:
             for _ in range(self.depth - 1):
                 self._loops.append(
                     loop.create_task(self._accept(core, method, resolver, loop), name="accept")

@@ -33,8 +33,8 @@ class MeshSettings(BaseSettings):
     # adds queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
     # Open streams do not count: their services bound them (LIVE_MAX_STREAMS_PER_POD).
     max_concurrent_rpcs: int = 2000
-    # Calls of each method accepted at once (mesh.acceptors): grpc.aio alone takes one at a
-    # time, a few loop passes each, and a busy pod (a live fan-out) fell behind its Sends.
+    # Calls of each hot method accepted at once (mesh.acceptors): grpc.aio alone takes one at
+    # a time, a few loop passes each, and a busy pod (a live fan-out) fell behind its Sends.
     accept_depth: int = Field(
         default=4, ge=1, le=64, validation_alias=AliasChoices("ELEARN_ACCEPT_DEPTH")
     )

@@ -69,6 +69,9 @@ class ServiceSpec:
     # Run after health turns NOT_SERVING and before in-flight calls drain (e.g. telling
     # long-lived streams to reconnect elsewhere, so the drain does not wait out their grace).
     on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Full method names accepted several calls at a time (mesh.acceptors): busy paths that do
+    # not wait for a Postgres connection.
+    hot_methods: Sequence[str] = ()
 
 
 def worker_spec(
@@ -197,7 +200,7 @@ async def run(settings: MeshSettings, spec: ServiceSpec) -> None:
             loop.add_signal_handler(sig, stop.set)
             exits.callback(loop.remove_signal_handler, sig)
         await server.start()
-        acceptors.start()
+        acceptors.start(spec.hot_methods)
         # Stops at once if start-up fails below; a no-op after the graceful stop.
         exits.push_async_callback(acceptors.stop)
         exits.push_async_callback(server.stop, None)

@@ -81,7 +81,7 @@ async def serving(depth: int) -> AsyncIterator[Serving]:
     server.add_registered_method_handlers("t.v1.T", handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    acceptors.start()
+    acceptors.start([f"/t.v1.T/{m}" for m in handlers])
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield channel, acceptors, service, interceptor
@@ -162,3 +162,32 @@ async def test_depth_one_leaves_grpcs_own_loop_alone() -> None:
 async def test_a_depth_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Acceptors(grpc.aio.server(), [], 0)
+
+
+async def test_a_hot_method_that_is_not_registered_is_refused_at_start() -> None:
+    server = grpc.aio.server()
+    acceptors = Acceptors(server, [], 4)
+    with pytest.raises(ValueError, match="not registered"):
+        acceptors.start(["/t.v1.T/Nope"])
+
+
+async def test_only_the_named_methods_get_extra_loops() -> None:
+    interceptor = Counting()
+    server = grpc.aio.server(interceptors=[interceptor])
+    acceptors = Acceptors(server, [interceptor], 3)
+    handlers = Service().handlers()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.v1.T", handlers),))
+    server.add_registered_method_handlers("t.v1.T", handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    acceptors.start(["/t.v1.T/Echo"])
+    try:
+        assert len(acceptors._loops) == 2
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            refused = channel.unary_unary("/t.v1.T/Refused")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await refused(b"x", timeout=10)
+            assert acceptors.accepted == 0  # grpc's own loop took the call of a cold method
+    finally:
+        await server.stop(None)
+        await acceptors.stop()
