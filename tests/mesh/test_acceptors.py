@@ -4,7 +4,7 @@ These tests are what fails first if a grpcio upgrade moves that layer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -71,7 +71,8 @@ Serving = tuple[grpc.aio.Channel, Acceptors, Service, Counting]
 
 
 @asynccontextmanager
-async def serving(depth: int) -> AsyncIterator[Serving]:
+async def serving(depth: int, hot: Sequence[str] | None = None) -> AsyncIterator[Serving]:
+    """A server whose `hot` methods (default: all) are accepted ahead."""
     interceptor = Counting()
     server = grpc.aio.server(interceptors=[interceptor])
     acceptors = Acceptors(server, [interceptor], depth)
@@ -81,7 +82,7 @@ async def serving(depth: int) -> AsyncIterator[Serving]:
     server.add_registered_method_handlers("t.v1.T", handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    acceptors.start([f"/t.v1.T/{m}" for m in handlers])
+    acceptors.start([f"/t.v1.T/{m}" for m in handlers] if hot is None else hot)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield channel, acceptors, service, interceptor
@@ -172,22 +173,9 @@ async def test_a_hot_method_that_is_not_registered_is_refused_at_start() -> None
 
 
 async def test_only_the_named_methods_get_extra_loops() -> None:
-    interceptor = Counting()
-    server = grpc.aio.server(interceptors=[interceptor])
-    acceptors = Acceptors(server, [interceptor], 3)
-    handlers = Service().handlers()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.v1.T", handlers),))
-    server.add_registered_method_handlers("t.v1.T", handlers)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    acceptors.start(["/t.v1.T/Echo"])
-    try:
+    async with serving(3, hot=["/t.v1.T/Echo"]) as (channel, acceptors, _, _interceptor):
         assert len(acceptors._loops) == 2
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            refused = channel.unary_unary("/t.v1.T/Refused")
-            with pytest.raises(grpc.aio.AioRpcError):
-                await refused(b"x", timeout=10)
-            assert acceptors.accepted == 0  # grpc's own loop took the call of a cold method
-    finally:
-        await server.stop(None)
-        await acceptors.stop()
+        refused = channel.unary_unary("/t.v1.T/Refused")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await refused(b"x", timeout=10)
+        assert acceptors.accepted == 0  # grpc's own loop took the call of a cold method
