@@ -20,15 +20,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = NAMES
 
 
+def alembic_config(name: str, database_url: str) -> Config | None:
+    """Alembic's config for service `name`'s migrations, or None when it has none."""
+    location = ROOT / f"svc_{name}" / "migrations"
+    if not (location / "env.py").exists():
+        return None
+    config = Config()
+    config.set_main_option("script_location", str(location))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
 def migrate(database_url: str, services: tuple[str, ...] = SERVICES) -> list[str]:
     applied = []
     for name in services:
-        location = ROOT / f"svc_{name}" / "migrations"
-        if not (location / "env.py").exists():
+        config = alembic_config(name, database_url)
+        if config is None:
             continue
-        config = Config()
-        config.set_main_option("script_location", str(location))
-        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
         command.upgrade(config, "head")
         applied.append(name)
     return applied

@@ -91,20 +91,19 @@ GROUP BY 1
 # is empty).
 _QUESTIONS = text(f"""
 WITH ranked AS (
-  SELECT s.submission_id, s.grade_version,
+  SELECT s.quiz_id, s.question_ids, s.positions, s.correct,
          ntile(3) OVER (PARTITION BY s.quiz_id ORDER BY s.score_percent) AS third
   FROM submissions s WHERE s.course_id = :course {_QUIZ_FILTER}
 )
-SELECT a.quiz_id, a.question_id, min(a.position) AS position, count(*) AS n,
-       avg(a.correct::int) AS correct_share,
+SELECT r.quiz_id, q.question_id, min(q.position) AS position, count(*) AS n,
+       avg(q.correct::int) AS correct_share,
        CASE WHEN count(*) FILTER (WHERE r.third = 3) = 0
               OR count(*) FILTER (WHERE r.third = 1) = 0 THEN 0
-            ELSE avg(a.correct::int) FILTER (WHERE r.third = 3)
-               - avg(a.correct::int) FILTER (WHERE r.third = 1) END AS discrimination
-FROM answers a
-JOIN ranked r ON r.submission_id = a.submission_id AND r.grade_version = a.grade_version
-GROUP BY a.quiz_id, a.question_id
-ORDER BY a.quiz_id, position, a.question_id
+            ELSE avg(q.correct::int) FILTER (WHERE r.third = 3)
+               - avg(q.correct::int) FILTER (WHERE r.third = 1) END AS discrimination
+FROM ranked r, unnest(r.question_ids, r.positions, r.correct) AS q(question_id, position, correct)
+GROUP BY r.quiz_id, q.question_id
+ORDER BY r.quiz_id, position, q.question_id
 LIMIT :limit
 """)
 

@@ -132,15 +132,24 @@ _ACTIVITY = _bulk(
     " t.progress_percent, t.progress_at",
 )
 
+# A submission's outcomes arrive as its strings from events._outcomes (ids and positions
+# joined by commas, 't'/'f' per question) and become its arrays here, server-side.
 _SUBMISSION_ROWS = _bulk(
     "INSERT INTO submissions AS s (submission_id, course_id, quiz_id, user_id, attempt_number,"
-    " grade_version, score_percent, passed, graded_at)",
+    " grade_version, score_percent, passed, graded_at, question_ids, positions, correct)",
     "submission_id uuid, course_id uuid, quiz_id uuid, user_id uuid, attempt_number int,"
-    " grade_version int, score_percent float8, passed boolean, graded_at timestamptz",
+    " grade_version int, score_percent float8, passed boolean, graded_at timestamptz,"
+    " question_ids text, positions text, correct text",
     """ON CONFLICT (submission_id) DO UPDATE SET
   grade_version = excluded.grade_version, score_percent = excluded.score_percent,
-  passed = excluded.passed, graded_at = excluded.graded_at
+  passed = excluded.passed, graded_at = excluded.graded_at,
+  question_ids = excluded.question_ids, positions = excluded.positions,
+  correct = excluded.correct
 WHERE excluded.grade_version > s.grade_version""",
+    select="t.submission_id, t.course_id, t.quiz_id, t.user_id, t.attempt_number,"
+    " t.grade_version, t.score_percent, t.passed, t.graded_at,"
+    " string_to_array(t.question_ids, ',')::uuid[], string_to_array(t.positions, ',')::int[],"
+    " string_to_array(t.correct, NULL)::boolean[]",
 )
 
 # The graded counters move by what the upsert changed (RETURNING old and new, Postgres 18): a
@@ -163,44 +172,6 @@ UPDATE courses c SET graded_submission_count = c.graded_submission_count + d.add
 FROM d WHERE c.course_id = d.course_id""",
     _SUBMISSION_ROWS.columns,
 )
-
-# A batch's answers: the submissions' arrays (one element per submission, the order of
-# `_answers`) joined with the answers' strings (one element per answer: the submission's
-# ordinal, the question, its position, 't' or 'f'), in key order as `_ordered` would sort them.
-_ANSWERS = """
-INSERT INTO answers AS a (submission_id, question_id, course_id, quiz_id, position,
-  grade_version, correct)
-SELECT s.submission_id, q.question_id, s.course_id, s.quiz_id, q.position, s.grade_version,
-       q.correct
-FROM unnest(string_to_array(%(answer_of)s, ',')::int[],
-            string_to_array(%(question_ids)s, ',')::uuid[],
-            string_to_array(%(positions)s, ',')::int[],
-            string_to_array(%(correct)s, NULL)::boolean[]) AS q(i, question_id, position, correct)
-JOIN unnest(CAST(%(submission_id)s AS uuid[]), CAST(%(course_id)s AS uuid[]),
-            CAST(%(quiz_id)s AS uuid[]), CAST(%(grade_version)s AS int[]))
-     WITH ORDINALITY AS s(submission_id, course_id, quiz_id, grade_version, i) USING (i)
-ORDER BY s.submission_id, q.question_id
-ON CONFLICT (submission_id, question_id) DO UPDATE SET
-  grade_version = excluded.grade_version, correct = excluded.correct,
-  position = excluded.position
-WHERE excluded.grade_version > a.grade_version
-"""
-
-
-def _answers(submissions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """`_ANSWERS`' parameters for submission rows from events.decode, or None: no answers."""
-    answered = [(i, r) for i, r in enumerate(submissions, 1) if r["correct"]]
-    if not answered:
-        return None
-    return {
-        "answer_of": ",".join([(f"{i}," * len(r["correct"]))[:-1] for i, r in answered]),
-        "question_ids": ",".join([r["question_ids"] for _, r in answered]),
-        "positions": ",".join([r["positions"] for _, r in answered]),
-        "correct": "".join([r["correct"] for _, r in answered]),
-        **{c: _array_literal([r[c] for r in submissions])
-           for c in ("submission_id", "course_id", "quiz_id", "grade_version")},
-    }  # fmt: skip
-
 
 _ATTEMPT_ROWS = _bulk(
     "INSERT INTO latest_attempts AS a (course_id, user_id, quiz_id, attempt_number,"
@@ -312,7 +283,7 @@ WHERE c.course_id = t.course_id
 
 # The tables in the order `apply` first writes them (rebuild locks them in this order too).
 APPLY_ORDER = (
-    "courses", "learners", "submissions", "answers", "latest_attempts", "video_progress", "videos"
+    "courses", "learners", "submissions", "latest_attempts", "video_progress", "videos"
 )  # fmt: skip
 
 
@@ -353,11 +324,7 @@ async def apply(conn: Conn, ch: Changes, cutoff: datetime) -> list[tuple[Any, ..
         await _ACTIVITY.run(cur, [
             {**r, "progress_percent": r["progress_percent"] or 0.0} for r in _ordered(ch.activity)
         ])  # fmt: skip
-        submissions = _ordered(ch.submissions)
-        await _SUBMISSION.run(cur, submissions)
-        answers = _answers(submissions)
-        if answers is not None:
-            await cur.execute(_ANSWERS, answers)
+        await _SUBMISSION.run(cur, _ordered(ch.submissions))
         await _ATTEMPT.run(cur, _ordered(ch.attempts))
         await _VIDEO_PROGRESS.run(cur, _ordered(ch.progress))
         await _VIDEO.run(cur, _ordered(ch.videos))

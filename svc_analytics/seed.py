@@ -81,27 +81,23 @@ FROM {_P}, generate_series(p.lo, p.hi) AS j,
 ON CONFLICT DO NOTHING
 """)
 
+# Each submission answers its quiz's `questions` questions (ids derived from the quiz's), a
+# third of them wrongly.
 _SUBMISSIONS = text(f"""
 INSERT INTO submissions (submission_id, course_id, quiz_id, user_id, attempt_number,
-                         grade_version, score_percent, passed, graded_at)
-SELECT md5(p.tag || ':sub:' || k)::uuid, md5(p.tag || ':course:' || (1 + j % p.courses))::uuid,
-       md5(p.tag || ':quiz:' || (1 + j % p.courses) || ':' || k % 2)::uuid,
-       md5(p.tag || ':user:' || j)::uuid, 1, 1, (k * 37) % 101, (k * 37) % 101 >= 60, now()
-FROM {_P}, generate_series(p.lo, p.hi) AS k, LATERAL (SELECT 1 + k % p.enrollments AS j) t
-ON CONFLICT DO NOTHING
-""")
-
-# The submission's ids are recomputed, not looked up: a join per submission made this the
-# slowest step of the seed.
-_ANSWERS = text(f"""
-INSERT INTO answers (submission_id, question_id, course_id, quiz_id, position, grade_version,
-                     correct)
-SELECT md5(p.tag || ':sub:' || k)::uuid, md5(t.quiz::uuid::text || ':q:' || q)::uuid,
-       md5(p.tag || ':course:' || t.course)::uuid, t.quiz::uuid, q, 1, (k + q) % 3 <> 0
+                         grade_version, score_percent, passed, graded_at, question_ids,
+                         positions, correct)
+SELECT md5(p.tag || ':sub:' || k)::uuid, md5(p.tag || ':course:' || t.course)::uuid,
+       t.quiz::uuid, md5(p.tag || ':user:' || t.j)::uuid, 1, 1, (k * 37) % 101,
+       (k * 37) % 101 >= 60, now(),
+       ARRAY(SELECT md5(t.quiz::uuid::text || ':q:' || q)::uuid
+             FROM generate_series(1, p.questions) AS q ORDER BY q),
+       ARRAY(SELECT q FROM generate_series(1, p.questions) AS q ORDER BY q),
+       ARRAY(SELECT (k + q) % 3 <> 0 FROM generate_series(1, p.questions) AS q ORDER BY q)
 FROM {_P}, generate_series(p.lo, p.hi) AS k,
-     LATERAL (SELECT 1 + (1 + k % p.enrollments) % p.courses AS course) c,
-     LATERAL (SELECT c.course, md5(p.tag || ':quiz:' || c.course || ':' || k % 2) AS quiz) t,
-     generate_series(1, p.questions) AS q
+     LATERAL (SELECT 1 + k % p.enrollments AS j) e,
+     LATERAL (SELECT e.j, 1 + e.j % p.courses AS course) c,
+     LATERAL (SELECT c.j, c.course, md5(p.tag || ':quiz:' || c.course || ':' || k % 2) AS quiz) t
 ON CONFLICT DO NOTHING
 """)
 
@@ -124,7 +120,6 @@ async def seed(db: Database, plan: Plan, *, quiet: bool = False) -> uuid.UUID:
     await _chunks(db, "enrollments", _LEARNERS, plan.enrollments, base, quiet)
     submissions = plan.answers // plan.questions
     await _chunks(db, "submissions", _SUBMISSIONS, submissions, base, quiet)
-    await _chunks(db, "answers", _ANSWERS, submissions, base, quiet)
     ids = [md5_uuid(f"{plan.tag}:course:{i}") for i in range(1, plan.courses + 1)]
     cutoff = datetime.now(UTC) - timedelta(days=7)
     with tqdm(total=len(ids), desc="counters", unit="course", disable=quiet) as bar:

@@ -39,7 +39,6 @@ def upgrade() -> None:
         postgresql_where=sa.text("active AND NOT completed"),
     )
     op.create_index("ix_submissions_course", "submissions", ["course_id", "quiz_id"], schema=S)
-    op.create_index("ix_answers_course", "answers", ["course_id", "quiz_id"], schema=S)
     op.create_index("ix_videos_course", "videos", ["course_id"], schema=S)
 
 
