@@ -37,6 +37,7 @@ from google.protobuf.duration_pb2 import Duration
 from devstack.stack import Stack, StackConfig
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
+from mesh.db import libpq_url
 from svc_user.tokens import AccessTokens, load_private_key
 
 TARGETS = {
@@ -201,7 +202,7 @@ async def poll_reads(
 
 
 def postgres_watched(database_url: str, viewers: list[Viewer]) -> dict[str, int]:
-    libpq = database_url.replace("postgresql+psycopg://", "postgresql://")
+    libpq = libpq_url(database_url)
     with psycopg.connect(libpq, autocommit=True) as sql:
         rows = sql.execute(
             "SELECT user_id, watched_ms FROM courses.video_progress WHERE video_id = ANY(%s)",

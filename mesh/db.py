@@ -36,6 +36,12 @@ from mesh.errors import Unavailable
 log = logging.getLogger("mesh.db")
 
 
+def libpq_url(database_url: str) -> str:
+    """The services' SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it: for
+    psycopg.connect, psql and pg_dump in tools and tests."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

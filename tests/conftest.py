@@ -16,6 +16,7 @@ import pytest_asyncio
 from devstack.stack import Endpoints, Stack, StackConfig
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1 import user_service_pb2_grpc
+from mesh.db import libpq_url
 
 # Exam-start admission sheds above this many queued grading jobs; low in tests so that
 # tests/svc_quiz/test_queued_grading.py can pass it with a burst (the default is 5000).
@@ -45,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
 @pytest.fixture(scope="session")
 def sql(stack: Endpoints) -> Iterator[psycopg.Connection]:
     """A plain autocommit connection for asserting what is (and is not) in the database."""
-    url = stack.database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(stack.database_url)
     with psycopg.connect(url, autocommit=True) as conn:
         yield conn
 

@@ -19,6 +19,7 @@ from devstack.config import StackConfig
 from devstack.ports import SERVICE_ORDER
 from devstack.processes import RunAs
 from devstack.stack import Stack
+from mesh.db import libpq_url
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -76,7 +77,7 @@ def test_postgres_starts_from_a_checkout_in_a_0700_folder_without_widening_it(
     )
     try:
         with Stack(config) as stack:
-            url = stack.endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+            url = libpq_url(stack.endpoints.database_url)
             with psycopg.connect(url, connect_timeout=5) as conn:
                 assert conn.execute("SELECT current_user").fetchone() == ("elearn",)
             server = psutil.Process(stack.process("postgres").pid)

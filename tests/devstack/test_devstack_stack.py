@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.runstate import ENDPOINTS_FILE, Endpoints
 from devstack.seaweedfs import S3Env
 from devstack.stack import Stack, StackConfig
+from mesh.db import libpq_url
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -54,10 +55,6 @@ def reported_env(log: Path) -> dict[str, str | None]:
     """The environment the stand-in service printed on its latest start."""
     lines = [line for line in log.read_text().splitlines() if line.startswith("FAKE_ENV ")]
     return dict(json.loads(lines[-1].removeprefix("FAKE_ENV ")))
-
-
-def libpq_url(database_url: str) -> str:
-    return database_url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def test_postgres_answers_as_elearn_with_dev_settings(running: Stack) -> None:

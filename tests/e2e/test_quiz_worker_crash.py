@@ -23,6 +23,7 @@ from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import quiz_events_pb2 as events_pb
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
+from mesh.db import libpq_url
 from svc_user.tokens import AccessTokens, load_private_key
 from tests.mesh.polling import eventually
 from tests.svc_quiz.conftest import short
@@ -139,7 +140,7 @@ async def test_killed_worker_loses_no_job_and_grades_nothing_twice(
         for pid in workers:
             os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
 
-    url = ends.database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(ends.database_url)
     with psycopg.connect(url, autocommit=True) as sql:
 
         def graded() -> int:

@@ -12,12 +12,13 @@ import uuid
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
 from devstack.stack import Endpoints
 from mesh.config import MeshSettings
-from mesh.db import Database
+from mesh.db import Database, libpq_url
 from mesh.errors import Unavailable, infrastructure_error
 
 
@@ -119,3 +120,13 @@ async def test_pool_that_fits_says_so(stack: Endpoints, caplog: pytest.LogCaptur
     async with Database.open(settings(stack, db_pool_size=2, db_expected_replicas=3), "public"):
         pass
     assert "postgres pool fits: 3 replica(s) x (pool 2 + overflow 10) = 36" in caplog.text
+
+
+def test_libpq_url_connects_where_the_services_url_would_not(stack: Endpoints) -> None:
+    """Tools and tests reach the services' database with the same URL, minus the driver."""
+    with pytest.raises(psycopg.ProgrammingError):
+        psycopg.connect(stack.database_url, connect_timeout=5)
+    url = libpq_url(stack.database_url)
+    assert url.startswith("postgresql://")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() is not None

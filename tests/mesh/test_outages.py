@@ -26,6 +26,7 @@ from devstack.stack import Stack, StackConfig
 from elearn.events.v1 import user_events_pb2
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1.user_service_pb2_grpc import UserServiceStub
+from mesh.db import libpq_url
 from tests.conftest import Account, make_account
 
 ONLY_USER = {"user": 1, "course": 0, "quiz": 0, "live": 0, "analytics": 0}
@@ -207,7 +208,7 @@ async def test_events_written_while_nats_is_down_go_out_after_it_returns(
     finally:
         await nc.close()
     assert found, "the event written during the outage was not published after it"
-    url = endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(endpoints.database_url)
     with psycopg.connect(url, autocommit=True) as sql:
         dead = sql.execute("SELECT count(*) FROM users.outbox_dead_letter").fetchone()
     assert dead == (0,)

@@ -14,19 +14,16 @@ from alembic import command
 from psycopg import sql
 
 from devstack.stack import Endpoints
+from mesh.db import libpq_url
 from mesh.migrate import alembic_config
 
 BEFORE = "0002_stats_entry"
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 @pytest.fixture
 def scratch_url(stack: Endpoints) -> Iterator[str]:
     name = f"analytics_migration_{uuid.uuid4().hex[:12]}"
-    admin = _libpq(stack.database_url)
+    admin = libpq_url(stack.database_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     head, _, _ = stack.database_url.rpartition("/")
@@ -44,7 +41,7 @@ def test_answers_move_into_the_submission_arrays_and_back(scratch_url: str) -> N
     command.downgrade(config, BEFORE)
     sub, stale_sub, course, quiz, user = (uuid.uuid4() for _ in range(5))
     q1, q2, q3 = sorted(uuid.uuid4() for _ in range(3))
-    with psycopg.connect(_libpq(scratch_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         conn.execute("SET search_path TO analytics")
         for s, version in ((sub, 2), (stale_sub, 1)):
             conn.execute(
@@ -63,7 +60,7 @@ def test_answers_move_into_the_submission_arrays_and_back(scratch_url: str) -> N
                 [s, q, course, quiz, position, version, correct],
             )
     command.upgrade(config, "head")
-    with psycopg.connect(_libpq(scratch_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         conn.execute("SET search_path TO analytics")
         got = {
             row[0]: row[1:]
@@ -75,7 +72,7 @@ def test_answers_move_into_the_submission_arrays_and_back(scratch_url: str) -> N
         assert conn.execute("SELECT to_regclass('analytics.answers')").fetchone() == (None,)
     # And back: the arrays become rows again.
     command.downgrade(config, BEFORE)
-    with psycopg.connect(_libpq(scratch_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         back = conn.execute(
             "SELECT submission_id, question_id, position, correct FROM analytics.answers"
             " ORDER BY submission_id, position"

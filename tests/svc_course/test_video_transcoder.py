@@ -24,6 +24,7 @@ from devstack.stack import Stack, StackConfig
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import course_events_pb2 as events
+from mesh.db import libpq_url
 from mesh.platform import NAMES
 from svc_course.testclip import make_clip
 from svc_course.transcode_queue import DEAD_LETTER_SUBJECT
@@ -79,7 +80,7 @@ def team(worker_stack: Stack) -> People:
 
 
 def db(endpoints: Endpoints) -> psycopg.Connection:
-    url = endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(endpoints.database_url)
     return psycopg.connect(url, autocommit=True)
 
 
