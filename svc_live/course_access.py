@@ -4,8 +4,7 @@ costs one call per student, and a revoked enrollment is honoured within seconds.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from functools import partial
 
 import grpc
 
@@ -14,6 +13,7 @@ from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.context import Caller
 from mesh.errors import NotFound, PermissionDenied, ServiceError, Unavailable
+from mesh.local_cache import LocalCache
 
 _MAX_ENTRIES = 50_000
 
@@ -21,27 +21,21 @@ _MAX_ENTRIES = 50_000
 class CourseAccess:
     def __init__(self, channel: grpc.aio.Channel, ttl_seconds: float) -> None:
         self._stub = CourseServiceStub(channel)
-        self._ttl = ttl_seconds
-        self._cache: OrderedDict[tuple[str, str], tuple[float, course_pb.CheckEnrollmentResponse]]
-        self._cache = OrderedDict()
+        self._cache: LocalCache[tuple[str, str], course_pb.CheckEnrollmentResponse]
+        self._cache = LocalCache(ttl_seconds, _MAX_ENTRIES)
 
     async def check(self, course_id: str, caller: Caller) -> course_pb.CheckEnrollmentResponse:
-        key = (course_id, caller.user_id)
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return await self._cache.get_or_load(
+            (course_id, caller.user_id), partial(self._ask, course_id, caller.user_id)
+        )
+
+    async def _ask(self, course_id: str, user_id: str) -> course_pb.CheckEnrollmentResponse:
         try:
-            answer = await self._stub.CheckEnrollment(
-                course_pb.CheckEnrollmentRequest(course_id=course_id, user_id=caller.user_id)
+            return await self._stub.CheckEnrollment(
+                course_pb.CheckEnrollmentRequest(course_id=course_id, user_id=user_id)
             )
         except grpc.aio.AioRpcError as exc:
             raise _mapped(exc, course_id) from None
-        self._cache[key] = (now + self._ttl, answer)
-        self._cache.move_to_end(key)
-        if len(self._cache) > _MAX_ENTRIES:
-            self._cache.popitem(last=False)
-        return answer
 
     async def instructor_of(self, course_id: str, caller: Caller) -> str:
         """The course's instructor id; PERMISSION_DENIED unless the caller is it or an admin."""

@@ -7,15 +7,16 @@ submissions are accepted until the deadline plus a short grace for requests in f
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from mesh.context import Caller
 from mesh.db import Database
 from mesh.errors import FailedPrecondition, NotFound, PermissionDenied
+from mesh.local_cache import LocalCache
 from svc_quiz import repository as repo
 from svc_quiz import validation as check
 from svc_quiz import views
@@ -49,26 +50,20 @@ class Attempts:
         self._courses = courses
         self._admission = admission
         self.grace = timedelta(seconds=grace_seconds)
-        self._quiz_ttl = quiz_cache_seconds
-        self._quizzes: dict[str, tuple[float, Any, pb.Quiz]] = {}
+        self._quizzes: LocalCache[str, tuple[Any, pb.Quiz]] = LocalCache(quiz_cache_seconds, 10_000)
 
     async def _published(self, quiz_id: str) -> tuple[Any, pb.Quiz]:
         """The published quiz's row and definition. Cached for a second: in an exam rush
         thousands of starts read the same quiz, and a publish or change is seen a second
         later at most (submissions are graded with the revision their attempt read)."""
-        now = time.monotonic()
-        hit = self._quizzes.get(quiz_id)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
+        return await self._quizzes.get_or_load(quiz_id, partial(self._load_published, quiz_id))
+
+    async def _load_published(self, quiz_id: str) -> tuple[Any, pb.Quiz]:
         async with self._db.read() as conn:
             row = await repo.load_quiz(conn, quiz_id)
         if row is None or row.state != pb.QUIZ_STATE_PUBLISHED:
             raise NotFound("quiz not found")
-        quiz = self._definitions.parse(quiz_id, row.revision, row.definition)
-        if len(self._quizzes) > 10_000:
-            self._quizzes.clear()
-        self._quizzes[quiz_id] = (now + self._quiz_ttl, row, quiz)
-        return row, quiz
+        return row, self._definitions.parse(quiz_id, row.revision, row.definition)
 
     async def admit_student(
         self, caller: Caller, quiz_id: str, *, one_call: bool = False

@@ -4,9 +4,8 @@ per request."""
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 
@@ -14,6 +13,7 @@ from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1 import course_service_pb2_grpc as course_grpc
 from mesh.channels import Channels
 from mesh.errors import NotFound, PermissionDenied, ServiceError, Unavailable
+from mesh.local_cache import LocalCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,30 +28,23 @@ class Courses:
         self, channels: Channels, address: str, ttl_seconds: float, max_entries: int = 100_000
     ) -> None:
         self._stub = course_grpc.CourseServiceStub(channels.get(address))
-        self._ttl = ttl_seconds
-        self._max = max_entries
-        self._cache: OrderedDict[tuple[str, str], tuple[float, Standing]] = OrderedDict()
+        self._cache: LocalCache[tuple[str, str], Standing] = LocalCache(ttl_seconds, max_entries)
 
     async def standing(self, course_id: str, user_id: str) -> Standing:
         """The user's standing in the course; asked with the caller's own token (mesh.channels
         forwards it), so the course service applies its own rules too."""
-        key = (course_id, user_id)
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return await self._cache.get_or_load(
+            (course_id, user_id), partial(self._ask, course_id, user_id)
+        )
+
+    async def _ask(self, course_id: str, user_id: str) -> Standing:
         try:
             reply = await self._stub.CheckEnrollment(
                 course_pb.CheckEnrollmentRequest(course_id=course_id, user_id=user_id)
             )
         except grpc.aio.AioRpcError as exc:
             raise _mapped(exc) from None
-        standing = Standing(reply.enrolled, reply.instructor_id, reply.course_state)
-        self._cache[key] = (now + self._ttl, standing)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return standing
+        return Standing(reply.enrolled, reply.instructor_id, reply.course_state)
 
 
 def _mapped(exc: grpc.aio.AioRpcError) -> ServiceError:
