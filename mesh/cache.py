@@ -9,7 +9,6 @@ memory pressure belongs to the state role (`mesh.state`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -19,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio as redis
@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mesh import metrics
 from mesh.config import MeshSettings
+from mesh.local_cache import SingleFlight
 
 log = logging.getLogger("mesh.cache")
 
@@ -167,7 +168,7 @@ class Cache:
         self._client = client
         self._in_generation = Script(client, _IN_GENERATION)
         self._near = NearCache(near_entries)
-        self._loading: dict[str, asyncio.Task[bytes | None]] = {}
+        self._flight: SingleFlight[str, bytes | None] = SingleFlight()
         self._series: dict[tuple[str, str], metrics.Counter] = {}
 
     async def get_or_load(
@@ -225,15 +226,7 @@ class Cache:
         self, kind: CacheKind, key: str, load: Callable[[], Awaitable[bytes | None]]
     ) -> bytes | None:
         self._count(kind, "miss")
-        task = self._loading.get(key)
-        if task is None:
-            # The load runs in a task of its own and every caller, the first included, awaits
-            # it through shield: a caller that is cancelled (its deadline passed, its client
-            # left) stops waiting without cancelling the load the others are waiting on.
-            task = asyncio.create_task(self._load(kind, key, load))
-            self._loading[key] = task
-            task.add_done_callback(lambda done: self._loaded(key, done))
-        return await asyncio.shield(task)
+        return await self._flight.run(key, partial(self._load, kind, key, load))
 
     async def _load(
         self, kind: CacheKind, key: str, load: Callable[[], Awaitable[bytes | None]]
@@ -245,13 +238,6 @@ class Cache:
             if kind.local_ttl_seconds > 0:
                 self._near.put(key, value, kind.local_ttl_seconds)
         return value
-
-    def _loaded(self, key: str, task: asyncio.Task[bytes | None]) -> None:
-        if self._loading.get(key) is task:
-            del self._loading[key]
-        if not task.cancelled():
-            # Marks a failure retrieved when every waiter has gone: no "never retrieved" noise.
-            task.exception()
 
     async def invalidate(self, kind: CacheKind, *idents: str) -> None:
         """Drop entries after a committed write. Best effort: the write has succeeded, so a

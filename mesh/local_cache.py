@@ -1,6 +1,6 @@
 """A service's in-process cache of answers it asked another service or Postgres for: bounded
 (least recently used out first), each entry fresh for a TTL, and concurrent misses of one key
-share one load (a stampede guard), as `mesh.cache` does for the Valkey cache.
+share one load (`SingleFlight`, the stampede guard `mesh.cache` uses for the Valkey cache too).
 
 For hot per-call lookups (a quiz's enrollment check on every submission, a live join's): a hit
 is a dict read and a clock read. async-lru was measured for this and not taken: it arms a loop
@@ -12,12 +12,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent loads of one key share one run. The load runs in a task of its own and every
+    caller, the first included, awaits it through shield: a caller that is cancelled (its
+    deadline passed, its client left) stops waiting without cancelling the load the others
+    wait on. A load that raises raises in every caller waiting on it."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Task[V]] = {}
+        self.runs = 0  # loads started (tests and benches read it)
+
+    async def run(self, key: K, load: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        task = self._running.get(key)
+        if task is None:
+            self.runs += 1
+            task = asyncio.create_task(load())
+            self._running[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            # Marks a failure retrieved when every waiter has gone: no "never retrieved" noise.
+            task.exception()
 
 
 class LocalCache(Generic[K, V]):
@@ -33,8 +60,12 @@ class LocalCache(Generic[K, V]):
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self._loading: dict[K, asyncio.Task[V]] = {}
-        self.loads = 0  # loads started (tests and benches read it)
+        self._flight: SingleFlight[K, V] = SingleFlight()
+
+    @property
+    def loads(self) -> int:
+        """Loads started (tests and benches read it)."""
+        return self._flight.runs
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -45,15 +76,7 @@ class LocalCache(Generic[K, V]):
         hit = self._entries.get(key)
         if hit is not None and hit[0] > self._clock():
             return hit[1]
-        task = self._loading.get(key)
-        if task is None:
-            self.loads += 1
-            task = asyncio.create_task(self._load(key, load))
-            self._loading[key] = task
-            task.add_done_callback(partial(self._loaded, key))
-        # Shielded: a caller that gives up (its deadline passed) does not cancel the load the
-        # others wait on.
-        return await asyncio.shield(task)
+        return await self._flight.run(key, partial(self._load, key, load))
 
     def put(self, key: K, value: V) -> None:
         self._entries[key] = (self._clock() + self.ttl, value)
@@ -68,10 +91,3 @@ class LocalCache(Generic[K, V]):
         value = await load()
         self.put(key, value)
         return value
-
-    def _loaded(self, key: K, task: asyncio.Task[V]) -> None:
-        if self._loading.get(key) is task:
-            del self._loading[key]
-        if not task.cancelled():
-            # Marks a failure retrieved when every waiter has gone: no "never retrieved" noise.
-            task.exception()
