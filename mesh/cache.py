@@ -14,7 +14,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mesh import metrics
 from mesh.config import MeshSettings
-from mesh.local_cache import SingleFlight
+from mesh.local_cache import NearCache, SingleFlight
 
 log = logging.getLogger("mesh.cache")
 
@@ -127,33 +126,6 @@ class CacheKind:
 NEAR_CACHE_ENTRIES = 50_000
 
 
-class NearCache:
-    """A bounded LRU of (expiry, value) by full key; monotonic clock."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._entries: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[bool, bytes | None]:
-        entry = self._entries.get(key)
-        if entry is None:
-            return False, None
-        if entry[0] <= time.monotonic():
-            del self._entries[key]
-            return False, None
-        self._entries.move_to_end(key)
-        return True, entry[1]
-
-    def put(self, key: str, value: bytes | None, ttl: float) -> None:
-        self._entries[key] = (time.monotonic() + ttl, value)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-
 # A group's generation and one entry under it. The entry's key is built in the script, which a
 # single cache server (this role's deployment) allows; `or false` keeps a missing entry in the
 # reply (a Lua nil would end the table there).
@@ -167,7 +139,7 @@ class Cache:
     def __init__(self, client: redis.Redis, *, near_entries: int = NEAR_CACHE_ENTRIES) -> None:
         self._client = client
         self._in_generation = Script(client, _IN_GENERATION)
-        self._near = NearCache(near_entries)
+        self._near: NearCache[str, bytes | None] = NearCache(near_entries)
         self._flight: SingleFlight[str, bytes | None] = SingleFlight()
         self._series: dict[tuple[str, str], metrics.Counter] = {}
 

@@ -1,6 +1,7 @@
 """A service's in-process cache of answers it asked another service or Postgres for: bounded
-(least recently used out first), each entry fresh for a TTL, and concurrent misses of one key
-share one load (`SingleFlight`, the stampede guard `mesh.cache` uses for the Valkey cache too).
+(least recently used out first, `NearCache`), each entry fresh for a TTL, and concurrent misses
+of one key share one load (`SingleFlight`). `mesh.cache` keeps its near entries and guards its
+Valkey loads with the same two.
 
 For hot per-call lookups (a quiz's enrollment check on every submission, a live join's): a hit
 is a dict read and a clock read. async-lru was measured for this and not taken: it arms a loop
@@ -14,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -47,6 +48,40 @@ class SingleFlight(Generic[K, V]):
             task.exception()
 
 
+class NearCache(Generic[K, V]):
+    """A bounded LRU of (expiry, value) by key."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1:
+            raise ValueError("a cache needs room for at least one entry")
+        self._limit = limit
+        self._clock = clock
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        """(True, value) for a fresh entry, else (False, None)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[1]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        self._entries[key] = (self._clock() + ttl, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+
 class LocalCache(Generic[K, V]):
     def __init__(
         self,
@@ -54,12 +89,8 @@ class LocalCache(Generic[K, V]):
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
         self.ttl = ttl_seconds
-        self._max = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._near: NearCache[K, V] = NearCache(max_entries, clock)
         self._flight: SingleFlight[K, V] = SingleFlight()
 
     @property
@@ -68,24 +99,21 @@ class LocalCache(Generic[K, V]):
         return self._flight.runs
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._near)
 
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The fresh cached value, or `load()`'s, kept for the TTL. A load that raises is not
         kept: every caller waiting on it gets the exception, and the next call loads again."""
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > self._clock():
-            return hit[1]
+        found, value = self._near.get(key)
+        if found:
+            return cast(V, value)  # V may itself allow None
         return await self._flight.run(key, partial(self._load, key, load))
 
     def put(self, key: K, value: V) -> None:
-        self._entries[key] = (self._clock() + self.ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._near.put(key, value, self.ttl)
 
     def drop(self, key: K) -> None:
-        self._entries.pop(key, None)
+        self._near.drop(key)
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         value = await load()

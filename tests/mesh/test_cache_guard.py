@@ -15,7 +15,8 @@ import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
 from devstack.stack import Endpoints
-from mesh.cache import Cache, CacheKind, NearCache
+from mesh.cache import Cache, CacheKind
+from mesh.local_cache import NearCache
 
 
 @pytest_asyncio.fixture

@@ -114,5 +114,5 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_shared_load() -> None:
 
 
 def test_a_cache_without_room_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_entries"):
+    with pytest.raises(ValueError, match="room for at least one entry"):
         LocalCache(1.0, 0)
