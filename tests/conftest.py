@@ -14,9 +14,11 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Endpoints, Stack, StackConfig
+from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1 import user_service_pb2_grpc
 from mesh.db import libpq_url
+from tests.people import People, people_of
 
 # Exam-start admission sheds above this many queued grading jobs; low in tests so that
 # tests/svc_quiz/test_queued_grading.py can pass it with a burst (the default is 5000).
@@ -49,6 +51,17 @@ def sql(stack: Endpoints) -> Iterator[psycopg.Connection]:
     url = libpq_url(stack.database_url)
     with psycopg.connect(url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def people(stack: Endpoints) -> People:
+    return people_of(stack)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def course_stub(stack: Endpoints) -> AsyncIterator[CourseServiceStub]:
+    async with grpc.aio.insecure_channel(stack.services["course"][0]) as channel:
+        yield CourseServiceStub(channel)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -27,8 +27,6 @@ from mesh.outbox import AGGREGATE_ID_HEADER, AGGREGATE_SEQ_HEADER
 # tokens), reused to seed through the course and quiz services' public APIs.
 from tests.svc_quiz.conftest import (  # noqa: F401
     classroom,
-    course_stub,
-    people,
     quiz_channel,
     quizzes,
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -19,41 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from svc_user.tokens import AccessTokens, load_private_key
-
-
-@dataclass(frozen=True)
-class Person:
-    user_id: str
-    token: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return (("authorization", f"Bearer {self.token}"),)
-
-
-class People:
-    def __init__(self, signer: AccessTokens) -> None:
-        self._signer = signer
-
-    def make(self, *roles: str) -> Person:
-        user_id = str(uuid.uuid4())
-        token = self._signer.mint(user_id, ["student", *roles], session_id=str(uuid.uuid4()))
-        return Person(user_id, token)
-
-    def student(self) -> Person:
-        return self.make()
-
-    def instructor(self) -> Person:
-        return self.make("instructor")
-
-    def admin(self) -> Person:
-        return self.make("instructor", "admin")
-
-
-@pytest.fixture(scope="session")
-def people(stack: Endpoints) -> People:
-    return People(AccessTokens(load_private_key(stack.jwt_private_key_file), 3600))
+from tests.people import Person
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

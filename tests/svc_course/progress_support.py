@@ -17,7 +17,8 @@ import psycopg
 
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
-from tests.svc_course.conftest import People, Person, new_course, new_video
+from tests.people import People, Person
+from tests.svc_course.conftest import new_course, new_video
 
 T = TypeVar("T")
 

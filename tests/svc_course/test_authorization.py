@@ -15,7 +15,8 @@ from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from tests.grpc_assert import fails_with
-from tests.svc_course.conftest import People, Person, new_course, new_video
+from tests.people import People, Person
+from tests.svc_course.conftest import new_course, new_video
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 

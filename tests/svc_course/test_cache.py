@@ -16,7 +16,8 @@ from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import course_events_pb2 as events
-from tests.svc_course.conftest import People, new_course
+from tests.people import People
+from tests.svc_course.conftest import new_course
 
 
 def cache_hits(text: str, kind: str) -> float:

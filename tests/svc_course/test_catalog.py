@@ -19,7 +19,8 @@ from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import course_events_pb2 as events
 from tests.grpc_assert import fails_with, violated_fields
-from tests.svc_course.conftest import People, course_fields, new_course, new_video
+from tests.people import People
+from tests.svc_course.conftest import course_fields, new_course, new_video
 
 
 async def test_create_course_is_a_draft_owned_by_the_caller(

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from devstack.runstate import Endpoints
-from tests.svc_course.conftest import People, Person
+from tests.people import People, Person
 
 
 def bearer(who: Person) -> dict[str, str]:

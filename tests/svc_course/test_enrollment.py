@@ -18,7 +18,8 @@ from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.events.v1 import course_events_pb2 as events
 from tests.grpc_assert import fails_with
-from tests.svc_course.conftest import People, Person, new_course
+from tests.people import People, Person
+from tests.svc_course.conftest import new_course
 
 
 async def enroll(

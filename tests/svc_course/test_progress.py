@@ -19,7 +19,7 @@ from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from svc_course.progress_state import DIRTY, PREFIX, member
 from tests.grpc_assert import fails_with, violated_fields
-from tests.svc_course.conftest import People, Person
+from tests.people import People, Person
 from tests.svc_course.progress_support import (
     CourseRows,
     enroll,

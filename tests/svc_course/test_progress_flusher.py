@@ -30,7 +30,7 @@ from svc_course.progress_flusher import ProgressFlusher, now_ms
 from svc_course.progress_state import ProgressState
 from svc_course.progress_worker import flusher_for
 from svc_course.settings import ProgressFlusherSettings
-from tests.svc_course.conftest import People
+from tests.people import People
 from tests.svc_course.progress_support import enroll, make_course, progress_rows
 
 

@@ -12,7 +12,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from tests.grpc_assert import fails_with
-from tests.svc_course.conftest import People, Person, new_course
+from tests.people import People, Person
+from tests.svc_course.conftest import new_course
 
 
 def own_category() -> str:

@@ -15,7 +15,7 @@ from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from svc_course.media_probe import probe
 from svc_course.upload import upload_file
-from tests.svc_course.conftest import People
+from tests.people import People
 from tests.svc_course.video_support import clip, course_with_video, keys_under
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -31,7 +31,7 @@ from svc_course.transcode_queue import DEAD_LETTER_SUBJECT
 from svc_course.upload import upload_file
 from svc_course.upload_repository import SLOT_ROW
 from svc_user.tokens import AccessTokens, load_private_key
-from tests.svc_course.conftest import People
+from tests.people import People
 from tests.svc_course.video_support import course_with_video, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

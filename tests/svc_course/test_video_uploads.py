@@ -25,7 +25,7 @@ from svc_course.settings import CourseSettings
 from svc_course.testclip import make_clip
 from svc_course.upload import upload_file
 from svc_course.uploads import Uploads
-from tests.svc_course.conftest import People, Person
+from tests.people import People, Person
 from tests.svc_course.video_support import (
     course_with_video,
     eventually,

@@ -14,7 +14,8 @@ from devstack.runstate import Endpoints
 from elearn.course.v1 import course_service_pb2 as pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from svc_course.testclip import make_clip
-from tests.svc_course.conftest import Person, new_course, new_video
+from tests.people import Person
+from tests.svc_course.conftest import new_course, new_video
 
 T = TypeVar("T")
 

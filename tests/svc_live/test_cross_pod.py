@@ -22,7 +22,8 @@ from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
 from svc_live.participant import Participant
 from tests.grpc_assert import fails_with
 from tests.mesh.polling import eventually
-from tests.svc_live.conftest import People, Room, new_course, open_room, people_of, schedule
+from tests.people import People, people_of
+from tests.svc_live.conftest import Room, new_course, open_room, schedule
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -13,7 +13,8 @@ from elearn.live.v1.live_service_pb2_grpc import LiveServiceStub
 from svc_live.participant import Participant
 from tests.grpc_assert import fails_with, violated_fields
 from tests.mesh.polling import eventually
-from tests.svc_live.conftest import People, new_course, open_room, schedule
+from tests.people import People
+from tests.svc_live.conftest import new_course, open_room, schedule
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

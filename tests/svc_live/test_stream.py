@@ -18,7 +18,8 @@ from svc_live.participant import Participant
 from tests.conftest import make_account
 from tests.grpc_assert import fails_with
 from tests.mesh.polling import eventually
-from tests.svc_live.conftest import People, open_room
+from tests.people import People
+from tests.svc_live.conftest import open_room
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

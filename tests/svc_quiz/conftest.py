@@ -17,44 +17,13 @@ from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
-from svc_user.tokens import AccessTokens, load_private_key
-
-
-@dataclass(frozen=True)
-class Person:
-    user_id: str
-    token: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return (("authorization", f"Bearer {self.token}"),)
-
-
-class People:
-    def __init__(self, signer: AccessTokens) -> None:
-        self._signer = signer
-
-    def make(self, *roles: str) -> Person:
-        user_id = str(uuid.uuid4())
-        token = self._signer.mint(user_id, ["student", *roles], session_id=str(uuid.uuid4()))
-        return Person(user_id, token)
-
-
-@pytest.fixture(scope="session")
-def people(stack: Endpoints) -> People:
-    return People(AccessTokens(load_private_key(stack.jwt_private_key_file), 3600))
+from tests.people import People, Person
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def quiz_channel(stack: Endpoints) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(stack.services["quiz"][0]) as channel:
         yield channel
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def course_stub(stack: Endpoints) -> AsyncIterator[CourseServiceStub]:
-    async with grpc.aio.insecure_channel(stack.services["course"][0]) as channel:
-        yield CourseServiceStub(channel)
 
 
 @pytest.fixture(scope="session")

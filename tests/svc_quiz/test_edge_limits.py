@@ -15,7 +15,8 @@ from devstack.runstate import Endpoints
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from svc_quiz import validation
-from tests.svc_quiz.conftest import Classroom, Person, new_quiz
+from tests.people import Person
+from tests.svc_quiz.conftest import Classroom, new_quiz
 
 WIDE = "\U0001f600"  # four bytes in UTF-8
 EDGE_JSON_LIMIT = 1 << 20

@@ -23,7 +23,8 @@ from nats.aio.client import Client as NATS
 from devstack.runstate import Endpoints
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
-from tests.svc_quiz.conftest import Classroom, Person, new_quiz, short
+from tests.people import Person
+from tests.svc_quiz.conftest import Classroom, new_quiz, short
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -17,7 +17,8 @@ from devstack.runstate import Endpoints
 from elearn.events.v1 import quiz_events_pb2 as events_pb
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
-from tests.svc_quiz.conftest import Classroom, Person, answer_for, choice, new_quiz
+from tests.people import Person
+from tests.svc_quiz.conftest import Classroom, answer_for, choice, new_quiz
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -13,7 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from tests.mesh.polling import eventually
-from tests.svc_quiz.conftest import Classroom, Person, answer_for, choice, new_quiz
+from tests.people import Person
+from tests.svc_quiz.conftest import Classroom, answer_for, choice, new_quiz
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
