@@ -101,21 +101,19 @@ class LocalCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._near)
 
-    async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        """The fresh cached value, or `load()`'s, kept for the TTL. A load that raises is not
-        kept: every caller waiting on it gets the exception, and the next call loads again."""
+    async def get_or_load(self, key: K, load: Callable[..., Awaitable[V]], *args: Any) -> V:
+        """The fresh cached value, or `load(*args)`'s, kept for the TTL. A load that raises is
+        not kept: every caller waiting on it gets the exception, and the next call loads again.
+        The load's arguments come apart so that a hit, the hot case, builds nothing."""
         found, value = self._near.get(key)
         if found:
             return cast(V, value)  # V may itself allow None
-        return await self._flight.run(key, partial(self._load, key, load))
+        return await self._flight.run(key, partial(self._load, key, load, *args))
 
     def put(self, key: K, value: V) -> None:
         self._near.put(key, value, self.ttl)
 
-    def drop(self, key: K) -> None:
-        self._near.drop(key)
-
-    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        value = await load()
+    async def _load(self, key: K, load: Callable[..., Awaitable[V]], *args: Any) -> V:
+        value = await load(*args)
         self.put(key, value)
         return value

@@ -4,8 +4,6 @@ costs one call per student, and a revoked enrollment is honoured within seconds.
 
 from __future__ import annotations
 
-from functools import partial
-
 import grpc
 
 from elearn.course.v1 import course_service_pb2 as course_pb
@@ -26,7 +24,7 @@ class CourseAccess:
 
     async def check(self, course_id: str, caller: Caller) -> course_pb.CheckEnrollmentResponse:
         return await self._cache.get_or_load(
-            (course_id, caller.user_id), partial(self._ask, course_id, caller.user_id)
+            (course_id, caller.user_id), self._ask, course_id, caller.user_id
         )
 
     async def _ask(self, course_id: str, user_id: str) -> course_pb.CheckEnrollmentResponse:

@@ -5,7 +5,6 @@ service leaves them empty rather than refusing the participant."""
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import grpc
 
@@ -27,7 +26,7 @@ class DisplayNames:
         if self._stub is None:
             return ""
         try:
-            return await self._cache.get_or_load(caller.user_id, partial(self._ask, self._stub))
+            return await self._cache.get_or_load(caller.user_id, self._ask, self._stub)
         except grpc.aio.AioRpcError as exc:
             log.warning("display name unavailable: %s", exc.code().name)
             return ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from elearn.quiz.v1 import quiz_service_pb2 as pb
@@ -56,7 +55,7 @@ class Attempts:
         """The published quiz's row and definition. Cached for a second: in an exam rush
         thousands of starts read the same quiz, and a publish or change is seen a second
         later at most (submissions are graded with the revision their attempt read)."""
-        return await self._quizzes.get_or_load(quiz_id, partial(self._load_published, quiz_id))
+        return await self._quizzes.get_or_load(quiz_id, self._load_published, quiz_id)
 
     async def _load_published(self, quiz_id: str) -> tuple[Any, pb.Quiz]:
         async with self._db.read() as conn:

@@ -5,7 +5,6 @@ per request."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import grpc
 
@@ -33,9 +32,7 @@ class Courses:
     async def standing(self, course_id: str, user_id: str) -> Standing:
         """The user's standing in the course; asked with the caller's own token (mesh.channels
         forwards it), so the course service applies its own rules too."""
-        return await self._cache.get_or_load(
-            (course_id, user_id), partial(self._ask, course_id, user_id)
-        )
+        return await self._cache.get_or_load((course_id, user_id), self._ask, course_id, user_id)
 
     async def _ask(self, course_id: str, user_id: str) -> Standing:
         try:
