@@ -16,8 +16,9 @@ GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 # Jaeger's version is pinned by tools/go.mod (a Go tools module, go.sum included); the binary is
 # rebuilt whenever that module changes.
 JAEGER := $(TOOLS)/jaeger
-# vegeta (bench --driver vegeta), pinned by its own tools module, tools/vegeta/go.mod.
-VEGETA := $(TOOLS)/vegeta
+# httpload, the open-loop HTTP load generator of `bench --driver httpload`, built from
+# tools/httpload (its own module: fasthttp pinned there).
+HTTPLOAD := $(TOOLS)/httpload
 # livercv, the Go receiver of the live fan-out bench (`bench --scenario live --receiver go`),
 # built from tools/livercv (its own module: grpc-go and protobuf-go pinned there).
 LIVERCV := $(TOOLS)/livercv
@@ -28,7 +29,7 @@ PROMETHEUS := $(TOOLS)/prometheus
 PROMETHEUS_STAMP := $(TOOLS)/.prometheus-$(PROMETHEUS_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus tools-vegeta tools-livercv clean
+.PHONY: help install gen check-gen lint fmt breaking up start stop status test test-unit bench tools tools-ghz tools-jaeger tools-prometheus tools-httpload tools-livercv clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -90,7 +91,7 @@ test-unit: $(INSTALLED) tools-prometheus  ## only the tests that need no server 
 bench: $(INSTALLED)  ## run the load scenarios against a running stack (make start first)
 	$(PY) -m bench $(ARGS)
 
-tools: tools-ghz tools-jaeger tools-prometheus tools-vegeta tools-livercv  ## install ghz, Jaeger, Prometheus, vegeta, livercv into .tools/bin (`make test` does it itself; needs Go, apt-get)
+tools: tools-ghz tools-jaeger tools-prometheus tools-httpload tools-livercv  ## install ghz, Jaeger, Prometheus, httpload, livercv into .tools/bin (`make test` does it itself; needs Go, apt-get)
 
 tools-ghz:  ## ghz, the gRPC load tool the edge tests drive
 	@if [ -x $(GHZ) ] && { [ -f $(GHZ_STAMP) ] || go version -m $(GHZ) 2>/dev/null \
@@ -117,15 +118,15 @@ $(JAEGER): tools/go.mod tools/go.sum
 	cd tools && go build -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
 	@touch $@
 
-tools-vegeta: $(VEGETA)  ## vegeta v12.13.0, the open-loop HTTP load tool of `bench --driver vegeta`
+tools-httpload: $(HTTPLOAD)  ## the open-loop HTTP load generator of `bench --driver httpload`
 
-$(VEGETA): tools/vegeta/go.mod tools/vegeta/go.sum
+$(HTTPLOAD): tools/httpload/go.mod tools/httpload/go.sum tools/httpload/*.go
 	@command -v go >/dev/null 2>&1 || { \
-	  echo "make: vegeta (bench --driver vegeta and its test) is built from source with Go," >&2; \
-	  echo "      and 'go' is not on PATH: install Go 1.24 or newer (https://go.dev/dl/)." >&2; \
+	  echo "make: httpload (bench --driver httpload and its test) is built from source with Go," >&2; \
+	  echo "      and 'go' is not on PATH: install Go 1.26 or newer (https://go.dev/dl/)." >&2; \
 	  exit 1; }
-	@echo "building vegeta (tools/vegeta/go.mod) into $(TOOLS) (go build, once)"
-	cd tools/vegeta && go build -o $(CURDIR)/$(VEGETA) github.com/tsenart/vegeta/v12
+	@echo "building httpload (tools/httpload/go.mod) into $(TOOLS) (go build)"
+	cd tools/httpload && go build -o $(CURDIR)/$(HTTPLOAD) .
 	@touch $@
 
 tools-livercv: $(LIVERCV)  ## the Go receiver of the live fan-out bench (`bench --scenario live --receiver go`)

@@ -100,10 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument(
         "--driver",
-        choices=("python", "vegeta"),
+        choices=("python", "httpload"),
         default="python",
-        help="vegeta: JSON scenarios (progress_json) from the compiled open-loop tool "
-        "(`make tools-vegeta`), which leaves the stack more of the box; needs a rate",
+        help="httpload: JSON scenarios (progress_json) from the compiled open-loop tool "
+        "(`make tools-httpload`), which leaves the stack more of the box; needs a rate",
     )
     p.add_argument(
         "--no-ceiling",

@@ -3,7 +3,7 @@
     python -m bench [--scenario health,login,refresh,whoami] [--target edge|direct]
                     [--duration 15 | --count N] [--warmup 3] [--processes 2]
                     [--concurrency 32] [--channels 4] [--rate N [--arrival poisson|fixed]]
-                    [--driver python|vegeta] [--json PATH]
+                    [--driver python|httpload] [--json PATH]
                     [--endpoints PATH | --address HOST:PORT] [--list]
 
 Exit status: 0 when every scenario ran and met its SLA, 1 otherwise, 2 when no stack is found.
@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from bench import ghz_prepare, report, sla_report, stack_cpu, vegeta
+from bench import ghz_prepare, httpload, report, sla_report, stack_cpu
 from bench.args import DEFAULT_CONCURRENCY, parse_args
 from bench.driver import Merged, WorkerFailed, run_workers
 from bench.endpoints import (
@@ -33,10 +33,10 @@ from bench.endpoints import (
     NoSuchTarget,
     load_endpoints,
 )
+from bench.httpload import HttpLoadFailed, HttpLoadMissing
 from bench.scenarios import CEILING, SCENARIOS, Scenario, SetupContext
 from bench.scenarios.accounts import AccountPool
 from bench.sla import Target, load_sla
-from bench.vegeta import VegetaFailed, VegetaMissing
 from bench.worker import READY_TIMEOUT_S, WorkerPlan
 
 SETUP_TIMEOUT_S = 300.0
@@ -201,8 +201,8 @@ async def _run_one(
         _progress(f"{name}: {args.warmup:g} s warm-up, then {_span(args)} ({load['mode']} loop)")
         sampler = _stack_sampler(args)
         try:
-            if args.driver == "vegeta":
-                merged = await asyncio.to_thread(_run_vegeta, cls, plan, callers, sampler)
+            if args.driver == "httpload":
+                merged = await asyncio.to_thread(_run_httpload, cls, plan, callers, sampler)
             else:
                 merged = await asyncio.to_thread(run_workers, plan, args.processes, sampler)
         finally:
@@ -214,7 +214,7 @@ async def _run_one(
         )
     except NoSuchTarget as exc:
         return report.failed_entry(name, service, load, str(exc))
-    except (WorkerFailed, VegetaFailed, VegetaMissing, ConnectionError, TimeoutError) as exc:
+    except (WorkerFailed, HttpLoadFailed, HttpLoadMissing, ConnectionError, TimeoutError) as exc:
         return report.failed_entry(name, service, load, f"{type(exc).__name__}: {exc}")
     if name == CEILING:
         ceiling = merged.throughput or None
@@ -227,16 +227,16 @@ async def _run_one(
     return entry
 
 
-def _run_vegeta(
+def _run_httpload(
     cls: type[Scenario], plan: WorkerPlan, callers: int, sampler: stack_cpu.Sampler | None
 ) -> Merged:
     scenario = cls(timeout_s=plan.timeout_s)
     http_targets = getattr(scenario, "http_targets", None)
     if http_targets is None:
-        raise VegetaFailed(f"{cls.name} sends no HTTP requests vegeta could replay")
+        raise HttpLoadFailed(f"{cls.name} sends no HTTP requests httpload could replay")
     if not plan.rate:
-        raise VegetaFailed("vegeta runs an open loop only: give --rate")
-    return vegeta.run(
+        raise HttpLoadFailed("httpload runs an open loop only: give --rate")
+    return httpload.run(
         http_targets(plan.data, callers),
         rate=plan.rate,
         warmup_s=plan.warmup_s,

@@ -21,10 +21,10 @@ class HttpStatusError(Exception):
 
 @dataclass(frozen=True)
 class HttpTarget:
-    """One request a scenario sends, before it is encoded for a client (ours or vegeta)."""
+    """One request a scenario sends, before it is encoded for a client (ours or httpload)."""
 
     method: str
-    url: str  # the path for build_request; the whole URL for vegeta
+    url: str  # the path for build_request; the whole URL for httpload
     headers: dict[str, str]
     body: bytes
 

@@ -7,7 +7,7 @@ under bench/results/, with its SLA report beside it (see `sla_report`):
      "settings": {...}, "host": {...}, "ceiling": {"scenario", "throughput"} | null,
      "passed": bool, "scenarios": [
         {"name", "status": "ok" | "failed", "error": str | null, "service",
-         "load": {"driver": "python" | "vegeta", "mode": "closed" | "open", "processes",
+         "load": {"driver": "python" | "httpload", "mode": "closed" | "open", "processes",
                   "concurrency", "channels", "rate"},
          "calls": {"ok", "errors": {code: n}, "shed", "failed", "warmup", "prepare_errors"},
          "latency_ms": {"p50", "p90", "p95", "p99", "p999", "max", "mean"},
@@ -193,8 +193,8 @@ def _notes(e: dict[str, Any]) -> str:
         return f"{e['name']}: {e['error']}"
     load, drv = e["load"], e["driver"]
     mode = f"open loop at {load['rate']:g}/s" if load["mode"] == "open" else "closed loop"
-    vegeta = load.get("driver") == "vegeta"
-    who = "vegeta" if vegeta else (
+    compiled = load.get("driver") == "httpload"
+    who = "httpload" if compiled else (
         f"{load['processes']}x{load['concurrency']} callers over "
         f"{load['channels']} channels/process"
     )  # fmt: skip
@@ -202,7 +202,7 @@ def _notes(e: dict[str, Any]) -> str:
         f"{e['name']}: {mode}, {who}; driver {drv['cores']:.2f} cores in the window "
         f"({drv['cpu_us_per_call']:.0f} µs/call), {drv['children_cpu_s']:.1f} s CPU in all"
     )
-    if not vegeta and drv["cores"] > DRIVER_BUSY * load["processes"]:
+    if not compiled and drv["cores"] > DRIVER_BUSY * load["processes"]:
         note += " — DRIVER SATURATED: add --processes or read the numbers as a floor"
     if e["calls"]["shed"]:
         note += f"; shed {e['calls']['shed']}"

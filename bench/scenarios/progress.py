@@ -183,7 +183,7 @@ class ProgressJson(Scenario):
         return {"conn": Http1Connection(host, int(port)), "requests": requests, "next": 0}
 
     def http_targets(self, data: Any, callers: int) -> list[HttpTarget]:
-        """For `--driver vegeta`: every caller's requests interleaved (the first of each, then
+        """For `--driver httpload`: every caller's requests interleaved (the first of each, then
         the second …), so consecutive calls come from different viewers, as from the Python
         driver's callers."""
         per_caller = [_json_requests(data, c) for c in range(callers)]
