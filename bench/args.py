@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.endpoints import DEFAULT_PATH
 from bench.sla import DEFAULT_PATH as SLA_PATH
+from bench.sla import DRIVERS
 
 DESCRIPTION = (
     "`python -m bench`: run load scenarios against the running stack and judge them by their SLA."
@@ -100,10 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument(
         "--driver",
-        choices=("python", "httpload"),
-        default="python",
-        help="httpload: JSON scenarios (progress_json) from the compiled open-loop tool "
-        "(`make tools-httpload`), which leaves the stack more of the box; needs a rate",
+        choices=sorted(DRIVERS),
+        default=None,
+        help="who sends the load (default: the SLA's, else python); httpload: JSON scenarios "
+        "(progress_json) from the compiled open-loop tool (`make tools-httpload`), which leaves "
+        "the stack more of the box; needs a rate",
     )
     p.add_argument(
         "--no-ceiling",

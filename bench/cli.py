@@ -156,8 +156,9 @@ async def _run_one(
     service = args.service or cls.service
     concurrency = args.concurrency or (target and target.concurrency) or DEFAULT_CONCURRENCY
     rate = args.rate if args.rate is not None else (target.rate if target else None)
+    driver = choose_driver(args.driver, target)
     load: dict[str, Any] = {
-        "driver": args.driver,
+        "driver": driver,
         "mode": "open" if rate else "closed",
         "processes": args.processes,
         "concurrency": concurrency,
@@ -201,7 +202,7 @@ async def _run_one(
         _progress(f"{name}: {args.warmup:g} s warm-up, then {_span(args)} ({load['mode']} loop)")
         sampler = _stack_sampler(args)
         try:
-            if args.driver == "httpload":
+            if driver == "httpload":
                 merged = await asyncio.to_thread(_run_httpload, cls, plan, callers, sampler)
             else:
                 merged = await asyncio.to_thread(run_workers, plan, args.processes, sampler)
@@ -225,6 +226,12 @@ async def _run_one(
             sampler.samples, merged.window_start_ns, end_ns, merged.throughput
         )
     return entry
+
+
+def choose_driver(flag: str | None, target: Target | None) -> str:
+    """--driver when given, else the driver the scenario's target names, else the Python
+    workers."""
+    return flag or (target.driver if target else None) or "python"
 
 
 def _run_httpload(

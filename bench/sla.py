@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "sla.yaml"
+# bench --driver: the Python workers, or the compiled open-loop HTTP tool (bench.httpload).
+DRIVERS = frozenset({"python", "httpload"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Target:
     # The load the target holds at (per process); the CLI's flags override it.
     concurrency: int | None = None
     rate: float | None = None
+    # Who sends the load (bench --driver): the Python workers unless the target names one.
+    driver: str | None = None
 
     @classmethod
     def from_yaml(cls, name: str, raw: Mapping[str, Any]) -> Target:
@@ -53,6 +57,9 @@ class Target:
         if not raw.get("source"):
             raise ValueError(f"sla.yaml {name}: every target needs a source")
         load = raw.get("load") or {}
+        driver = load.get("driver")
+        if driver is not None and driver not in DRIVERS:
+            raise ValueError(f"sla.yaml {name}: load.driver must be one of {sorted(DRIVERS)}")
 
         def num(key: str) -> float | None:
             value = raw.get(key)
@@ -71,6 +78,7 @@ class Target:
             max_error_ratio=float(raw.get("max_error_ratio", 0.0)),
             concurrency=int(load["concurrency"]) if "concurrency" in load else None,
             rate=float(load["rate"]) if "rate" in load else None,
+            driver=driver,
         )
 
     def describe(self) -> str:

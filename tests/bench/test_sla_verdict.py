@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cli import choose_driver
 from bench.scenarios import CEILING, SCENARIOS
 from bench.sla import Observed, Target, evaluate, load_sla, split_errors
 
@@ -142,3 +143,18 @@ def test_an_open_loop_run_is_judged_on_keeping_its_rate_not_on_capacity() -> Non
     assert {c.name for c in kept.checks} >= {"kept_rate", "p95_ms"}
     assert not {c.name for c in kept.checks} & {"throughput", "ratio_of_ceiling"}
     assert [c.name for c in fell_behind.failed] == ["kept_rate"]
+
+
+def test_a_target_can_name_its_driver_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    progress = load_sla()["progress_json"]
+
+    # The progress target is measured with the compiled open-loop tool; the rest with ours.
+    assert progress.driver == "httpload"
+    assert choose_driver(None, progress) == "httpload"
+    assert choose_driver("python", progress) == "python"
+    assert choose_driver(None, load_sla()["whoami"]) == "python"
+    assert choose_driver(None, None) == "python"
+    bad = tmp_path / "sla.yaml"
+    bad.write_text("scenarios:\n  x:\n    source: s\n    load: {driver: wrk}\n")
+    with pytest.raises(ValueError, match=r"load\.driver must be one of"):
+        load_sla(bad)
