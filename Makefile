@@ -16,8 +16,8 @@ GHZ_STAMP := $(TOOLS)/.ghz-$(GHZ_VERSION)
 # Jaeger's version is pinned by tools/go.mod (a Go tools module, go.sum included); the binary is
 # rebuilt whenever that module changes.
 JAEGER := $(TOOLS)/jaeger
-# httpload, the open-loop HTTP load generator of `bench --driver httpload`, built from
-# tools/httpload (its own module: fasthttp pinned there).
+# httpload, the open-loop HTTP and gRPC load generator of `bench --driver httpload`, built from
+# tools/httpload (its own module: fasthttp and grpc-go pinned there).
 HTTPLOAD := $(TOOLS)/httpload
 # livercv, the Go receiver of the live fan-out bench (`bench --scenario live --receiver go`),
 # built from tools/livercv (its own module: grpc-go and protobuf-go pinned there).
@@ -118,7 +118,7 @@ $(JAEGER): tools/go.mod tools/go.sum
 	cd tools && go build -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
 	@touch $@
 
-tools-httpload: $(HTTPLOAD)  ## the open-loop HTTP load generator of `bench --driver httpload`
+tools-httpload: $(HTTPLOAD)  ## the open-loop HTTP and gRPC load generator of `bench --driver httpload`
 
 $(HTTPLOAD): tools/httpload/go.mod tools/httpload/go.sum tools/httpload/*.go
 	@command -v go >/dev/null 2>&1 || { \

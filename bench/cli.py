@@ -240,9 +240,10 @@ def _run_httpload(
     scenario = cls(timeout_s=plan.timeout_s)
     http_targets = getattr(scenario, "http_targets", None)
     if http_targets is None:
-        raise HttpLoadFailed(f"{cls.name} sends no HTTP requests httpload could replay")
+        raise HttpLoadFailed(f"{cls.name} sends no requests httpload could replay")
     if not plan.rate:
         raise HttpLoadFailed("httpload runs an open loop only: give --rate")
+    unique_field = getattr(scenario, "unique_field", None)
     return httpload.run(
         http_targets(plan.data, callers),
         rate=plan.rate,
@@ -250,6 +251,9 @@ def _run_httpload(
         duration_s=plan.duration_s,
         timeout_s=plan.timeout_s,
         sampler=sampler,
+        unique=unique_field(plan.data) if unique_field else None,
+        poisson=plan.poisson,
+        seed=plan.seed,
     )
 
 
@@ -295,7 +299,7 @@ async def _setup(
             raise ConnectionError(
                 f"no connection to {address} within {READY_TIMEOUT_S:.0f} s"
             ) from None
-        ctx = SetupContext(channel, pool, run_id, callers, endpoints)
+        ctx = SetupContext(channel, pool, run_id, callers, endpoints, address)
         return await scenario.setup(ctx)
 
 

@@ -29,6 +29,16 @@ class HttpTarget:
     body: bytes
 
 
+@dataclass(frozen=True)
+class UniqueField:
+    """A string field httpload appends to every gRPC request (grpc:// targets): `prefix` and
+    the call's index, so each call is a new request (an idempotency key) while the body is
+    built once."""
+
+    number: int
+    prefix: str
+
+
 def build_request(method: str, host: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]

@@ -1,11 +1,15 @@
-"""`--driver httpload`: a compiled open-loop HTTP load generator in place of the Python workers.
+"""`--driver httpload`: a compiled open-loop load generator in place of the Python workers.
 
-At thousands of JSON calls a second the Python driver spends a share of the box's two cores
-that the stack under test should have. httpload (tools/httpload, Go on fasthttp, built by
-`make tools-httpload`) sends the same pre-built requests at a constant rate from a JSON-lines
-target file (vegeta's target format), starting one more worker whenever all are busy, so a
-slow server cannot slow the arrivals down; each call's latency counts from when it was due.
-Its per-call results (CSV in vegeta's columns: start time, status, latency, bytes, error) are
+At thousands of calls a second the Python driver spends a share of the box's two cores that
+the stack under test should have. httpload (tools/httpload, Go on fasthttp and grpc-go, built
+by `make tools-httpload`) sends the same pre-built requests from a JSON-lines target file
+(vegeta's target format) at the rate asked, with Poisson or fixed arrivals as --arrival says,
+starting one more worker whenever all are busy, so a slow server cannot slow the arrivals
+down; each call's latency counts from when it was due.
+A scenario's targets are JSON calls through the edge (http://…) or unary gRPC calls
+(grpc://host:port/package.Service/Method, the body being the serialized request; the tool can
+append a per-call unique field, an idempotency key, to it). Its per-call results (CSV in
+vegeta's columns: start time, status or gRPC code, latency, bytes, error) are
 turned into the same `Merged` the Python driver yields (histogram, per-second series, errors
 by status), so the report, the SLA verdict and the stack-CPU table stay uniform.
 
@@ -31,11 +35,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import grpc
 import psutil
 
 from bench import histogram, series
 from bench.driver import Merged
-from bench.http1 import HttpTarget
+from bench.http1 import HttpTarget, UniqueField
 from bench.stack_cpu import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,16 +87,34 @@ def target_lines(targets: Iterable[HttpTarget]) -> Iterator[str]:
 
 
 def attack_argv(
-    tool: Path, targets: Path, out: Path, rate: float, seconds: float, timeout_s: float
+    tool: Path,
+    targets: Path,
+    out: Path,
+    rate: float,
+    seconds: float,
+    timeout_s: float,
+    unique: UniqueField | None = None,
+    *,
+    poisson: bool = False,
+    seed: int = 0,
 ) -> list[str]:
-    return [
+    argv = [
         str(tool),
         f"-targets={targets}",
         f"-rate={rate:g}",
         f"-duration={seconds:g}s",
         f"-timeout={timeout_s:g}s",
         f"-output={out}",
+        f"-arrival={'poisson' if poisson else 'fixed'}",
+        f"-seed={seed}",
     ]
+    if unique is not None:
+        argv += [f"-unique-field={unique.number}", f"-unique-prefix={unique.prefix}"]
+    return argv
+
+
+def is_grpc(targets: list[HttpTarget]) -> bool:
+    return bool(targets) and targets[0].url.startswith("grpc://")
 
 
 def run(
@@ -102,9 +125,14 @@ def run(
     duration_s: float,
     timeout_s: float,
     sampler: Sampler | None = None,
+    unique: UniqueField | None = None,
+    poisson: bool = False,
+    seed: int = 0,
 ) -> Merged:
     """Attack at `rate` for warm-up + duration and merge the measured part."""
     tool = binary()
+    targets = list(targets)
+    grpc_codes = is_grpc(targets)
     with tempfile.TemporaryDirectory(prefix="bench-httpload-") as tmp:
         target_file, out = Path(tmp) / "targets.json", Path(tmp) / "results.csv"
         with target_file.open("w") as f:
@@ -113,7 +141,7 @@ def run(
         before = _children_cpu()
         started = time.monotonic()
         window_start_ns = time.perf_counter_ns() + round(warmup_s * 1e9)
-        argv = attack_argv(tool, target_file, out, rate, warmup_s + duration_s, timeout_s)
+        argv = attack_argv(tool, target_file, out, rate, warmup_s + duration_s, timeout_s, unique)
         proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **GO_ENV}
         )
@@ -130,7 +158,7 @@ def run(
             raise HttpLoadFailed(f"httpload exited {proc.returncode}: {err.decode()[-500:]}")
         total_cpu = _children_cpu() - before
         with out.open(newline="") as results:
-            merged = merge_csv(results, warmup_s, duration_s)
+            merged = merge_csv(results, warmup_s, duration_s, grpc_codes=grpc_codes)
     merged.worker_cpu_s = max(0.0, total_cpu - (at_warmup[0] if at_warmup else 0.0))
     merged.children_cpu_s = total_cpu
     merged.wall_s = time.monotonic() - started
@@ -138,18 +166,21 @@ def run(
     return merged
 
 
-def merge_csv(lines: Iterable[str], warmup_s: float, duration_s: float) -> Merged:
+def merge_csv(
+    lines: Iterable[str], warmup_s: float, duration_s: float, *, grpc_codes: bool = False
+) -> Merged:
     """The CSV results (start ns since the epoch, status, latency ns, bytes out, bytes in,
     error, …: vegeta's columns) as a Merged. The attack began with its first call (the tool's
     own start-up is not ours to time); calls starting in the first `warmup_s` after it are
-    warm-up."""
+    warm-up. With `grpc_codes` the status is a gRPC code (0 is OK) and an error is named as
+    the Python driver names it (UNAVAILABLE …)."""
     rows = [(int(r[0]), int(r[1]), int(r[2]), r[5]) for r in csv.reader(lines) if len(r) >= 6]
     out = Merged()
     began = min((r[0] for r in rows), default=0)
     measure_ns = began + round(warmup_s * 1e9)
     seconds = series.SecondBuckets(measure_ns)
     for start_ns, code, latency_ns, error in rows:
-        ok = 200 <= code < 300 and not error
+        ok = (code == 0 if grpc_codes else 200 <= code < 300) and not error
         if start_ns < measure_ns:
             out.warmup_calls += 1
             out.warmup_errors += not ok
@@ -161,11 +192,18 @@ def merge_csv(lines: Iterable[str], warmup_s: float, duration_s: float) -> Merge
             out.ok += 1
         else:
             seconds.error(start_ns)
-            name = f"HTTP_{code}" if code else "NO_RESPONSE"
+            name = _grpc_name(code) if grpc_codes else f"HTTP_{code}" if code else "NO_RESPONSE"
             out.errors[name] = out.errors.get(name, 0) + 1
     out.elapsed_s = duration_s
     out.series = series.merge([seconds.encode()])
     return out
+
+
+_GRPC_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+def _grpc_name(code: int) -> str:
+    return _GRPC_NAMES.get(code, f"GRPC_{code}")
 
 
 def _children_cpu() -> float:

@@ -38,6 +38,8 @@ class SetupContext:
     callers: int
     # The stack's endpoints file (admin credentials …); None when --address bypassed it.
     endpoints: Endpoints | None = None
+    # host:port the channel goes to (the edge, or the first replica with --target direct).
+    address: str = ""
 
 
 class Scenario(ABC):

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from bench.http1 import HttpTarget, UniqueField
 from bench.scenarios.base import Scenario, SetupContext, raw_method
 from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
@@ -150,7 +151,7 @@ class ExamRush(Scenario):
                 quiz_id=created.quiz.quiz_id, answers=answers_for(created.quiz)
             )
             bases.append(request.SerializeToString())
-        return {"tokens": tokens, "bases": bases, "run": ctx.run_id}
+        return {"tokens": tokens, "bases": bases, "run": ctx.run_id, "address": ctx.address}
 
     def make_state(self, data: Any, caller: int) -> Any:
         tokens, bases = data["tokens"], data["bases"]
@@ -162,6 +163,22 @@ class ExamRush(Scenario):
 
     def make_stub(self, channel: grpc.aio.Channel) -> Any:
         return raw_method(channel, SUBMIT)
+
+    def http_targets(self, data: Any, callers: int) -> list[HttpTarget]:
+        """For `--driver httpload`: one target per caller, each a student and a quiz as
+        make_state pairs them, sent in turn. The open loop does not wait for a student's last
+        submission, so a pair comes round again every callers/rate seconds: give enough callers
+        (--concurrency) that this stays above the slowest answer, or a student's two
+        submissions race for one attempt and the second is refused."""
+        url = f"grpc://{data['address']}{SUBMIT}"
+        return [
+            HttpTarget("POST", url, {"authorization": s.metadata[0][1]}, s.base)
+            for s in (self.make_state(data, c) for c in range(callers))
+        ]
+
+    def unique_field(self, data: Any) -> UniqueField:
+        """Field 4, idempotency_key: a new one for every call, as in `call`."""
+        return UniqueField(4, f"{data['run']}-")
 
     async def call(self, stub: Any, state: CallerState) -> None:
         state.n += 1

@@ -1,6 +1,7 @@
 """`--driver httpload`: its results become the same report as the Python driver's, a short
-progress_json run through the test stack's Envoy lands every call at the rate asked, and a
-stalled server shows as latency counted from each call's due time (open loop)."""
+progress_json run (and an exam_rush run over gRPC) through the test stack's Envoy lands every
+call at the rate asked, and a stalled server shows as latency counted from each call's due
+time (open loop)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench import cli, httpload, stack_cpu
 from bench.http1 import HttpTarget
 from devstack.stack import Endpoints
+from elearn.quiz.v1 import quiz_service_pb2 as quiz_pb
 
 S = 1_000_000_000
 STALL_S = 0.2
@@ -58,11 +61,15 @@ def slow_server() -> Iterator[str]:
         server.server_close()
 
 
-def _attack(tmp_path: Path, url: str, rate: int, seconds: float) -> list[list[str]]:
+def _attack(
+    tmp_path: Path, url: str, rate: int, seconds: float, *, poisson: bool = False, seed: int = 0
+) -> list[list[str]]:
     targets, out = tmp_path / "targets.json", tmp_path / "results.csv"
     target = HttpTarget("PUT", url, {"Content-Type": "application/json"}, b'{"a":1}')
     targets.write_text("\n".join(httpload.target_lines([target])) + "\n")
-    argv = httpload.attack_argv(httpload.binary(), targets, out, rate, seconds, timeout_s=5)
+    argv = httpload.attack_argv(
+        httpload.binary(), targets, out, rate, seconds, timeout_s=5, poisson=poisson, seed=seed
+    )
     subprocess.run(argv, check=True, timeout=60, env={**os.environ, **httpload.GO_ENV})
     with out.open(newline="") as f:
         return list(csv.reader(f))
@@ -85,6 +92,26 @@ def test_the_load_is_an_open_loop_and_latency_counts_from_each_due_time(
     assert all(r[3] == "7" and r[4] == "2" and r[5] == "" for r in rows)
     # The calls overlapped: the tool opened more connections as the busy ones waited.
     assert len(_SlowHandler.peers) >= 5
+
+
+def test_poisson_arrivals_have_the_rate_on_average_and_follow_the_seed(
+    slow_server: str, tmp_path: Path
+) -> None:
+    url = f"http://{slow_server}/ok"
+
+    def offsets(seed: int) -> list[int]:
+        due = [int(r[0]) for r in _attack(tmp_path, url, 100, 2, poisson=True, seed=seed)]
+        return [d - due[0] for d in due]
+
+    first, again, other = offsets(7), offsets(7), offsets(8)
+
+    # 200 expected in 2 s; a Poisson count's standard deviation is about 14.
+    assert 150 <= len(first) <= 250
+    assert first == again and first != other
+    gaps = [b - a for a, b in pairwise(first)]
+    # Exponential gaps: many far below the 10 ms mean and some far above it, unlike fixed ones.
+    assert sum(g < S // 400 for g in gaps) > len(gaps) // 10
+    assert sum(g > S // 40 for g in gaps) > len(gaps) // 50
 
 
 def test_statuses_and_connection_errors_are_recorded_per_call(
@@ -183,3 +210,49 @@ def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: P
     assert cpu["processes"]["envoy"]["cpu_s"] > 0
     assert {"course-0", "valkey-state", "postgres"} <= set(cpu["processes"])
     assert stack_cpu.table(cpu).splitlines()[0].split() == ["process", "cores", "µs/call"]
+
+
+def test_exam_rush_through_envoy_with_httpload_makes_a_submission_per_call(
+    stack: Endpoints, sql: psycopg.Connection, tmp_path: Path
+) -> None:
+    out = tmp_path / "report.json"
+    cli.main(
+        [
+            "--endpoints",
+            str(Path(stack.data_dir) / "endpoints.json"),
+            "--scenario",
+            "exam_rush",
+            "--driver",
+            "httpload",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--users",
+            "4",
+            "--processes",
+            "1",
+            # 40 student-quiz pairs: a pair comes round every 2 s, long after its last answer.
+            "--concurrency",
+            "40",
+            "--json",
+            str(out),
+        ]
+    )
+
+    report = json.loads(out.read_text())
+    (entry,) = report["scenarios"]
+    assert entry["status"] == "ok", entry.get("error")
+    assert entry["load"]["driver"] == "httpload"
+    assert 38 <= entry["calls"]["ok"] <= 42
+    assert entry["calls"]["errors"] == {}
+    # Every call of the 2.5 s, warm-up included, was a new graded submission: the tool gave
+    # each its own idempotency key (the run's id, then the call's index).
+    graded = sql.execute(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM quizzes.submissions"
+        " WHERE idempotency_key LIKE %s AND grading_status = %s",
+        (report["run_id"] + "-%", quiz_pb.GRADING_STATUS_GRADED),
+    ).fetchone()
+    assert graded == (50, 50)

@@ -1,20 +1,23 @@
-// httpload: the bench's open-loop HTTP/1.1 load generator (`python -m bench --driver httpload`,
-// bench/vegeta.py runs it; `make tools-httpload` builds it).
+// httpload: the bench's open-loop load generator for HTTP/1.1 and unary gRPC (`python -m bench
+// --driver httpload`, bench/httpload.py runs it; `make tools-httpload` builds it).
 //
 // vegeta does the same job, but on this 2-core box it spends 70-90 µs of CPU per call
 // (net/http, a result encoder, worker bookkeeping), a share of the machine the stack under test
 // should have: at 2,500 calls/s that is a fifth of a core. This tool sends the same pre-built
-// requests (vegeta's JSON target format, cycled in order) with fasthttp's client at a fixed
-// rate over keep-alive connections and keeps one small record per call, for about a fifth of
-// that CPU.
+// requests (vegeta's JSON target format, cycled in order) with fasthttp's client over
+// keep-alive connections and keeps one small record per call, for about a fifth of that CPU.
 //
-// Open loop: call i is due at start + i/rate whatever the server does. A call waits for a free
-// connection when all are busy (up to -connections) and its latency counts from when it was
-// due, so a slow server shows up as latency rather than as a slower arrival rate (no
-// coordinated omission).
+// Open loop: call i is due at start + i/rate (-arrival fixed) or after exponential gaps of
+// mean 1/rate (-arrival poisson, how independent users arrive), whatever the server does. A
+// call waits for a free connection when all are busy (up to -connections) and its latency
+// counts from when it was due, so a slow server shows up as latency rather than as a slower
+// arrival rate (no coordinated omission).
+//
+// gRPC: targets named grpc://host:port/package.Service/Method carry the serialized request as
+// their body and their headers as metadata (grpc.go); the status column is then the gRPC code.
 //
 // Output: vegeta's CSV columns (start ns since the epoch, status, latency ns, bytes out,
-// bytes in, error), one row per call, in due order; bench.vegeta.merge_csv reads them.
+// bytes in, error), one row per call, in due order; bench.httpload.merge_csv reads them.
 package main
 
 import (
@@ -25,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -32,6 +36,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/metadata"
 )
 
 type target struct {
@@ -42,10 +47,14 @@ type target struct {
 }
 
 type prepared struct {
-	method, uri string
+	method, uri string // for gRPC: the method's path, and no URI
 	headers     [][2]string
+	md          metadata.MD
 	body        []byte
 }
+
+// caller sends call i of the run (target t, due at due) and says how it went.
+type caller func(t *prepared, i int, due time.Time) result
 
 // The scheduler's coarsest wake-up interval (see attack).
 const tick = time.Millisecond
@@ -64,79 +73,130 @@ func main() {
 	rate := flag.Float64("rate", 0, "calls per second")
 	duration := flag.Duration("duration", 0, "how long to send")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-call deadline, from its due time")
-	connections := flag.Int("connections", 2000, "keep-alive connections at most")
+	connections := flag.Int("connections", 2000, "HTTP: keep-alive connections at most")
+	// Many, as from a crowd of browsers: with 4, Envoy and the service behind it spent 7-15 %
+	// more CPU per exam-rush call than with 16 or 64, which cost the same.
+	grpcConnections := flag.Int("grpc-connections", 64, "gRPC: HTTP/2 connections, used in turn")
+	uniqueNumber := flag.Int("unique-field", 0,
+		"gRPC: append this string field to every request, unique per call (an idempotency key)")
+	uniquePrefix := flag.String("unique-prefix", "", "the unique field's prefix (before the call index)")
+	arrival := flag.String("arrival", "fixed", "fixed spacing, or poisson (exponential gaps)")
+	seed := flag.Int64("seed", 0, "the poisson arrivals' seed")
 	output := flag.String("output", "", "CSV results (vegeta's columns)")
 	flag.Parse()
 	if *targetsPath == "" || *rate <= 0 || *duration <= 0 || *output == "" {
 		fmt.Fprintln(os.Stderr, "httpload: -targets, -rate, -duration and -output are required")
 		os.Exit(2)
 	}
-	targets, host, err := load(*targetsPath)
+	if *arrival != "fixed" && *arrival != "poisson" {
+		fmt.Fprintln(os.Stderr, "httpload: -arrival is fixed or poisson")
+		os.Exit(2)
+	}
+	targets, host, isGRPC, err := load(*targetsPath)
+	if err == nil && *uniqueNumber > 0 && !isGRPC {
+		err = errors.New("-unique-field applies to gRPC targets only")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "httpload:", err)
 		os.Exit(2)
 	}
-	client := &fasthttp.HostClient{
-		Addr:                          host,
-		MaxConns:                      *connections,
-		MaxConnWaitTimeout:            *timeout,
-		ReadTimeout:                   *timeout,
-		WriteTimeout:                  *timeout,
-		MaxIdleConnDuration:           time.Minute,
-		DisableHeaderNamesNormalizing: true,
-		NoDefaultUserAgentHeader:      true,
+	var send caller
+	if isGRPC {
+		client, err := dialGRPC(host, *grpcConnections, uniqueField{*uniqueNumber, *uniquePrefix})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "httpload:", err)
+			os.Exit(2)
+		}
+		send = func(t *prepared, i int, due time.Time) result {
+			return client.call(t, i, due, *timeout)
+		}
+	} else {
+		send = httpCaller(host, *connections, *timeout)
 	}
-	results := attack(client, targets, *rate, *duration, *timeout)
+	offsets := schedule(*rate, *duration, *arrival == "poisson", *seed)
+	results := attack(send, targets, offsets)
 	if err := write(*output, results); err != nil {
 		fmt.Fprintln(os.Stderr, "httpload:", err)
 		os.Exit(1)
 	}
 }
 
-func load(path string) ([]prepared, string, error) {
+func httpCaller(host string, connections int, timeout time.Duration) caller {
+	client := &fasthttp.HostClient{
+		Addr:                          host,
+		MaxConns:                      connections,
+		MaxConnWaitTimeout:            timeout,
+		ReadTimeout:                   timeout,
+		WriteTimeout:                  timeout,
+		MaxIdleConnDuration:           time.Minute,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultUserAgentHeader:      true,
+	}
+	return func(t *prepared, _ int, due time.Time) result {
+		return call(client, t, due, timeout)
+	}
+}
+
+// load reads the targets: every one must name the same host:port, and all are HTTP or all gRPC.
+func load(path string) (out []prepared, host string, isGRPC bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	defer f.Close()
-	var out []prepared
-	host := ""
 	scanner := bufio.NewScanner(f)
 	scanner.Buffer(make([]byte, 1<<20), 16<<20)
 	for scanner.Scan() {
 		var t target
 		if err := json.Unmarshal(scanner.Bytes(), &t); err != nil {
-			return nil, "", fmt.Errorf("target %d: %w", len(out)+1, err)
+			return nil, "", false, fmt.Errorf("target %d: %w", len(out)+1, err)
 		}
-		body, err := base64.StdEncoding.DecodeString(t.Body)
+		p, h, g, err := prepare(t)
 		if err != nil {
-			return nil, "", fmt.Errorf("target %d body: %w", len(out)+1, err)
+			return nil, "", false, fmt.Errorf("target %d: %w", len(out)+1, err)
 		}
-		rest, ok := strings.CutPrefix(t.URL, "http://")
-		if !ok {
-			return nil, "", fmt.Errorf("target %d: only http:// URLs", len(out)+1)
-		}
-		h, _, _ := strings.Cut(rest, "/")
-		if host == "" {
-			host = h
-		} else if h != host {
-			return nil, "", errors.New("every target must name the same host:port")
-		}
-		p := prepared{method: t.Method, uri: t.URL, body: body}
-		for name, values := range t.Header {
-			for _, v := range values {
-				p.headers = append(p.headers, [2]string{name, v})
-			}
+		if len(out) == 0 {
+			host, isGRPC = h, g
+		} else if h != host || g != isGRPC {
+			return nil, "", false, errors.New("every target must name the same scheme and host:port")
 		}
 		out = append(out, p)
 	}
 	if err := scanner.Err(); err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	if len(out) == 0 {
-		return nil, "", errors.New("no targets")
+		return nil, "", false, errors.New("no targets")
 	}
-	return out, host, nil
+	return out, host, isGRPC, nil
+}
+
+func prepare(t target) (p prepared, host string, isGRPC bool, err error) {
+	body, err := base64.StdEncoding.DecodeString(t.Body)
+	if err != nil {
+		return p, "", false, fmt.Errorf("body: %w", err)
+	}
+	p.body = body
+	if strings.HasPrefix(t.URL, grpcScheme) {
+		host, p.method, err = grpcTarget(t.URL)
+		p.md = metadata.MD{}
+		for name, values := range t.Header {
+			p.md.Append(name, values...)
+		}
+		return p, host, true, err
+	}
+	rest, ok := strings.CutPrefix(t.URL, "http://")
+	if !ok {
+		return p, "", false, errors.New("only http:// and grpc:// URLs")
+	}
+	host, _, _ = strings.Cut(rest, "/")
+	p.method, p.uri = t.Method, t.URL
+	for name, values := range t.Header {
+		for _, v := range values {
+			p.headers = append(p.headers, [2]string{name, v})
+		}
+	}
+	return p, host, false, nil
 }
 
 type job struct {
@@ -144,11 +204,27 @@ type job struct {
 	due time.Time
 }
 
-func attack(client *fasthttp.HostClient, targets []prepared, rate float64,
-	duration, timeout time.Duration) []result {
-	total := int(rate * duration.Seconds())
-	results := make([]result, total)
+// schedule gives each call's due time as an offset from the start, all within duration.
+func schedule(rate float64, duration time.Duration, poisson bool, seed int64) []time.Duration {
 	interval := float64(time.Second) / rate
+	if !poisson {
+		out := make([]time.Duration, int(rate*duration.Seconds()))
+		for i := range out {
+			out[i] = time.Duration(float64(i) * interval)
+		}
+		return out
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x9e3779b97f4a7c15))
+	out := make([]time.Duration, 0, int(rate*duration.Seconds())+16)
+	for t := rng.ExpFloat64() * interval; t < float64(duration); t += rng.ExpFloat64() * interval {
+		out = append(out, time.Duration(t))
+	}
+	return out
+}
+
+func attack(send caller, targets []prepared, offsets []time.Duration) []result {
+	total := len(offsets)
+	results := make([]result, total)
 	// Long-lived workers: a goroutine per call would grow a fresh stack through fasthttp's
 	// frames every time. The channel is unbuffered, so a send succeeds only when a worker is
 	// idle; when none is, one more starts (as vegeta adds workers), so a slow server never
@@ -158,11 +234,11 @@ func attack(client *fasthttp.HostClient, targets []prepared, rate float64,
 	worker := func() {
 		defer wg.Done()
 		for j := range jobs {
-			results[j.i] = call(client, &targets[j.i%len(targets)], j.due, timeout)
+			results[j.i] = send(&targets[j.i%len(targets)], j.i, j.due)
 		}
 	}
 	start := time.Now()
-	dueAt := func(i int) time.Time { return start.Add(time.Duration(float64(i) * interval)) }
+	dueAt := func(i int) time.Time { return start.Add(offsets[i]) }
 	for i := 0; i < total; {
 		now := time.Now()
 		for ; i < total && !dueAt(i).After(now); i++ {
