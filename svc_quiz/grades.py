@@ -132,6 +132,10 @@ _HEAD_FIELDS = tuple(
     for f in events_pb.SubmissionGraded.DESCRIPTOR.fields
     if f.number < _ATTEMPT_NUMBER.number and f.name not in ("event_id", "occur_time")
 )
+_QUESTIONS = events_pb.SubmissionGraded.DESCRIPTOR.fields_by_name["questions"]
+_AFTER_QUESTIONS = tuple(
+    f.name for f in events_pb.SubmissionGraded.DESCRIPTOR.fields if f.number > _QUESTIONS.number
+)
 
 
 class EventHalves(NamedTuple):
@@ -154,17 +158,28 @@ def graded_event_halves(
     results: list[pb.QuestionResult],
     instructor_id: str,
     types: dict[str, pb.QuestionType.ValueType] | None = None,
+    judged: list[grading.Judged] | None = None,
 ) -> EventHalves:
-    """graded_event's event as EventHalves (values.attempt_number is ignored)."""
+    """graded_event's event as EventHalves (values.attempt_number is ignored). With `judged`
+    (the results' shared wire forms) the questions are joined as bytes, not built: protobuf
+    writes fields in number order, so the tail is its fields before `questions`, then the
+    questions, then the ones after."""
     event_id, now = new_event_id()
     fields = _graded_fields(values, instructor_id)
     del fields["attempt_number"]
     head = events_pb.SubmissionGraded(
         event_id=event_id, occur_time=now, **{name: fields.pop(name) for name in _HEAD_FIELDS}
     )
-    tail = events_pb.SubmissionGraded(**fields)
-    _add_questions(tail, quiz, results, types)
-    return EventHalves(event_id, head.SerializeToString(), tail.SerializeToString())
+    if judged is not None:
+        after = events_pb.SubmissionGraded(
+            **{name: fields.pop(name) for name in _AFTER_QUESTIONS}
+        ).SerializeToString()
+        before = events_pb.SubmissionGraded(**fields).SerializeToString()
+        tail = before + b"".join(j.in_event for j in judged) + after
+        return EventHalves(event_id, head.SerializeToString(), tail)
+    message = events_pb.SubmissionGraded(**fields)
+    _add_questions(message, quiz, results, types)
+    return EventHalves(event_id, head.SerializeToString(), message.SerializeToString())
 
 
 class EventRow(NamedTuple):
@@ -195,7 +210,9 @@ def outbox_row(
     if status == pb.GRADING_STATUS_GRADED:
         row = SimpleNamespace(**values)
         results = values[views.GRADED_RESULTS]
-        event = graded_event_halves(row, quiz, results, instructor_id, types(quiz))
+        event = graded_event_halves(
+            row, quiz, results, instructor_id, types(quiz), values[views.GRADED_JUDGED]
+        )
         return EventRow(event.event_id, GRADED_SUBJECT, event.head, event.tail, parent)
     if status == pb.GRADING_STATUS_PENDING:
         payload = job(str(values["id"])).SerializeToString()

@@ -182,10 +182,11 @@ class Submissions:
             "grade_version": 0,
             views.ANSWERS: answers,
             views.GRADED_RESULTS: None,
+            views.GRADED_JUDGED: None,
         }
         if grading.is_cheap(quiz, self._sync_max):
             grade = grading.grade_submission(quiz, answers, self._definitions.index(quiz))
-            results = pb.Submission(results=grade.results).SerializeToString()
+            results = grade.results_bytes()
             if grade.needs_manual:
                 values.update(
                     grading_status=pb.GRADING_STATUS_NEEDS_MANUAL_GRADING, pending_results=results
@@ -202,6 +203,7 @@ class Submissions:
                     grade_version=1,
                 )
                 values[views.GRADED_RESULTS] = grade.results
+                values[views.GRADED_JUDGED] = grade.judged
         return values
 
     async def _insert(self, values: dict[str, Any], quiz: pb.Quiz, row: Any) -> bool:

@@ -161,6 +161,8 @@ def submission(
 # from them instead of parsing back the bytes just serialized.
 ANSWERS = "_answers"
 GRADED_RESULTS = "_graded_results"
+# The inline grade's shared results with their wire forms (grading.Judged), when it has them.
+GRADED_JUDGED = "_graded_judged"
 
 
 def fresh_submission(values: dict[str, Any], quiz: pb.Quiz, now: datetime) -> pb.Submission:

@@ -264,3 +264,47 @@ def test_the_index_grades_every_answer_as_grade_answer_does() -> None:
     assert graded.needs_manual
     assert index.options == {"s": frozenset({"o0", "o1", "o2"})}
     assert index.correct == {"s": frozenset({"o1", "o2"})}
+
+
+def _single(qid: str, points: float = 2) -> pb.Question:
+    return pb.Question(
+        question_id=qid,
+        prompt="p",
+        points=points,
+        single_choice=pb.SingleChoiceQuestion(options=_options(False, True, False)),
+    )
+
+
+def test_single_choice_grades_share_results_whose_wire_forms_match_a_fresh_build() -> None:
+    quiz = pb.Quiz(questions=[_single("a"), _single("b", 0.5), _single("c")])
+    answers = [
+        pb.Answer(question_id="a", option_id="o1"),
+        pb.Answer(question_id="b", option_id="o0"),
+        pb.Answer(question_id="c", option_id="o1"),
+    ]
+    index = grading.quiz_index(quiz)
+
+    grade = grading.grade_submission(quiz, answers, index)
+    again = grading.grade_submission(quiz, answers, index)
+
+    assert [r.outcome for r in grade.results] == [
+        pb.QUESTION_OUTCOME_CORRECT,
+        pb.QUESTION_OUTCOME_INCORRECT,
+        pb.QUESTION_OUTCOME_CORRECT,
+    ]
+    assert [r.points_awarded for r in grade.results] == [2, 0, 2]
+    assert grade.judged is not None and again.judged is not None
+    assert all(x is y for x, y in zip(grade.results, again.results, strict=True))
+    fresh = [pb.QuestionResult() for _ in grade.results]
+    for copy, shared in zip(fresh, grade.results, strict=True):
+        copy.CopyFrom(shared)
+    assert grade.results_bytes() == pb.Submission(results=fresh).SerializeToString()
+
+
+def test_a_grade_with_any_other_result_has_no_shared_wire_forms() -> None:
+    quiz = pb.Quiz(questions=[_single("a"), _mc(pb.PARTIAL_CREDIT_ALL_OR_NOTHING, True, False)])
+    unanswered = [pb.Answer(question_id="q", options=pb.OptionSelection(option_ids=["o0"]))]
+    blank = grading.grade_submission(quiz, unanswered)
+    assert blank.judged is None
+    assert blank.results[0].outcome == pb.QUESTION_OUTCOME_UNANSWERED
+    assert blank.results_bytes() == pb.Submission(results=blank.results).SerializeToString()

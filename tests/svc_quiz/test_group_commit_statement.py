@@ -23,7 +23,7 @@ from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from mesh.db import Database
 from mesh.outbox import Outbox
-from svc_quiz import grades
+from svc_quiz import grades, grading
 from svc_quiz.group_commit import GroupCommit, Pending, write_batch, write_one_statement
 from svc_quiz.group_commit_sql import varint_sql
 from svc_quiz.models import SCHEMA, outbox
@@ -97,6 +97,34 @@ def test_event_halves_join_into_the_whole_serialized_event(number: int) -> None:
         message.ClearField("event_id")
         message.ClearField("occur_time")
     assert event == whole
+
+
+def test_event_halves_from_shared_results_are_the_built_ones_byte_for_byte() -> None:
+    quiz = pb.Quiz(
+        quiz_id=str(uuid.uuid4()),
+        course_id=str(uuid.uuid4()),
+        questions=[choice("a", 0), choice("b", 1), choice("c", 2, points=2.5)],
+    )
+    for q in quiz.questions:
+        q.question_id = str(uuid.uuid4())
+    values = SimpleNamespace(**_values(quiz, str(uuid.uuid4()), "k"))
+    # o1 for all: wrong, right, wrong.
+    answers = [pb.Answer(question_id=q.question_id, option_id="o1") for q in quiz.questions]
+    grade = grading.grade_submission(quiz, answers)
+    assert grade.judged is not None
+    assert [r.points_awarded for r in grade.results] == [0, 1, 0]
+    types = grades.question_types(quiz)
+
+    for instructor in ("teacher", ""):
+        joined = grades.graded_event_halves(
+            values, quiz, grade.results, instructor, types, grade.judged
+        )
+        built = grades.graded_event_halves(values, quiz, grade.results, instructor, types)
+
+        assert joined.tail == built.tail
+        event = events_pb.SubmissionGraded.FromString(joined.joined(3))
+        assert [g.question_id for g in event.questions] == [q.question_id for q in quiz.questions]
+        assert event.instructor_id == instructor
 
 
 def test_varint_sql_encodes_as_protobuf_does(sql: psycopg.Connection) -> None:
