@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -169,20 +170,25 @@ def test_targets_are_json_lines_with_the_body_in_base64() -> None:
     }
 
 
-def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: Path) -> None:
+def _bench_with_httpload(
+    stack: Endpoints, tmp_path: Path, scenario: str, *, rate: int, seconds: float, callers: int
+) -> dict[str, Any]:
+    """One short bench run through the test stack's edge, fixed arrivals, 0.5 s warm-up."""
     out = tmp_path / "report.json"
     cli.main(
         [
             "--endpoints",
             str(Path(stack.data_dir) / "endpoints.json"),
             "--scenario",
-            "progress_json",
+            scenario,
             "--driver",
             "httpload",
+            "--arrival",
+            "fixed",
             "--rate",
-            "40",
+            str(rate),
             "--duration",
-            "3",
+            str(seconds),
             "--warmup",
             "0.5",
             "--users",
@@ -190,13 +196,19 @@ def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: P
             "--processes",
             "1",
             "--concurrency",
-            "4",
+            str(callers),
             "--json",
             str(out),
         ]
     )
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
 
-    (entry,) = json.loads(out.read_text())["scenarios"]
+
+def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: Path) -> None:
+    report = _bench_with_httpload(stack, tmp_path, "progress_json", rate=40, seconds=3, callers=4)
+
+    (entry,) = report["scenarios"]
     assert entry["status"] == "ok", entry.get("error")
     assert entry["load"]["driver"] == "httpload"
     # 40/s for 3 s at a constant rate: 120 planned starts, give or take one at each edge.
@@ -215,34 +227,8 @@ def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: P
 def test_exam_rush_through_envoy_with_httpload_makes_a_submission_per_call(
     stack: Endpoints, sql: psycopg.Connection, tmp_path: Path
 ) -> None:
-    out = tmp_path / "report.json"
-    cli.main(
-        [
-            "--endpoints",
-            str(Path(stack.data_dir) / "endpoints.json"),
-            "--scenario",
-            "exam_rush",
-            "--driver",
-            "httpload",
-            "--rate",
-            "20",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-            "--users",
-            "4",
-            "--processes",
-            "1",
-            # 40 student-quiz pairs: a pair comes round every 2 s, long after its last answer.
-            "--concurrency",
-            "40",
-            "--json",
-            str(out),
-        ]
-    )
-
-    report = json.loads(out.read_text())
+    # 40 student-quiz pairs: a pair comes round every 2 s, long after its last answer.
+    report = _bench_with_httpload(stack, tmp_path, "exam_rush", rate=20, seconds=2, callers=40)
     (entry,) = report["scenarios"]
     assert entry["status"] == "ok", entry.get("error")
     assert entry["load"]["driver"] == "httpload"
