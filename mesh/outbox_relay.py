@@ -5,7 +5,8 @@ in the dead-letter table after its last attempt.
 The statements are built with SQLAlchemy once and run as SQL on psycopg's own connection
 (Database.transaction_driver): a relay passes many times a second under load, and
 SQLAlchemy's execution of each statement (compiled-cache lookup, result wrapping, the greenlet
-bridge) cost a busy quiz process about 4 % of its CPU in an exam rush.
+bridge) was a share of it; in an exam rush the greenlet bridge fell from 3.1 to 1.5 % of the
+quiz process's samples.
 """
 
 from __future__ import annotations

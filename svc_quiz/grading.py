@@ -176,8 +176,8 @@ def grade_answer(question: pb.Question, answer: pb.Answer | None) -> pb.Question
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """A single-choice question's result when answered right, or wrong: built once per quiz
-    definition and shared by every submission with that outcome (never mutated; a repeated
+    """A single-choice question's result when answered right, or wrong: built once per kept
+    quiz index and shared by every submission with that outcome (never mutated; a repeated
     field copies what it is given), with its two wire forms serialized already: as an entry
     of Submission.results and of SubmissionGraded.questions. An exam rush grades thousands of
     submissions of one quiz, and building 20 results and both wire forms for each submission
@@ -221,15 +221,15 @@ class QuizIndex:
     # Choice questions: their option ids; single-choice questions: the right ones.
     options: dict[str, frozenset[str]]
     correct: dict[str, frozenset[str]]
-    # Single-choice questions: their result when wrong and when right.
-    judged: dict[str, tuple[Judged, Judged]]
+    # Single-choice results by (question id, answered right), built on first use: a kept
+    # index serves every later submission, and a one-off grade builds none of them.
+    judged: dict[tuple[str, bool], Judged]
 
 
 def quiz_index(quiz: pb.Quiz) -> QuizIndex:
     questions = []
     options: dict[str, frozenset[str]] = {}
     correct: dict[str, frozenset[str]] = {}
-    judged: dict[str, tuple[Judged, Judged]] = {}
     for q in quiz.questions:
         kind = q.WhichOneof("kind") or ""
         questions.append((q, q.question_id, kind, q.points))
@@ -238,14 +238,13 @@ def quiz_index(quiz: pb.Quiz) -> QuizIndex:
             options[q.question_id] = frozenset(o.option_id for o in choices)
             if kind == "single_choice":
                 correct[q.question_id] = frozenset(o.option_id for o in choices if o.correct)
-                judged[q.question_id] = (_judged(q, False), _judged(q, True))
     return QuizIndex(
         questions=tuple(questions),
         by_id={q.question_id: q for q, *_ in questions},
         kinds={qid: kind for _, qid, kind, _ in questions},
         options=options,
         correct=correct,
-        judged=judged,
+        judged={},
     )
 
 
@@ -275,20 +274,28 @@ def _judged(q: pb.Question, right: bool) -> Judged:
 def grade_submission(
     quiz: pb.Quiz, answers: Iterable[pb.Answer], index: QuizIndex | None = None
 ) -> Grade:
-    """Every question's result; `index` is the quiz's, when the caller keeps one."""
+    """Every question's result; `index` is the quiz's, when the caller keeps one (then
+    single-choice results are the index's shared Judged ones)."""
     ix = index or quiz_index(quiz)
     by_question = {a.question_id: a for a in answers}
     results = []
-    judged: list[Judged] | None = []
+    judged: list[Judged] | None = [] if index is not None else None
     for q, qid, kind, _ in ix.questions:
         answer = by_question.get(qid)
-        if kind == "single_choice" and answer is not None and answer.option_id:
+        if (
+            judged is not None
+            and kind == "single_choice"
+            and answer is not None
+            and answer.option_id
+        ):
             # grade_single_choice through the index (an option_id is set only when that is
             # the answer's response).
-            shared = ix.judged[qid][answer.option_id in ix.correct[qid]]
+            key = (qid, answer.option_id in ix.correct[qid])
+            shared = ix.judged.get(key)
+            if shared is None:
+                shared = ix.judged[key] = _judged(q, key[1])
             result = shared.result
-            if judged is not None:
-                judged.append(shared)
+            judged.append(shared)
         else:
             result = grade_answer(q, answer)
             judged = None

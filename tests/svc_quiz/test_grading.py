@@ -299,6 +299,9 @@ def test_single_choice_grades_share_results_whose_wire_forms_match_a_fresh_build
     for copy, shared in zip(fresh, grade.results, strict=True):
         copy.CopyFrom(shared)
     assert grade.results_bytes() == pb.Submission(results=fresh).SerializeToString()
+    # A one-off grade (no kept index: a worker's job, a regrade) builds no shared results.
+    one_off = grading.grade_submission(quiz, answers)
+    assert one_off.judged is None and one_off.results == grade.results
 
 
 def test_a_grade_with_any_other_result_has_no_shared_wire_forms() -> None:

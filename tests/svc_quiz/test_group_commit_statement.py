@@ -110,7 +110,7 @@ def test_event_halves_from_shared_results_are_the_built_ones_byte_for_byte() -> 
     values = SimpleNamespace(**_values(quiz, str(uuid.uuid4()), "k"))
     # o1 for all: wrong, right, wrong.
     answers = [pb.Answer(question_id=q.question_id, option_id="o1") for q in quiz.questions]
-    grade = grading.grade_submission(quiz, answers)
+    grade = grading.grade_submission(quiz, answers, grading.quiz_index(quiz))
     assert grade.judged is not None
     assert [r.points_awarded for r in grade.results] == [0, 1, 0]
     types = grades.question_types(quiz)
