@@ -8,8 +8,9 @@ execution on the hot path. Each caller awaits its own outcome, and none is answe
 statement holding its row committed, so an acknowledged submission is never lost. Idempotency
 stays with the unique indexes: a repeat of a key (in the same batch or a later one) loses at
 ON CONFLICT DO NOTHING and is answered from the row that won, exactly as a lone transaction
-would be. An attempt number clash (a concurrent writer, or one student twice in a batch)
-sends the batch through the transactional path instead, which settles such rows one by one.
+would be. An attempt number clash (a concurrent writer, or one student twice in a batch), or
+a deadlock with another replica's batch, sends the batch through the transactional path
+instead, which settles such rows one by one.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class GroupCommit:
         try:
             try:
                 written = await write_one_statement(self._db, batch)
-            except psycopg.errors.UniqueViolation:
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 async with self._db.transaction() as conn:
                     written = await write_batch(conn, batch, self._outbox)
         except Exception as exc:  # every caller of the batch gets the failure
@@ -108,7 +109,16 @@ class GroupCommit:
                 p.future.set_result(ok)
 
 
+def _in_lock_order(batch: list[Pending]) -> list[Pending]:
+    """The batch by quiz and student: replicas writing one student's attempts at once then
+    take the attempt-number locks in the same order and wait for each other instead of
+    deadlocking (measured: 7 of 40 crossed pairs of 20-student batches deadlocked unsorted).
+    Outcomes are matched back by id, so the order is the statement's alone."""
+    return sorted(batch, key=lambda p: (str(p.values["quiz_id"]), str(p.values["user_id"])))
+
+
 def _statement_params(batch: list[Pending]) -> dict[str, list[Any]]:
+    batch = _in_lock_order(batch)
     params = srepo.columns([p.values for p in batch], sql.SUBMISSION_INPUT)
     params.update(srepo.columns([p.attempt for p in batch], sql.ATTEMPT_ARRAYS))
     events = [p.event for p in batch]
@@ -126,10 +136,14 @@ async def write_one_statement(db: Database, batch: list[Pending]) -> list[bool]:
     async with db.write_driver("INSERT quiz group commit") as conn:
         # One round trip (a pipeline: one implicit transaction, so a failure rolls the SET
         # back too) and the statement's generic plan (see group_commit_sql.GENERIC_PLAN).
+        # The settings are never prepared. psycopg prepares a statement on its fifth run, and
+        # in a pipeline it counts the statement as prepared when it sends it; after a unique
+        # violation the server skips the rest of the pipeline, Parse included, so every later
+        # RESET on that connection failed with "prepared statement does not exist" (INTERNAL).
         async with conn.pipeline():
-            await conn.execute(sql.GENERIC_PLAN)
+            await conn.execute(sql.GENERIC_PLAN, prepare=False)
             cursor = await conn.execute(sql.ONE_STATEMENT, _statement_params(batch), prepare=True)
-            await conn.execute(sql.DEFAULT_PLAN)
+            await conn.execute(sql.DEFAULT_PLAN, prepare=False)
         numbers = dict(await cursor.fetchall())
     written = []
     for p in batch:
@@ -142,8 +156,9 @@ async def write_one_statement(db: Database, batch: list[Pending]) -> list[bool]:
 
 async def write_batch(conn: AsyncConnection, batch: list[Pending], outbox: Outbox) -> list[bool]:
     """Write a batch inside the caller's transaction; per item, whether it was written."""
-    params = srepo.columns([p.values for p in batch], srepo.SUBMISSION_ARRAYS)
-    params.update(srepo.columns([p.attempt for p in batch], sql.ATTEMPT_ARRAYS))
+    ordered = _in_lock_order(batch)
+    params = srepo.columns([p.values for p in ordered], srepo.SUBMISSION_ARRAYS)
+    params.update(srepo.columns([p.attempt for p in ordered], sql.ATTEMPT_ARRAYS))
     result = await conn.execute(sql.INSERT_BATCH, params)
     opened = {row.id: row for row in result}
     done = []

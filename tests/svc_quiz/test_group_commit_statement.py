@@ -271,3 +271,60 @@ async def test_a_lingering_writer_puts_submissions_a_moment_apart_in_one_batch(
     finally:
         await commit.close()
     assert commit.batches == [2]
+
+
+@SESSION_LOOP
+async def test_clashes_leave_the_connection_usable(
+    quizzes: QuizServiceStub, classroom: Classroom, stack: Endpoints
+) -> None:
+    # One pooled connection, so every write meets what the clashes before it left behind.
+    # psycopg prepares a statement on its fifth run; a clash aborts the rest of the pipeline,
+    # and a statement prepared there must not be left half-prepared.
+    settings = QuizSettings(database_url=stack.database_url, db_pool_size=1, db_max_overflow=0)
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    async with Database.open(settings, SCHEMA) as one:
+        for round_ in range(8):
+            user = str(uuid.uuid4())
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await write_one_statement(
+                    one, [_pending(quiz, user, f"x{round_}"), _pending(quiz, user, f"y{round_}")]
+                )
+            fresh = [_pending(quiz, str(uuid.uuid4()), f"z{round_}")]
+            assert await write_one_statement(one, fresh) == [True], f"round {round_}"
+
+
+@SESSION_LOOP
+async def test_replicas_writing_the_same_students_in_crossed_order_never_deadlock(
+    quizzes: QuizServiceStub, classroom: Classroom, stack: Endpoints
+) -> None:
+    # Two replicas' batches hold the same 20 students, one in the opposite order; unsorted,
+    # such rounds deadlocked. A pair ends with one batch written and the other refused by the
+    # number clash (which GroupCommit settles through the transaction), or found repeated.
+    settings = QuizSettings(database_url=stack.database_url)
+    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
+    outcomes: list[str] = []
+
+    async def write(db: Database, batch: list[Pending]) -> None:
+        try:
+            written = await write_one_statement(db, batch)
+        except psycopg.Error as exc:
+            outcomes.append(type(exc).__name__)
+        else:
+            outcomes.append(
+                "written" if all(written) else "repeats" if not any(written) else "mixed"
+            )
+
+    async with Database.open(settings, SCHEMA) as first, Database.open(settings, SCHEMA) as second:
+        for round_ in range(20):
+            users = [str(uuid.uuid4()) for _ in range(20)]
+            crossed = users[::-1]
+            # Beside them, one more batch sent through both (a retry reaching two replicas).
+            others = [_pending(quiz, str(uuid.uuid4()), f"c{round_}-{i}") for i in range(20)]
+            await asyncio.gather(
+                write(first, [_pending(quiz, u, f"a{round_}-{i}") for i, u in enumerate(users)]),
+                write(second, [_pending(quiz, u, f"b{round_}-{i}") for i, u in enumerate(crossed)]),
+                write(first, others),
+                write(second, list(others)),
+            )
+    assert "DeadlockDetected" not in outcomes
+    assert set(outcomes) <= {"written", "repeats", "UniqueViolation"}
