@@ -33,6 +33,12 @@ class MeshSettings(BaseSettings):
     # adds queueing delay, so it answers RESOURCE_EXHAUSTED instead (Envoy retries elsewhere).
     # Open streams do not count: their services bound them (LIVE_MAX_STREAMS_PER_POD).
     max_concurrent_rpcs: int = 2000
+    # Calls grpc's core holds for the process before its handlers take them. Past its default
+    # (1,000, refusing some at random up to 3,000) the core answers CANCELLED at once, a code
+    # that says the caller gave up and that no client retries: 771 of an overloaded exam rush.
+    # Up to this bound such calls wait instead (their callers' deadlines still end the wait);
+    # Envoy's circuit breakers refuse with UNAVAILABLE before it is reached.
+    max_pending_calls: int = Field(default=10_000, ge=1)
     # Calls of each hot method accepted at once (mesh.acceptors): grpc.aio alone takes one at
     # a time, a few loop passes each, and a busy pod (a live fan-out) fell behind its Sends.
     accept_depth: int = Field(

@@ -175,6 +175,8 @@ def build_server(
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_calls),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     return server, Acceptors(server, [interceptor], settings.accept_depth)
