@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from grpc.aio import ServerInterceptor
 
-from mesh import context, metrics, tracing
+from mesh import context, metrics, queue_time, tracing
 from mesh.auth import Access, Policy, Rule, TokenVerifier, parse_bearer
 from mesh.errors import ResourceExhausted, ServiceError, Unauthenticated, infrastructure_error
 
@@ -67,6 +67,9 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         access_log: str = "errors",
         slow_call_ms: float = 500.0,
         max_concurrent: int = 2000,
+        max_queue_ms: float = 0.0,
+        queue_target_ms: float = 100.0,
+        queue_interval_ms: float = 500.0,
     ) -> None:
         self._policy = policy
         self._verifier = verifier
@@ -74,6 +77,13 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         self._log_off = access_log == "off"
         self._slow = slow_call_ms / 1000
         self._max_concurrent = max_concurrent
+        self._waits = (
+            queue_time.WaitBound(
+                max_queue_ms / 1000, queue_target_ms / 1000, queue_interval_ms / 1000
+            )
+            if max_queue_ms > 0
+            else None
+        )
         self._in_flight = 0
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._series: dict[str, tuple[Any, Any, str, str]] = {}
@@ -98,14 +108,21 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
 
     # -- per-call steps -------------------------------------------------------------------
 
-    def _enter(self, rule: Rule | None, method: str, ctx: grpc.aio.ServicerContext) -> None:
+    def _enter(
+        self, rule: Rule | None, method: str, ctx: grpc.aio.ServicerContext, request: Any = None
+    ) -> None:
+        """Request id, deadline, load shedding and access policy for a call; `request` is a
+        unary call's message (a stream is never refused for its wait)."""
         rid: str | bytes = ""
         auth: str | bytes | None = None
+        stamp: str | bytes | None = None
         for key, value in ctx.invocation_metadata() or ():
             if key == "x-request-id":
                 rid = value
             elif key == "authorization":
                 auth = value
+            elif key == queue_time.HEADER:
+                stamp = value
         if isinstance(rid, bytes):
             rid = rid.decode()
         context.request_id.set(rid or uuid.uuid4().hex)
@@ -114,6 +131,14 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         # _in_flight counts the unary calls in flight, this one included. Open streams are
         # not in it: a live pod holds thousands of mostly idle ones (bounded by the service's
         # own stream limit), and counting them refused every Send and join beyond the cap.
+        if stamp is not None and self._waits is not None and request is not None:
+            waited = queue_time.waited_seconds(stamp, time.time())
+            if waited is not None and self._waits.refuse(waited, request, time.monotonic()):
+                raise ResourceExhausted(
+                    f"the server is overloaded: this call waited {waited * 1000:.0f} ms before"
+                    " it was taken; retry shortly",
+                    retry_after_seconds=self._waits.bound,
+                )
         if self._in_flight > self._max_concurrent:
             raise ResourceExhausted("server is at its concurrent call limit; retry shortly")
         if rule is None:
@@ -228,7 +253,9 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             # The call's span is current while the handler and the access log line run.
             span = tracing.server_span(method, ctx.invocation_metadata()) if traced else None
             try:
-                self._enter(rule, method, ctx)
+                # A client-streaming call's request is its stream: never refused for its wait.
+                unary = not hasattr(request, "__aiter__")
+                self._enter(rule, method, ctx, request if unary else None)
                 return await behavior(request, ctx)
             except asyncio.CancelledError:
                 call.code = _cancelled_code(ctx, call)

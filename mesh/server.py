@@ -169,6 +169,9 @@ def build_server(
         access_log=settings.access_log,
         slow_call_ms=settings.slow_call_ms,
         max_concurrent=settings.max_concurrent_rpcs,
+        max_queue_ms=settings.max_queue_ms,
+        queue_target_ms=settings.queue_target_ms,
+        queue_interval_ms=settings.queue_interval_ms,
     )
     options = (
         *KEEPALIVE_OPTIONS,

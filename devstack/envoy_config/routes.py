@@ -22,6 +22,7 @@ from devstack.envoy_config.limits import (
     STREAM_IDLE_TIMEOUT,
     UNARY_TIMEOUT,
 )
+from mesh import queue_time
 
 # Reflection and the standard health service are answered by this upstream for the whole edge
 # (its reflection lists every platform service).
@@ -96,10 +97,15 @@ def route_config(
         "name": "edge",
         "request_headers_to_add": [
             {
-                "header": {"key": name, "value": CLIENT_ADDRESS},
+                "header": {"key": name, "value": value},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
-            for name in CLIENT_ADDRESS_HEADERS
+            for name, value in (
+                *((name, CLIENT_ADDRESS) for name in CLIENT_ADDRESS_HEADERS),
+                # When the edge took the request: a service refuses a call that waited too
+                # long for it (mesh.queue_time). A client's own stamp is overwritten.
+                (queue_time.HEADER, queue_time.ENVOY_VALUE),
+            )
         ],
         "virtual_hosts": [
             {

@@ -4,6 +4,7 @@ JSON, gRPC-Web and native gRPC alike) and the client address it hands to service
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from devstack.envoy_config import AuthRateLimit
 from devstack.envoy_config.replies import RATE_LIMITED_MESSAGE
 from elearn.user.v1 import user_service_pb2 as pb
 from elearn.user.v1 import user_service_pb2_grpc as pb_grpc
+from mesh import queue_time
 from tests.edge import grpcweb
 from tests.edge.harness import (
     LOOPBACK,
@@ -172,3 +174,26 @@ async def test_a_client_address_header_sent_by_the_client_is_overwritten(
         # What the edge saw, and only that: the service can key a throttle on it.
         assert call.metadata["x-envoy-external-address"] == LOOPBACK
         assert call.metadata["x-forwarded-for"] == LOOPBACK
+
+
+async def test_the_edge_stamps_each_call_with_its_arrival_over_a_clients_own_stamp(
+    channel: grpc.aio.Channel, http: httpx.AsyncClient, fake_user: tuple[FakeUserService, int]
+) -> None:
+    servicer, _ = fake_user
+    ancient = ((queue_time.HEADER, "t=1.0"),)
+    native = login_request()
+    before = time.time()
+    await pb_grpc.UserServiceStub(channel).Login(native, metadata=ancient, timeout=5)
+    json_email = f"json-{uuid.uuid4().hex[:8]}@example.test"
+    response = await http.post(
+        "/api/auth/login",
+        json={"email": json_email, "password": "pw"},
+        headers={queue_time.HEADER: "t=1.0"},
+    )
+    assert response.status_code == 200, response.text
+    after = time.time()
+    for email in (native.email, json_email):
+        [call] = [c for c in servicer.calls_to("Login") if c.request.email == email]  # type: ignore[attr-defined]
+        stamp = call.metadata[queue_time.HEADER]
+        waited = queue_time.waited_seconds(stamp, after)
+        assert waited is not None and waited <= after - before + 0.001, stamp

@@ -396,3 +396,10 @@ def test_client_address_headers_are_overwritten_with_the_peer_envoy_saw() -> Non
         assert added[name]["header"]["value"] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
         assert added[name]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
     assert hcm(rendered())["use_remote_address"] is True
+
+
+def test_each_request_is_stamped_with_its_arrival_and_a_clients_stamp_is_overwritten() -> None:
+    route_config = hcm(rendered())["route_config"]
+    added = {h["header"]["key"]: h for h in route_config["request_headers_to_add"]}
+    assert added["x-request-start"]["header"]["value"] == "t=%START_TIME(%s.%6f)%"
+    assert added["x-request-start"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"

@@ -89,7 +89,10 @@ POLICY = Policy(
 
 @asynccontextmanager
 async def probe_server(
-    *, max_concurrent: int = 100, verifier: TokenVerifier | None = None
+    *,
+    max_concurrent: int = 100,
+    verifier: TokenVerifier | None = None,
+    max_queue_ms: float = 0.0,
 ) -> AsyncIterator[tuple[grpc.aio.Channel, Probe]]:
     probe = Probe()
     interceptor = MeshInterceptor(
@@ -97,6 +100,7 @@ async def probe_server(
         verifier or TokenVerifier(KEY.public_key()),
         access_log="off",
         max_concurrent=max_concurrent,
+        max_queue_ms=max_queue_ms,
     )
     server = grpc.aio.server(interceptors=[interceptor])
     server.add_generic_rpc_handlers((probe.handlers(),))

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from mesh import queue_time
 from svc_user.tokens import AccessTokens
 from tests.grpc_assert import fails_with
 from tests.mesh.inprocess import KEY, handled, path, probe_server, unary
@@ -81,6 +85,40 @@ async def test_a_limit_of_one_admits_one_call_and_refuses_the_second() -> None:
         probe.release.set()
         assert await held == b"released"
         assert await unary(channel, "Public")(b"") == b"anonymous"
+
+
+def stamped(seconds_ago: float) -> tuple[tuple[str, str]]:
+    return ((queue_time.HEADER, f"t={time.time() - seconds_ago:.6f}"),)
+
+
+async def test_a_call_that_waited_past_the_bound_is_refused_before_any_work() -> None:
+    async with probe_server(max_queue_ms=500) as (channel, probe):
+        held = unary(channel, "Hold")
+        error = await fails_with(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, held(b"", metadata=stamped(2.0)), match="waited"
+        )
+        assert not probe.entered.is_set(), "the handler ran for a refused call"
+        status = rpc_status.from_call(error)
+        assert status is not None
+        retry = error_details_pb2.RetryInfo()
+        assert (
+            status.details[0].Unpack(retry) and retry.retry_delay.ToTimedelta().total_seconds() > 0
+        )
+
+
+async def test_fresh_unstamped_and_garbage_stamps_are_served() -> None:
+    async with probe_server(max_queue_ms=500) as (channel, _):
+        public = unary(channel, "Public")
+        assert await public(b"", metadata=stamped(0.0)) == b"anonymous"
+        assert await public(b"") == b"anonymous"
+        for garbage in ("t=soon", "1796515210.5", "t=nan", ""):
+            metadata = ((queue_time.HEADER, garbage),)
+            assert await public(b"", metadata=metadata) == b"anonymous", garbage
+
+
+async def test_a_bound_of_zero_never_refuses_a_stale_call() -> None:
+    async with probe_server() as (channel, _):
+        assert await unary(channel, "Public")(b"", metadata=stamped(3600)) == b"anonymous"
 
 
 async def test_open_streams_do_not_use_up_the_limit_on_concurrent_calls() -> None:
