@@ -131,7 +131,14 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
         # _in_flight counts the unary calls in flight, this one included. Open streams are
         # not in it: a live pod holds thousands of mostly idle ones (bounded by the service's
         # own stream limit), and counting them refused every Send and join beyond the cap.
-        if stamp is not None and self._waits is not None and request is not None:
+        # Only a stamped call pays for the check; a client-streaming call's request is its
+        # stream, never refused for its wait.
+        if (
+            stamp is not None
+            and self._waits is not None
+            and request is not None
+            and not hasattr(request, "__aiter__")
+        ):
             waited = queue_time.waited_seconds(stamp, time.time())
             if waited is not None and self._waits.refuse(waited, request, time.monotonic()):
                 raise ResourceExhausted(
@@ -253,9 +260,7 @@ class MeshInterceptor(ServerInterceptor):  # type: ignore[misc]
             # The call's span is current while the handler and the access log line run.
             span = tracing.server_span(method, ctx.invocation_metadata()) if traced else None
             try:
-                # A client-streaming call's request is its stream: never refused for its wait.
-                unary = not hasattr(request, "__aiter__")
-                self._enter(rule, method, ctx, request if unary else None)
+                self._enter(rule, method, ctx, request)
                 return await behavior(request, ctx)
             except asyncio.CancelledError:
                 call.code = _cancelled_code(ctx, call)
