@@ -1,16 +1,16 @@
 """Group commit for one-call submissions (the exam rush path, finding C1).
 
 Concurrent SubmitQuiz calls queue their graded rows; one writer task takes everything queued
-and writes it in one statement (attempts opened already submitted, their submissions and
-outbox rows: svc_quiz.group_commit_sql), however many submissions it carries, on psycopg's own
-connection in autocommit mode: one round trip per batch, binary parameters, no SQLAlchemy
-execution on the hot path. Each caller awaits its own outcome, and none is answered before the
-statement holding its row committed, so an acknowledged submission is never lost. Idempotency
-stays with the unique indexes: a repeat of a key (in the same batch or a later one) loses at
-ON CONFLICT DO NOTHING and is answered from the row that won, exactly as a lone transaction
-would be. An attempt number clash (a concurrent writer, or one student twice in a batch), or
-a deadlock with another replica's batch, sends the batch through the transactional path
-instead, which settles such rows one by one.
+once the oldest has waited the linger (a few ms) and writes it in one statement (attempts opened
+already submitted, their submissions and outbox rows: svc_quiz.group_commit_sql), however many
+submissions it carries, on psycopg's own connection in autocommit mode: one round trip per
+batch, binary parameters, no SQLAlchemy execution on the hot path. Each caller awaits its own
+outcome, and none is answered before the statement holding its row committed, so an acknowledged
+submission is never lost. Idempotency stays with the unique indexes: a repeat of a key (in the
+same batch or a later one) loses at ON CONFLICT DO NOTHING and is answered from the row that
+won, exactly as a lone transaction would be. An attempt number clash (a concurrent writer, or
+one student twice in a batch), or a deadlock with another replica's batch, sends the batch
+through the transactional path instead, which settles such rows one by one.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Pending:
     values: dict[str, Any]
     event: EventRow | None
     future: asyncio.Future[bool]
+    queued_at: float
 
 
 class GroupCommit:
@@ -64,8 +65,9 @@ class GroupCommit:
     ) -> bool:
         """Queue one submission and wait for its batch's commit; True when it was written,
         False when its attempt or key met an earlier row (the caller answers from that)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append(Pending(attempt, values, event, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._queue.append(Pending(attempt, values, event, future, loop.time()))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="quiz-group-commit")
@@ -79,15 +81,20 @@ class GroupCommit:
                 await self._task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            # The first submission after a pause waits a moment for company: a batch costs a
-            # round trip and the statement's fixed work whatever it carries, and the relay and
-            # the analytics consumer batch along. A writer that never runs dry never waits.
-            if self._linger:
-                await asyncio.sleep(self._linger)
             self._wake.clear()
             while self._queue:
+                # A batch waits for company until its oldest submission has waited `linger`
+                # (or it is full): a batch costs a round trip and the statement's fixed work
+                # whatever it carries, and the relay and the analytics consumer batch along.
+                # Back-to-back batches under load carried ~2 submissions each; this way
+                # a batch holds what arrives in `linger`, and no submission waits longer.
+                if self._linger and len(self._queue) < self._max:
+                    wait = self._queue[0].queued_at + self._linger - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 await self._write(batch)
 

@@ -70,11 +70,14 @@ _SUBMISSION_VALUES = ", ".join(
 
 
 def _numbered(alias: str) -> str:
-    """Each input row `i` with `alias`.n, the student's earlier attempts at the quiz, kept only
-    within the quiz's attempt limit and while the student has no attempt open (the check that
-    stands in for uq_attempts_open, which a row never IN_PROGRESS does not enter)."""
+    """Each input row `i` with `alias`.n, the student's earlier attempts at the quiz (their
+    highest number, read from the top of uq_attempts_number: numbers run 1..n, and counting
+    them read every earlier attempt for each submission), kept only within the quiz's attempt
+    limit and while the student has no attempt open (the check that stands in for
+    uq_attempts_open, which a row never IN_PROGRESS does not enter)."""
     return f"""FROM i CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
+        SELECT coalesce(max(o.attempt_number), 0) AS n
+        FROM attempts o WHERE o.quiz_id = i.quiz_id AND o.user_id = i.user_id
       ) {alias}
       WHERE (i.max_attempts = 0 OR {alias}.n < i.max_attempts)
         AND NOT EXISTS (

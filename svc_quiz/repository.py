@@ -176,10 +176,10 @@ _INSERT_ATTEMPT = text(
     f"""
     INSERT INTO attempts (id, quiz_id, user_id, attempt_number, quiz_version, state, start_key,
                           shuffle_seed, started_at, deadline_at)
-    SELECT :id, :quiz_id, :user_id, count(*) + 1, :quiz_version, {IN_PROGRESS}, :start_key,
-           :shuffle_seed, :started_at, :deadline_at
+    SELECT :id, :quiz_id, :user_id, coalesce(max(attempt_number), 0) + 1, :quiz_version,
+           {IN_PROGRESS}, :start_key, :shuffle_seed, :started_at, :deadline_at
     FROM attempts WHERE quiz_id = :quiz_id AND user_id = :user_id
-    HAVING :max_attempts = 0 OR count(*) < :max_attempts
+    HAVING :max_attempts = 0 OR coalesce(max(attempt_number), 0) < :max_attempts
     ON CONFLICT DO NOTHING
     RETURNING attempt_number
     """

@@ -17,6 +17,9 @@ from elearn.course.v1 import course_service_pb2 as course_pb
 from elearn.course.v1.course_service_pb2_grpc import CourseServiceStub
 from elearn.quiz.v1 import quiz_service_pb2 as pb
 from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
+from mesh.db import Database
+from svc_quiz.models import SCHEMA
+from svc_quiz.settings import QuizSettings
 from tests.people import People, Person
 
 
@@ -127,3 +130,11 @@ def answer_for(question: pb.Question, right: bool = True) -> pb.Answer:
     options = question.single_choice.options
     pick = next(o for o in options if o.correct == right)
     return pb.Answer(question_id=question.question_id, option_id=pick.option_id)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(stack: Endpoints) -> AsyncIterator[Database]:
+    """The quiz schema's pools, opened as the service opens them."""
+    settings = QuizSettings(database_url=stack.database_url)
+    async with Database.open(settings, SCHEMA) as opened:
+        yield opened

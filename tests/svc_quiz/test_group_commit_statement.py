@@ -7,15 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
 
 import nats
 import psycopg
 import pytest
-import pytest_asyncio
 
 from devstack.runstate import Endpoints
 from elearn.events.v1 import quiz_events_pb2 as events_pb
@@ -24,64 +20,22 @@ from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from mesh.db import Database
 from mesh.outbox import Outbox
 from svc_quiz import grades, grading
-from svc_quiz.group_commit import GroupCommit, Pending, write_batch, write_one_statement
+from svc_quiz.group_commit import Pending, write_batch, write_one_statement
 from svc_quiz.group_commit_sql import varint_sql
 from svc_quiz.models import SCHEMA, outbox
 from svc_quiz.settings import QuizSettings
 from tests.svc_quiz.conftest import Classroom, choice, new_quiz
+from tests.svc_quiz.group_commit_rows import pending, submission_values
 
 SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 
 NUMBERS = [1, 2, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**31 - 1]
 
 
-def _values(quiz: pb.Quiz, user_id: str, key: str) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "id": uuid.uuid4(),
-        "quiz_id": uuid.UUID(quiz.quiz_id),
-        "course_id": uuid.UUID(quiz.course_id),
-        "user_id": uuid.UUID(user_id),
-        "attempt_id": uuid.uuid4(),
-        "attempt_number": 0,
-        "quiz_version": quiz.version,
-        "grading_status": pb.GRADING_STATUS_GRADED,
-        "idempotency_key": key,
-        "answers_digest": b"d" * 32,
-        "answers": b"",
-        "late": False,
-        "late_penalty_percent": 0.0,
-        "submitted_at": now,
-        "score": 1.0,
-        "max_score": 1.0,
-        "score_percent": 100.0,
-        "passed": True,
-        "results": b"",
-        "pending_results": None,
-        "graded_at": now,
-        "grade_version": 1,
-    }
-
-
-def _pending(quiz: pb.Quiz, user_id: str, key: str) -> Pending:
-    values = _values(quiz, user_id, key)
-    attempt = {
-        "start_key": f"submit:{key}",
-        "shuffle_seed": 7,
-        "started_at": values["submitted_at"],
-        "max_attempts": 0,
-    }
-    results = [pb.QuestionResult(question_id="q1", outcome=2, points_awarded=1, points_possible=1)]
-    halves = grades.graded_event_halves(SimpleNamespace(**values), quiz, results, "teacher")
-    event = grades.EventRow(halves.event_id, grades.GRADED_SUBJECT, halves.head, halves.tail, None)
-    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    return Pending(attempt, values, event, future)
-
-
 @pytest.mark.parametrize("number", NUMBERS)
 def test_event_halves_join_into_the_whole_serialized_event(number: int) -> None:
     quiz = pb.Quiz(quiz_id=str(uuid.uuid4()), course_id=str(uuid.uuid4()))
-    values = SimpleNamespace(**_values(quiz, str(uuid.uuid4()), "k"))
+    values = SimpleNamespace(**submission_values(quiz, str(uuid.uuid4()), "k"))
     results = [pb.QuestionResult(question_id="q1", outcome=2, points_awarded=1, points_possible=1)]
     halves = grades.graded_event_halves(values, pb.Quiz(), results, "teacher")
     joined = halves.joined(number)
@@ -107,7 +61,7 @@ def test_event_halves_from_shared_results_are_the_built_ones_byte_for_byte() -> 
     )
     for q in quiz.questions:
         q.question_id = str(uuid.uuid4())
-    values = SimpleNamespace(**_values(quiz, str(uuid.uuid4()), "k"))
+    values = SimpleNamespace(**submission_values(quiz, str(uuid.uuid4()), "k"))
     # o1 for all: wrong, right, wrong.
     answers = [pb.Answer(question_id=q.question_id, option_id="o1") for q in quiz.questions]
     grade = grading.grade_submission(quiz, answers, grading.quiz_index(quiz))
@@ -134,13 +88,6 @@ def test_varint_sql_encodes_as_protobuf_does(sql: psycopg.Connection) -> None:
     assert {n: bytes(b) for n, b in encoded} == {n: grades.varint(n) for n in NUMBERS}
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(stack: Endpoints) -> AsyncIterator[Database]:
-    settings = QuizSettings(database_url=stack.database_url)
-    async with Database.open(settings, SCHEMA) as opened:
-        yield opened
-
-
 @SESSION_LOOP
 async def test_one_statement_writes_submissions_attempts_and_byte_exact_events(
     quizzes: QuizServiceStub, classroom: Classroom, db: Database, stack: Endpoints
@@ -150,10 +97,10 @@ async def test_one_statement_writes_submissions_attempts_and_byte_exact_events(
     try:
         sub = await nc.jetstream().subscribe(grades.GRADED_SUBJECT, ordered_consumer=True)
         user = str(uuid.uuid4())
-        first = [_pending(quiz, user, "one"), _pending(quiz, str(uuid.uuid4()), "two")]
+        first = [pending(quiz, user, "one"), pending(quiz, str(uuid.uuid4()), "two")]
         assert await write_one_statement(db, first) == [True, True]
         # The same student again, and a repeat of the first key: a new attempt, a refusal.
-        second = [_pending(quiz, user, "three"), _pending(quiz, user, "one")]
+        second = [pending(quiz, user, "three"), pending(quiz, user, "one")]
         assert await write_one_statement(db, second) == [True, False]
         written = [*first, second[0]]
         assert [p.values["attempt_number"] for p in written] == [1, 1, 2]
@@ -184,7 +131,7 @@ async def test_a_number_clash_writes_nothing_and_the_transaction_settles_it(
     quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
     user = str(uuid.uuid4())
     # One student twice in one batch: both rows would take attempt number 1.
-    batch = [_pending(quiz, user, "left"), _pending(quiz, user, "right")]
+    batch = [pending(quiz, user, "left"), pending(quiz, user, "right")]
     with pytest.raises(psycopg.errors.UniqueViolation):
         await write_one_statement(db, batch)
     counted = "SELECT count(*) FROM quizzes.{} WHERE quiz_id = %s"
@@ -223,11 +170,11 @@ async def test_the_statement_runs_on_its_generic_plan_and_leaves_the_session_as_
     settings = QuizSettings(database_url=stack.database_url, db_pool_size=1, db_max_overflow=0)
     async with Database.open(settings, SCHEMA) as one:
         for _ in range(3):
-            batch = [_pending(quiz, str(uuid.uuid4()), "k") for _ in range(2)]
+            batch = [pending(quiz, str(uuid.uuid4()), "k") for _ in range(2)]
             assert await write_one_statement(one, batch) == [True, True]
         user = str(uuid.uuid4())
         with pytest.raises(psycopg.errors.UniqueViolation):
-            await write_one_statement(one, [_pending(quiz, user, "a"), _pending(quiz, user, "b")])
+            await write_one_statement(one, [pending(quiz, user, "a"), pending(quiz, user, "b")])
         async with one.read_driver("test") as conn:
             plans = await (
                 await conn.execute(
@@ -238,39 +185,6 @@ async def test_the_statement_runs_on_its_generic_plan_and_leaves_the_session_as_
             mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
     assert plans == [(4, 0)]
     assert mode == ("auto",)
-
-
-class _CountingCommit(GroupCommit):
-    def __init__(self, db: Database, linger: float) -> None:
-        super().__init__(db, Outbox(outbox), linger_seconds=linger)
-        self.batches: list[int] = []
-
-    async def _write(self, batch: list[Pending]) -> None:
-        self.batches.append(len(batch))
-        await super()._write(batch)
-
-
-@SESSION_LOOP
-async def test_a_lingering_writer_puts_submissions_a_moment_apart_in_one_batch(
-    quizzes: QuizServiceStub, classroom: Classroom, db: Database
-) -> None:
-    quiz = await new_quiz(quizzes, classroom, [choice("a", 0)])
-    commit = _CountingCommit(db, linger=0.5)
-    try:
-
-        async def submit(key: str) -> bool:
-            p = _pending(quiz, str(uuid.uuid4()), key)
-            return await commit.submit(p.attempt, p.values, p.event)
-
-        first = asyncio.create_task(submit("first"))
-        # The scenario, not a synchronisation: the second student submits 50 ms after the
-        # first, well within the linger.
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(submit("second"))
-        assert await asyncio.gather(first, second) == [True, True]
-    finally:
-        await commit.close()
-    assert commit.batches == [2]
 
 
 @SESSION_LOOP
@@ -287,9 +201,9 @@ async def test_clashes_leave_the_connection_usable(
             user = str(uuid.uuid4())
             with pytest.raises(psycopg.errors.UniqueViolation):
                 await write_one_statement(
-                    one, [_pending(quiz, user, f"x{round_}"), _pending(quiz, user, f"y{round_}")]
+                    one, [pending(quiz, user, f"x{round_}"), pending(quiz, user, f"y{round_}")]
                 )
-            fresh = [_pending(quiz, str(uuid.uuid4()), f"z{round_}")]
+            fresh = [pending(quiz, str(uuid.uuid4()), f"z{round_}")]
             assert await write_one_statement(one, fresh) == [True], f"round {round_}"
 
 
@@ -319,10 +233,10 @@ async def test_replicas_writing_the_same_students_in_crossed_order_never_deadloc
             users = [str(uuid.uuid4()) for _ in range(20)]
             crossed = users[::-1]
             # Beside them, one more batch sent through both (a retry reaching two replicas).
-            others = [_pending(quiz, str(uuid.uuid4()), f"c{round_}-{i}") for i in range(20)]
+            others = [pending(quiz, str(uuid.uuid4()), f"c{round_}-{i}") for i in range(20)]
             await asyncio.gather(
-                write(first, [_pending(quiz, u, f"a{round_}-{i}") for i, u in enumerate(users)]),
-                write(second, [_pending(quiz, u, f"b{round_}-{i}") for i, u in enumerate(crossed)]),
+                write(first, [pending(quiz, u, f"a{round_}-{i}") for i, u in enumerate(users)]),
+                write(second, [pending(quiz, u, f"b{round_}-{i}") for i, u in enumerate(crossed)]),
                 write(first, others),
                 write(second, list(others)),
             )
