@@ -23,6 +23,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -233,6 +234,29 @@ async def enrollment_of(
         enrollments.c.user_id == user_id, enrollments.c.course_id == course_id
     )
     return await _one(conn, stmt)
+
+
+_WANTED_PAIRS = select(
+    func.unnest(bindparam("users", type_=ARRAY(Uuid))).label("user_id"),
+    func.unnest(bindparam("courses", type_=ARRAY(Uuid))).label("course_id"),
+).subquery("wanted")
+# One statement text for any number of pairs (arrays, not an expanding IN).
+_ENROLLMENTS_OF = select(*ENROLLMENT_COLUMNS).join_from(
+    enrollments,
+    _WANTED_PAIRS,
+    and_(
+        enrollments.c.user_id == _WANTED_PAIRS.c.user_id,
+        enrollments.c.course_id == _WANTED_PAIRS.c.course_id,
+    ),
+)
+
+
+async def enrollments_of(
+    conn: AsyncConnection, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> Sequence[Row]:
+    """The enrollments of many (course, user) pairs in one statement; absent pairs have none."""
+    params = {"courses": [c for c, _ in pairs], "users": [u for _, u in pairs]}
+    return (await conn.execute(_ENROLLMENTS_OF, params)).all()
 
 
 async def enrollment_by_key(conn: AsyncConnection, user_id: uuid.UUID, key: str) -> Row | None:

@@ -1,6 +1,7 @@
 """CheckEnrollment's cache (M1): hits are counted and exported, and the event consumer drops a
 stale cached status that a direct invalidation missed (the race between a concurrent miss and
-the unenroll's commit), so the next check within a second sees the truth."""
+the unenroll's commit), so the next check within a second sees the truth; concurrent misses of
+many students share their reads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 
 import httpx
 import nats
+import psycopg
 import redis.asyncio as redis
 
 from devstack.runstate import Endpoints
@@ -87,3 +89,45 @@ async def test_an_event_clears_a_stale_cached_enrollment(
             await asyncio.sleep(0.02)
     finally:
         await cache.aclose()
+
+
+def _enrollment_reads(sql: psycopg.Connection) -> int:
+    """Statements run so far by the batched enrollment read (svc_course.repository)."""
+    row = sql.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+        " WHERE query LIKE '%%unnest%%' AND query LIKE '%%AS wanted%%'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_concurrent_misses_of_many_students_share_reads_and_get_their_own_answers(
+    courses: CourseServiceStub, people: People, sql: psycopg.Connection
+) -> None:
+    teacher = people.instructor()
+    course = await new_course(courses, teacher, publish=True)
+    students = [people.student() for _ in range(60)]
+    enrolled = students[::2]
+    await asyncio.gather(
+        *(
+            courses.Enroll(pb.EnrollRequest(course_id=course.course_id), metadata=s.auth)
+            for s in enrolled
+        )
+    )
+    before = _enrollment_reads(sql)
+    # An exam's start: every student's first check at once, none of them cached yet (the
+    # students who never enrolled have no entry; the others' were dropped at enrollment).
+    replies = await asyncio.gather(
+        *(
+            courses.CheckEnrollment(
+                pb.CheckEnrollmentRequest(course_id=course.course_id, user_id=s.user_id),
+                metadata=s.auth,
+            )
+            for s in students
+        )
+    )
+    reads = _enrollment_reads(sql) - before
+    assert [r.enrolled for r in replies] == [s in enrolled for s in students]
+    mine = [r.enrollment.user_id for r, s in zip(replies, students, strict=True) if s in enrolled]
+    assert mine == [s.user_id for s in enrolled]
+    # One read each would be 60.
+    assert 1 <= reads <= 20, reads
