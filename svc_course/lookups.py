@@ -103,11 +103,6 @@ class Lookups:
         data = await self._cache.get_or_load(self.enrollments, ident, load)
         return pb.Enrollment.FromString(data) if data else None
 
-    @property
-    def enrollment_reads(self) -> int:
-        """Statements sent for enrollment misses (tests read it)."""
-        return self._enrollment_reads.batches
-
     async def _read_enrollments(self, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> list[bytes]:
         async with self._db.read() as conn:
             rows = await repo.enrollments_of(conn, pairs)

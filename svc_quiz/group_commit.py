@@ -1,16 +1,17 @@
 """Group commit for one-call submissions (the exam rush path, finding C1).
 
 Concurrent SubmitQuiz calls queue their graded rows; one writer task takes everything queued
-once the oldest has waited the linger (a few ms) and writes it in one statement (attempts opened
-already submitted, their submissions and outbox rows: svc_quiz.group_commit_sql), however many
-submissions it carries, on psycopg's own connection in autocommit mode: one round trip per
-batch, binary parameters, no SQLAlchemy execution on the hot path. Each caller awaits its own
-outcome, and none is answered before the statement holding its row committed, so an acknowledged
-submission is never lost. Idempotency stays with the unique indexes: a repeat of a key (in the
-same batch or a later one) loses at ON CONFLICT DO NOTHING and is answered from the row that
-won, exactly as a lone transaction would be. An attempt number clash (a concurrent writer, or
-one student twice in a batch), or a deadlock with another replica's batch, sends the batch
-through the transactional path instead, which settles such rows one by one.
+once the oldest has waited the linger (10 ms by default) and writes it in one statement
+(attempts opened already submitted, their submissions and outbox rows:
+svc_quiz.group_commit_sql), however many submissions it carries, on psycopg's own connection in
+autocommit mode: one round trip per batch, binary parameters, no SQLAlchemy execution on the hot
+path. Each caller awaits its own outcome, and none is answered before the statement holding its
+row committed, so an acknowledged submission is never lost. Idempotency stays with the unique
+indexes: a repeat of a key (in the same batch or a later one) loses at ON CONFLICT DO NOTHING
+and is answered from the row that won, exactly as a lone transaction would be. An attempt number
+clash (a concurrent writer, or one student twice in a batch), or a deadlock with another
+replica's batch, sends the batch through the transactional path instead, which settles such rows
+one by one.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _in_lock_order(batch: list[Pending]) -> list[Pending]:
     return sorted(batch, key=lambda p: (str(p.values["quiz_id"]), str(p.values["user_id"])))
 
 
-def _statement_params(batch: list[Pending]) -> dict[str, list[Any]]:
+def statement_params(batch: list[Pending]) -> dict[str, list[Any]]:
     batch = _in_lock_order(batch)
     params = srepo.columns([p.values for p in batch], sql.SUBMISSION_INPUT)
     params.update(srepo.columns([p.attempt for p in batch], sql.ATTEMPT_ARRAYS))
@@ -149,7 +150,7 @@ async def write_one_statement(db: Database, batch: list[Pending]) -> list[bool]:
         # RESET on that connection failed with "prepared statement does not exist" (INTERNAL).
         async with conn.pipeline():
             await conn.execute(sql.GENERIC_PLAN, prepare=False)
-            cursor = await conn.execute(sql.ONE_STATEMENT, _statement_params(batch), prepare=True)
+            cursor = await conn.execute(sql.ONE_STATEMENT, statement_params(batch), prepare=True)
             await conn.execute(sql.DEFAULT_PLAN, prepare=False)
         numbers = dict(await cursor.fetchall())
     written = []

@@ -17,7 +17,7 @@ from elearn.quiz.v1.quiz_service_pb2_grpc import QuizServiceStub
 from mesh.db import Database
 from mesh.outbox import Outbox
 from svc_quiz import group_commit_sql
-from svc_quiz.group_commit import GroupCommit, Pending, _statement_params, write_one_statement
+from svc_quiz.group_commit import GroupCommit, Pending, statement_params, write_one_statement
 from svc_quiz.models import outbox
 from tests.svc_quiz.conftest import Classroom, choice, new_quiz
 from tests.svc_quiz.group_commit_rows import pending
@@ -112,7 +112,7 @@ async def test_the_attempt_number_is_read_from_the_top_of_the_index(
         sql.execute("SET LOCAL search_path TO quizzes")
         (explained,) = sql.execute(
             "EXPLAIN (ANALYZE, FORMAT JSON) " + group_commit_sql.ONE_STATEMENT,
-            _statement_params(batch),
+            statement_params(batch),
         ).fetchone()
         numbers = sql.execute(
             "SELECT max(attempt_number) FROM quizzes.attempts WHERE user_id = %s", (user,)
