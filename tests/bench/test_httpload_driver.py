@@ -218,7 +218,9 @@ def test_progress_json_through_envoy_with_httpload(stack: Endpoints, tmp_path: P
     assert sum(entry["series"]["ok"]) == entry["calls"]["ok"]
     cpu = entry["stack_cpu"]
     assert cpu is not None
-    assert cpu["processes"]["bench driver"]["cpu_s"] > 0
+    # The driver has its row. Its reading may be 0: 120 calls cost httpload ~5 ms of CPU, under
+    # the 10 ms clock tick /proc counts in (CI at 8f4924c read 0.0 on a fast box).
+    assert cpu["processes"]["bench driver"]["cpu_s"] >= 0
     assert cpu["processes"]["envoy"]["cpu_s"] > 0
     assert {"course-0", "valkey-state", "postgres"} <= set(cpu["processes"])
     assert stack_cpu.table(cpu).splitlines()[0].split() == ["process", "cores", "µs/call"]
