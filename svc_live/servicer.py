@@ -1,5 +1,5 @@
 """LiveService over gRPC: validate, authorize, call the domain. Errors are mapped by the mesh
-interceptor, so handlers only raise. Join and Subscribe yield pre-serialized stream messages
+interceptor, so handlers only raise. Join and Subscribe write pre-serialized stream messages
 (svc_live.wire), registered with an identity serializer by svc_live.server."""
 
 from __future__ import annotations
@@ -89,15 +89,16 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
         session_id = session_uuid(request.session_id)
         return pb.EndSessionResponse(session=await self._sessions.end(_caller(), session_id))
 
-    def Subscribe(  # type: ignore[override]
+    async def Subscribe(  # type: ignore[override]
         self, request: pb.SubscribeRequest, context: ServicerContext
-    ) -> AsyncIterator[bytes]:
-        # The stream itself, not a generator around it: one layer less per message (the mesh
-        # interceptor iterates whatever async iterator a handler returns).
-        return self._room.stream(
+    ) -> None:
+        # Written with context.write, not yielded: no generator layer per message (the mesh
+        # interceptor passes a coroutine handler straight to grpc).
+        await self._room.stream(
             _caller(),
             request.session_id,
             request.resume_after_sequence,
+            write=context.write,
             bidi=False,
             from_oldest=request.from_oldest,
         )
@@ -112,7 +113,7 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
 
     async def Join(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pb.JoinRequest], context: ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
         try:
             first = await asyncio.wait_for(anext(request_iterator), _HELLO_SECONDS)
         except (StopAsyncIteration, TimeoutError):
@@ -127,16 +128,15 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
             reader.append(asyncio.create_task(self._read(request_iterator, outlet, actor)))
 
         try:
-            stream = self._room.stream(
+            await self._room.stream(
                 caller,
                 hello.session_id,
                 hello.resume_after_sequence,
+                write=context.write,
                 bidi=True,
                 from_oldest=hello.from_oldest,
                 on_open=on_open,
             )
-            async for message in stream:
-                yield message
         finally:
             for task in reader:
                 task.cancel()

@@ -92,6 +92,12 @@ class WriteTurns:
 
     def want(self, outlet: Turn) -> None:
         """`outlet` has something to write: its turn now, or when a slot frees (FIFO)."""
+        if self.slots == _UNBOUNDED:
+            # No pressure: the write starts now and is not counted (grant 0 is never
+            # reported finished), which spares every write the bookkeeping below. Pressure
+            # then bounds the writes started from that moment on.
+            outlet.grant(0)
+            return
         if self.in_flight >= self.slots:
             self._sweep()
         if self.in_flight < self.slots:
@@ -102,7 +108,7 @@ class WriteTurns:
     def finished(self, number: int) -> None:
         """The write under grant `number` is done, or will not happen."""
         if number <= 0:
-            return  # stalled, and let go already
+            return  # uncounted (no pressure at its grant), or stalled and let go already
         self.in_flight -= 1
         self._sweep()
 

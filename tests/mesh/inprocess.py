@@ -45,6 +45,12 @@ class Probe:
         yield b"open"
         await self.release.wait()
 
+    async def written(self, request: bytes, ctx: grpc.aio.ServicerContext) -> None:
+        """A stream in the writer style (svc_live's): two messages, then an error."""
+        await ctx.write(b"one")
+        await ctx.write(b"two")
+        raise NotFound("nothing after two")
+
     async def not_found(self, request: bytes, ctx: grpc.aio.ServicerContext) -> bytes:
         raise NotFound("no such thing")
 
@@ -69,6 +75,7 @@ class Probe:
         }
         handlers = {name: grpc.unary_unary_rpc_method_handler(h) for name, h in unary.items()}
         handlers["Feed"] = grpc.unary_stream_rpc_method_handler(self.feed)
+        handlers["Written"] = grpc.unary_stream_rpc_method_handler(self.written)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
@@ -80,6 +87,7 @@ POLICY = Policy(
         path("AdminOnly"): role("admin"),
         path("Hold"): PUBLIC,
         path("Feed"): PUBLIC,
+        path("Written"): PUBLIC,
         path("NotFound"): PUBLIC,
         path("Crash"): PUBLIC,
         path("Aborts"): PUBLIC,

@@ -4,6 +4,7 @@ concurrency limit, status codes counted for deadlines, and the error mapping."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,9 +15,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mesh import queue_time
+from mesh.interceptor import MeshInterceptor
 from svc_user.tokens import AccessTokens
 from tests.grpc_assert import fails_with
-from tests.mesh.inprocess import KEY, handled, path, probe_server, unary
+from tests.mesh.inprocess import KEY, POLICY, Probe, handled, path, probe_server, unary
 from tests.mesh.polling import eventually
 
 
@@ -25,6 +27,12 @@ def _counted(name: str, code: str, before: float) -> Callable[[], Awaitable[bool
         return handled(name, code) > before
 
     return check
+
+
+class _Details(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
 
 
 GARBAGE = (("authorization", "Bearer not.a.token"),)
@@ -181,3 +189,25 @@ async def test_a_handler_abort_is_counted_with_its_own_code() -> None:
     async with probe_server() as (channel, _):
         await fails_with(grpc.StatusCode.FAILED_PRECONDITION, unary(channel, "Aborts")(b""))
     assert handled("Aborts", "FAILED_PRECONDITION") == before + 1
+
+
+async def test_a_writer_style_stream_goes_to_grpc_as_a_coroutine_and_keeps_its_error() -> None:
+    """svc_live writes its streams with ctx.write: the interceptor hands grpc a coroutine
+    handler (no generator layer per message), and a ServiceError raised after some writes
+    still ends the stream with its code and message, counted once."""
+    interceptor = MeshInterceptor(POLICY, None, access_log="off")
+    probe = Probe()
+    details = _Details(path("Written"))
+
+    async def continuation(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return grpc.unary_stream_rpc_method_handler(probe.written)
+
+    wrapped = await interceptor.intercept_service(continuation, details)
+    assert inspect.iscoroutinefunction(wrapped.unary_stream)
+
+    before = handled("Written", "NOT_FOUND")
+    async with probe_server() as (channel, _):
+        call = channel.unary_stream(path("Written"))(b"")
+        assert [await call.read(), await call.read()] == [b"one", b"two"]
+        await fails_with(grpc.StatusCode.NOT_FOUND, call.read(), match="nothing after two")
+    assert handled("Written", "NOT_FOUND") == before + 1

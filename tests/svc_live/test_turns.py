@@ -4,6 +4,7 @@ letting go of their slots, when pressure starts and ends, and outlets taking the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from elearn.live.v1 import live_service_pb2 as pb
 from svc_live import wire
@@ -146,3 +147,39 @@ async def test_outlets_write_in_turns_and_collect_events_while_they_wait() -> No
     second.retire()  # its stream ended mid-turn: the slot passes on
     await asyncio.wait_for(first.turn(), 1)
     assert [e.sequence for e in wire.decode_message(first.take() or b"")] == [2]
+
+
+def test_writes_started_without_pressure_are_not_counted_once_it_starts() -> None:
+    granted: list[str] = []
+    turns = WriteTurns(1, press_lag=0.05, clock=_Clock())
+    early = _Stream("early", granted)
+    turns.want(early)
+    assert granted == ["early"] and turns.in_flight == 0, "no pressure: no bookkeeping"
+    turns.adapt(lag=0.06, busy=0.9, interval=0.1)
+    b, c = _Stream("b", granted), _Stream("c", granted)
+    turns.want(b)
+    turns.want(c)
+    assert granted == ["early", "b"] and turns.in_flight == 1
+    early.finish(turns)  # uncounted: frees nothing, and the count never goes below zero
+    assert granted == ["early", "b"] and turns.in_flight == 1
+    b.finish(turns)
+    assert granted == ["early", "b", "c"] and turns.in_flight == 1
+
+
+async def test_a_turn_cancelled_while_waiting_does_not_break_the_next_grant() -> None:
+    turns = _bounded(1)
+    first, second = _outlet(turns, "1"), _outlet(turns, "2")
+    first.push(1, _frame(1))
+    second.push(1, _frame(1))
+    assert first.granted and not second.granted
+    waiting = asyncio.create_task(second.turn())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert first.take() is not None
+    first.done()  # the turn passes to the second, whose waiter was cancelled
+    assert second.granted
+    await asyncio.wait_for(second.turn(), 1)
+    assert [e.sequence for e in wire.decode_message(second.take() or b"")] == [1]
+
