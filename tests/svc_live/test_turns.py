@@ -97,7 +97,7 @@ def test_without_pressure_every_write_starts_at_once() -> None:
 def test_pressure_starts_with_a_late_pass_and_ends_after_a_calm_spell() -> None:
     granted: list[str] = []
     turns = WriteTurns(1, press_lag=0.05)
-    turns.adapt(lag=0.02, busy=0.95, interval=0.1)
+    turns.adapt(lag=0.02, busy=0.8, interval=0.1)
     assert not turns.pressed, "a busy loop whose passes stay short keeps writing at once"
     turns.adapt(lag=0.2, busy=0.3, interval=0.1)
     assert not turns.pressed, "late but mostly idle: the thread waited for a core"
@@ -183,3 +183,8 @@ async def test_a_turn_cancelled_while_waiting_does_not_break_the_next_grant() ->
     await asyncio.wait_for(second.turn(), 1)
     assert [e.sequence for e in wire.decode_message(second.take() or b"")] == [1]
 
+
+def test_a_saturated_loop_is_pressed_however_short_its_passes() -> None:
+    turns = WriteTurns(1, press_lag=0.05)
+    turns.adapt(lag=0.0005, busy=0.99, interval=0.1)
+    assert turns.pressed, "no time to spare: the Sends would wait behind the writes"
