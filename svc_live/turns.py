@@ -11,16 +11,17 @@ instead of the lag growing.
 
 The bound has a price when the loop has time to spare: writes submitted together share HTTP/2
 frames and syscalls, writes in turns do not (about 7 µs more per delivery at 1,000 streams). So
-it applies only under pressure: from an interval in which a timer fired `press_lag` late while
-the loop's thread was busy at least `_PRESS_SHARE` of the time (late but idle means the thread
-waited for a core, as two replicas on two cores do, not a long pass), or in which the thread
-was busy `_SATURATED_SHARE` of the time however short its passes (at 8,000 streams a pod ran 99 %
-busy with passes under 1 ms late for 9-12 s before a long pass happened to start the bound;
-in one run of four none came, and its Sends waited 70-95 ms for the whole run, p95 378 ms
-against 158-196 ms bounded), until the loop has been prompt (`_PROMPT`) and its thread at most
-`_IDLE_SHARE` busy for `_CALM_SECONDS`. Measured on one pod: 0.33-0.40 of the thread at 1,000
-streams, 0.66 once 3,000 had fallen behind; with 0.55 a pod at 3,000 was once left unbounded
-and fell behind.
+it applies only under pressure, which starts with an interval in which either
+- a timer fired `press_lag` late while the loop's thread was busy at least `_PRESS_SHARE` of
+  the time (late but idle means the thread waited for a core, as two replicas on two cores do,
+  not a long pass), or
+- the thread was busy `_SATURATED_SHARE` of the time, however short its passes. At 8,000
+  streams a pod ran 99 % busy with timers under 1 ms late for 9-12 s until one long pass
+  happened to start the bound; in runs where none came, its Sends waited 67-78 ms all run
+  and p95 was 378-403 ms, against 173-198 ms bounded.
+Pressure ends once the loop has been prompt (`_PROMPT`) and its thread at most `_IDLE_SHARE`
+busy for `_CALM_SECONDS`. Measured on one pod: 0.33-0.40 of the thread at 1,000 streams, 0.66
+once 3,000 had fallen behind; with 0.55 a pod at 3,000 was once left unbounded and fell behind.
 
 A write that has not finished after `stall_seconds` stops counting against the bound, so a
 client reading slowly (its write held on HTTP/2 flow control) cannot take a slot for long.
