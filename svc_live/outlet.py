@@ -35,8 +35,11 @@ class Outlet:
         slow_strikes: int,
         bidi: bool,
         turns: WriteTurns | None = None,
+        peer: str = "",
     ) -> None:
         self.session_id = session_id
+        # The client's connection (grpc's peer string): the feed groups its streams by it.
+        self.peer = peer
         self.connection_id = connection_id
         self.user_id = user_id
         self.bidi = bidi

@@ -97,11 +97,13 @@ class Participation:
         *,
         write: Callable[[bytes], Awaitable[None]],
         bidi: bool,
+        peer: str = "",
         from_oldest: bool = False,
         on_open: Callable[[Outlet, Actor], None] | None = None,
     ) -> None:
         """The stream until it ends, each message written with `write` (the call's
-        ctx.write): no generator layer between a write and grpc."""
+        ctx.write): no generator layer between a write and grpc. `peer` is the client's
+        connection (ctx.peer()): the feed writes one connection's streams back to back."""
         if self.draining:
             raise Unavailable("this server is draining; reconnect to another")
         session_id = session_uuid(session_id_text, "hello.session_id" if bidi else "session_id")
@@ -137,6 +139,7 @@ class Participation:
             slow_strikes=s.slow_consumer_strikes,
             bidi=bidi,
             turns=self.turns,
+            peer=peer,
         )
         outlet.hold()
         try:

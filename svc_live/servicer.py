@@ -100,6 +100,7 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
             request.resume_after_sequence,
             write=context.write,
             bidi=False,
+            peer=context.peer(),
             from_oldest=request.from_oldest,
         )
 
@@ -134,6 +135,7 @@ class LiveServicer(live_service_pb2_grpc.LiveServiceServicer):
                 hello.resume_after_sequence,
                 write=context.write,
                 bidi=True,
+                peer=context.peer(),
                 from_oldest=hello.from_oldest,
                 on_open=on_open,
             )

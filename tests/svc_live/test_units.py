@@ -78,7 +78,7 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed = SessionFeed(_Hub(_Room(history)), "s")  # type: ignore[arg-type]
     feed._next = 1
     outlet = _outlet(max_events=100)
-    feed.outlets["c"] = outlet
+    feed.add(outlet)
     feed.offer(history[3])
     feed.offer(history[2])
     async with asyncio.timeout(5):
@@ -92,6 +92,31 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed.offer(history[5])
     events = wire.decode_message(await anext(outlet.messages()))
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+
+
+def test_a_feed_pushes_each_connections_streams_together_whatever_the_join_order() -> None:
+    feed = SessionFeed(_Hub(_Room({})), "s")  # type: ignore[arg-type]
+    feed._next = 1
+    pushed: list[str] = []
+
+    class _Recorder(Outlet):
+        def push(self, sequence: int, data: bytes, *, last: bool = False) -> None:
+            pushed.append(self.connection_id)
+
+    joins = [("a1", "ipv4:127.0.0.1:1001"), ("b1", "ipv4:127.0.0.1:1002")]
+    joins += [("a2", "ipv4:127.0.0.1:1001"), ("b2", "ipv4:127.0.0.1:1002")]
+    for connection_id, peer in joins:
+        fields: dict[str, Any] = dict(max_bytes=10_000, max_events=3, slow_strikes=2)
+        feed.add(_Recorder("s", connection_id, "u", bidi=True, peer=peer, **fields))
+    feed.offer(_event(1))
+    assert pushed == ["a1", "a2", "b1", "b2"]
+
+    assert feed.remove("a1") and feed.remove("a2")
+    assert not feed.remove("a1")
+    pushed.clear()
+    feed.offer(_event(2))
+    assert pushed == ["b1", "b2"]
+    assert list(feed.outlets) == ["b1", "b2"]
 
 
 def test_the_cli_turns_typed_lines_into_client_events() -> None:
