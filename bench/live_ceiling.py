@@ -34,12 +34,21 @@ class _Stream:
         self.wake = asyncio.Event()
 
 
-async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
-    streams: set[_Stream] = set()
+async def _serve(
+    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool
+) -> None:
+    # Client connection (peer) -> its streams. Grouped, a tick wakes one connection's streams
+    # back to back (as svc_live's feed pushes); else in the order a set gives.
+    groups: dict[str, dict[_Stream, None]] = {}
 
-    async def subscribe(_request: bytes, _context: Any) -> AsyncIterator[bytes]:
+    def streams() -> list[_Stream]:
+        every = [s for group in groups.values() for s in group]
+        return every if grouped else list(set(every))
+
+    async def subscribe(_request: bytes, context: Any) -> AsyncIterator[bytes]:
         stream = _Stream()
-        streams.add(stream)
+        peer = context.peer()
+        groups.setdefault(peer, {})[stream] = None
         welcome = pb.ServerEvent(session_id="s", welcome=pb.Welcome(connection_id="c"))
         yield wire.frame(welcome.SerializeToString())
         try:
@@ -49,7 +58,7 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
                 parts, stream.parts = stream.parts, []
                 yield b"".join(parts)
         finally:
-            streams.discard(stream)
+            groups[peer].pop(stream, None)
 
     handler = grpc.unary_stream_rpc_method_handler(
         subscribe, request_deserializer=None, response_serializer=None
@@ -66,16 +75,17 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
     await server.start()
     # Every server starts once the receivers hold all their streams (the parent says so).
     await asyncio.to_thread(begin.wait)
-    held = len(streams)
+    held = len(streams())
     start_cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     n = 0
+    order = streams()
     async for n, due_ns in ticks(rate, seconds):
         # Stamped with the planned time, not the moment the loop got to it: a saturated
         # server's late ticks count against it, as the service's late answers to Send do.
         event = pb.ServerEvent(sequence=n, broadcast=pb.Broadcast(text=f"t{due_ns}"))
         data = wire.frame(event.SerializeToString())
-        for stream in streams:
+        for stream in order:
             stream.parts.append(data)
             stream.wake.set()
     window = time.monotonic() - start
@@ -86,10 +96,12 @@ async def _serve(port: int, rate: float, seconds: float, begin: Any, out: Any) -
     await server.stop(1)
 
 
-def _server_main(port: int, rate: float, seconds: float, begin: Any, out: Any) -> None:
+def _server_main(
+    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool
+) -> None:
     import uvloop
 
-    uvloop.run(_serve(port, rate, seconds, begin, out))
+    uvloop.run(_serve(port, rate, seconds, begin, out, grouped))
 
 
 def measure_ceiling(
@@ -101,10 +113,11 @@ def measure_ceiling(
     channels: int = 8,
     receiver: str = "python",
     servers: int = 1,
+    grouped: bool = False,
 ) -> dict[str, Any]:
     """The bare handler's run: `servers` processes (as many as the service's replicas, so the
     two compare at equal processes) sharing the streams, the same receivers as the service's;
-    each broadcasts at `rate` to its own streams."""
+    each broadcasts at `rate` to its own streams, `grouped` by client connection or not."""
     ports = []
     for _ in range(servers):
         with socket.socket() as s:
@@ -114,7 +127,8 @@ def measure_ceiling(
     out = ctx.Queue()
     begin = ctx.Event()
     procs = [
-        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out)) for port in ports
+        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out, grouped))
+        for port in ports
     ]
     for proc in procs:
         proc.start()
@@ -144,6 +158,7 @@ def measure_ceiling(
         expected_deliveries=sum(s["broadcasts"] * s["streams"] for s in served),
         server_cpu_cores=round(sum(s["server_cpu_cores"] for s in served), 2),
         servers=servers,
+        grouped=grouped,
         participants=participants,
         opened=opened,
         receiver=receivers.kind,
@@ -168,6 +183,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--receiver", choices=("python", "go"), default="python")
     parser.add_argument("--servers", type=int, default=1, help="bare server processes")
+    parser.add_argument(
+        "--grouped", action="store_true", help="write each connection's streams together"
+    )
     args = parser.parse_args()
     result = measure_ceiling(
         args.participants,
@@ -177,6 +195,7 @@ def main() -> None:
         channels=args.channels,
         receiver=args.receiver,
         servers=args.servers,
+        grouped=args.grouped,
     )
     result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))

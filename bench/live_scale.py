@@ -67,7 +67,12 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("the scale series needs two live replicas (live=2)")
     most = args.max // SESSION
     cohort = asyncio.run(open_sessions(endpoints, SESSION, most))
-    configs = {"bare": None, "one_replica": replicas[:1], "two_replicas": replicas[:2]}
+    # None: the bare handler (bench.live_ceiling), "bare_grouped" writing each client
+    # connection's streams together as the service's feed does.
+    configs: dict[str, list[str] | None] = {"bare": None}
+    if args.grouped_bare:
+        configs["bare_grouped"] = None
+    configs.update(one_replica=replicas[:1], two_replicas=replicas[:2])
     steps: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     alive = set(configs)
     try:
@@ -80,7 +85,7 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
                     step = measure_ceiling(
                         count, args.rate, args.duration,
                         processes=args.processes, channels=args.channels,
-                        receiver=args.receiver,
+                        receiver=args.receiver, grouped=name == "bare_grouped",
                     )  # fmt: skip
                     step["expected_deliveries"] = step["broadcasts"] * count
                 else:
@@ -106,20 +111,20 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
         name: max((s["participants"] for s in runs if s["held"]), default=0)
         for name, runs in steps.items()
     }
-    bare = largest["bare"]
+    services = [name for name in configs if configs[name] is not None]
+
+    def share_of(ceiling: str) -> dict[str, float | None]:
+        bare = largest[ceiling]
+        return {name: round(largest[name] / bare, 2) if bare else None for name in services}
+
     return {
         "rate_per_session": args.rate,
         "duration_s": args.duration,
         "largest_held": largest,
-        "share_of_bare": {
-            name: round(n / bare, 2) if bare else None
-            for name, n in largest.items()
-            if name != "bare"
-        },
+        "share_of_bare": share_of("bare"),
+        **({"share_of_bare_grouped": share_of("bare_grouped")} if args.grouped_bare else {}),
         "kib_per_stream": {
-            name: [s.get("service_kib_per_stream") for s in runs]
-            for name, runs in steps.items()
-            if name != "bare"
+            name: [s.get("service_kib_per_stream") for s in steps[name]] for name in services
         },
         "steps": steps,
         "loadavg": os.getloadavg(),
@@ -131,6 +136,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--max", type=int, default=10_000, help="stop at this many streams")
+    parser.add_argument(
+        "--grouped-bare", action="store_true",
+        help="also the bare handler writing each client connection's streams together",
+    )  # fmt: skip
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument(

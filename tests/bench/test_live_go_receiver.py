@@ -42,3 +42,13 @@ def test_go_receiver_measures_the_bare_handler_with_no_gap() -> None:
     assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
     assert 0 < result["p50_ms"] <= result["p95_ms"]
     assert result["receiver_cpu_us_per_delivery"] > 0
+
+
+def test_the_grouped_bare_handler_writes_every_stream_of_every_connection() -> None:
+    result = measure_ceiling(
+        24, 20.0, 2.0, processes=2, channels=3, receiver="go", servers=1, grouped=True
+    )
+
+    assert (result["grouped"], result["opened"]) == (True, 24)
+    assert result["deliveries"] == result["expected_deliveries"] >= result["broadcasts"] * 24
+    assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
