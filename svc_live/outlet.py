@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 from elearn.live.v1 import live_service_pb2 as pb
 from mesh.errors import ResourceExhausted, ServiceError
@@ -128,9 +128,7 @@ class Outlet:
 
     def take(self) -> bytes | None:
         """The next stream message: None when nothing is queued (then `done()`, `await turn()`),
-        b"" once the stream is over; raises the error the stream ends with. Synchronous, so the
-        stream's handler drives it and writes with ctx.write, no generator layer between it
-        and grpc: writes are the pod's hot path (svc_live.participation)."""
+        b"" once the stream is over; raises the error the stream ends with (see `write_all`)."""
         if self._fatal is not None:
             raise self._fatal
         queue = self._queue
@@ -242,18 +240,20 @@ class Outlet:
         if self._turns is not None:
             self._turns.finished(number)
 
-    async def messages(self) -> AsyncIterator[bytes]:
-        """Stream messages until closed (the pod's ticker adds heartbeats to quiet streams);
-        Participation.stream runs the same loop inline."""
+    async def write_all(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        """Write the stream's messages with `write` (the call's ctx.write) until it is over:
+        the pod's hot path, one write per turn, no generator layer between it and grpc."""
+        take, turn, done = self.take, self.turn, self.done
         try:
             while True:
-                await self.turn()
-                message = self.take()
+                if not self.granted:
+                    await turn()
+                message = take()
                 if message is None:
-                    self.done()
+                    done()
                 elif message:
-                    yield message
-                    self.done()
+                    await write(message)
+                    done()
                 else:
                     return
         finally:

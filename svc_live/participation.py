@@ -155,19 +155,7 @@ class Participation:
             async for chunk in self._opening(row, role, outlet, resume_after, from_oldest):
                 await write(chunk)
             outlet.release()
-            # outlet.messages() inlined: the pod's hot path, one write per turn.
-            take, turn, done = outlet.take, outlet.turn, outlet.done
-            while True:
-                if not outlet.granted:
-                    await turn()
-                message = take()
-                if message is None:
-                    done()
-                elif message:
-                    await write(message)
-                    done()
-                else:
-                    break
+            await outlet.write_all(write)
         finally:
             outlet.retire()
             await self._hub.detach(outlet)

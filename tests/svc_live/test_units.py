@@ -34,13 +34,29 @@ def _outlet(**over: Any) -> Outlet:
     return Outlet("s", "c", "u", **fields)
 
 
+class _Written:
+    """The stream's messages as Outlet.write_all writes them, read one at a time."""
+
+    def __init__(self, outlet: Outlet) -> None:
+        self._messages: asyncio.Queue[bytes] = asyncio.Queue()
+        self.task = asyncio.create_task(outlet.write_all(self._write))
+
+    async def _write(self, message: bytes) -> None:
+        self._messages.put_nowait(message)
+
+    async def next(self) -> list[pb.ServerEvent]:
+        async with asyncio.timeout(5):
+            return wire.decode_message(await self._messages.get())
+
+
 async def test_a_full_buffer_drops_the_oldest_and_says_how_many() -> None:
     outlet = _outlet()
     for seq in range(1, 7):
         outlet.push(seq, wire.frame(_event(seq)))
     outlet.push(6, wire.frame(_event(6)))  # a repeat is never queued twice
-    messages = outlet.messages()
-    events = wire.decode_message(await anext(messages))
+    written = _Written(outlet)
+    events = await written.next()
+    written.task.cancel()
     assert events[0].notice.kind == pb.NOTICE_KIND_EVENTS_DROPPED
     assert events[0].notice.dropped_count == 3
     assert [e.sequence for e in events[1:]] == [4, 5, 6]
@@ -48,15 +64,17 @@ async def test_a_full_buffer_drops_the_oldest_and_says_how_many() -> None:
 
 async def test_a_stream_that_stays_slow_is_closed() -> None:
     outlet = _outlet()
-    messages = outlet.messages()
+    written = _Written(outlet)
     seq = 0
-    with pytest.raises(ResourceExhausted):
-        for _ in range(3):
-            for _ in range(5):
-                seq += 1
-                outlet.push(seq, wire.frame(_event(seq)))
-            events = wire.decode_message(await anext(messages))
+    for _ in range(2):  # slow_strikes flushes that each lose events
+        for _ in range(5):
+            seq += 1
+            outlet.push(seq, wire.frame(_event(seq)))
+        events = await written.next()
     assert events[-1].notice.kind == pb.NOTICE_KIND_SLOW_CONSUMER
+    with pytest.raises(ResourceExhausted):
+        async with asyncio.timeout(5):
+            await written.task
 
 
 class _Room:
@@ -90,7 +108,9 @@ async def test_a_feed_delivers_in_order_once_filling_gaps_from_history() -> None
     feed.offer(history[2])
     feed.offer(history[4])
     feed.offer(history[5])
-    events = wire.decode_message(await anext(outlet.messages()))
+    written = _Written(outlet)
+    events = await written.next()
+    written.task.cancel()
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
 
 
