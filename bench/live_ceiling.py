@@ -35,7 +35,7 @@ class _Stream:
 
 
 async def _serve(
-    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool
+    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool, bound: int
 ) -> None:
     # Client connection (peer) -> its streams. Grouped, a tick wakes one connection's streams
     # back to back (as svc_live's feed pushes); else in the order a set gives.
@@ -44,6 +44,9 @@ async def _serve(
     def streams() -> list[_Stream]:
         every = [s for group in groups.values() for s in group]
         return every if grouped else list(set(every))
+
+    # `bound` writes in flight at most, as svc_live's write turns allow under pressure.
+    slots = asyncio.Semaphore(bound) if bound else None
 
     async def subscribe(_request: bytes, context: Any) -> AsyncIterator[bytes]:
         stream = _Stream()
@@ -54,9 +57,16 @@ async def _serve(
         try:
             while True:
                 await stream.wake.wait()
+                if slots is not None:
+                    await slots.acquire()
                 stream.wake.clear()
                 parts, stream.parts = stream.parts, []
-                yield b"".join(parts)
+                try:
+                    yield b"".join(parts)
+                finally:
+                    # Resumed: grpc finished the write.
+                    if slots is not None:
+                        slots.release()
         finally:
             groups[peer].pop(stream, None)
 
@@ -97,11 +107,11 @@ async def _serve(
 
 
 def _server_main(
-    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool
+    port: int, rate: float, seconds: float, begin: Any, out: Any, grouped: bool, bound: int
 ) -> None:
     import uvloop
 
-    uvloop.run(_serve(port, rate, seconds, begin, out, grouped))
+    uvloop.run(_serve(port, rate, seconds, begin, out, grouped, bound))
 
 
 def measure_ceiling(
@@ -114,10 +124,12 @@ def measure_ceiling(
     receiver: str = "python",
     servers: int = 1,
     grouped: bool = False,
+    bound: int = 0,
 ) -> dict[str, Any]:
     """The bare handler's run: `servers` processes (as many as the service's replicas, so the
     two compare at equal processes) sharing the streams, the same receivers as the service's;
-    each broadcasts at `rate` to its own streams, `grouped` by client connection or not."""
+    each broadcasts at `rate` to its own streams, `grouped` by client connection or not, with
+    at most `bound` writes in flight (0: unbounded)."""
     ports = []
     for _ in range(servers):
         with socket.socket() as s:
@@ -127,7 +139,7 @@ def measure_ceiling(
     out = ctx.Queue()
     begin = ctx.Event()
     procs = [
-        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out, grouped))
+        ctx.Process(target=_server_main, args=(port, rate, duration, begin, out, grouped, bound))
         for port in ports
     ]
     for proc in procs:
@@ -159,6 +171,7 @@ def measure_ceiling(
         server_cpu_cores=round(sum(s["server_cpu_cores"] for s in served), 2),
         servers=servers,
         grouped=grouped,
+        bound=bound,
         participants=participants,
         opened=opened,
         receiver=receivers.kind,
@@ -186,6 +199,10 @@ def main() -> None:
     parser.add_argument(
         "--grouped", action="store_true", help="write each connection's streams together"
     )
+    parser.add_argument(
+        "--bound", type=int, default=0,
+        help="at most this many writes in flight (svc_live's write turns allow 64)",
+    )  # fmt: skip
     args = parser.parse_args()
     result = measure_ceiling(
         args.participants,
@@ -196,6 +213,7 @@ def main() -> None:
         receiver=args.receiver,
         servers=args.servers,
         grouped=args.grouped,
+        bound=args.bound,
     )
     result["pid"] = os.getpid()
     print(json.dumps(result, indent=2))

@@ -52,3 +52,14 @@ def test_the_grouped_bare_handler_writes_every_stream_of_every_connection() -> N
     assert (result["grouped"], result["opened"]) == (True, 24)
     assert result["deliveries"] == result["expected_deliveries"] >= result["broadcasts"] * 24
     assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
+
+
+def test_the_bare_handler_held_to_a_write_bound_still_writes_every_stream_in_order() -> None:
+    # Four writes in flight for 24 streams: each write waits for a slot, none is lost.
+    result = measure_ceiling(
+        24, 20.0, 2.0, processes=2, channels=3, receiver="go", servers=1, grouped=True, bound=4
+    )
+
+    assert (result["bound"], result["opened"]) == (4, 24)
+    assert result["deliveries"] == result["expected_deliveries"] >= result["broadcasts"] * 24
+    assert (result["gaps"], result["duplicates"], result["errors"]) == (0, 0, {})
