@@ -116,8 +116,9 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
     configs.update(one_replica=replicas[:1], two_replicas=replicas[:2])
     steps: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     alive = set(configs)
+    first = max(1, args.start // SESSION)
     try:
-        for sessions in range(args.start // SESSION or 1, most + 1):
+        for sessions in range(first, most + 1):
             samples: dict[str, list[dict[str, Any]]] = {n: [] for n in configs if n in alive}
             # Rounds, not one arm's samples back to back: a slow minute on the box then
             # lands on every arm alike.
@@ -151,7 +152,7 @@ def run_scale(endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rate_per_session": args.rate,
         "samples_per_step": args.samples,
-        "started_at": (args.start // SESSION or 1) * SESSION,
+        "started_at": first * SESSION,
         "duration_s": args.duration,
         "largest_held": largest,
         "share_of_bare": share_of("bare"),
